@@ -1,0 +1,37 @@
+# price-platform: the commands a user needs. Everything installs into ./.venv.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# XGBoost's OpenMP threads oversubscribe small machines: one thread unless told otherwise.
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: install system-deps up demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,bench]"
+	touch $(STAMP)
+
+# Debian packages the tests start: Prometheus (promtool) and Chromium for UI screenshots.
+system-deps:
+	@command -v promtool >/dev/null && command -v chromium >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus chromium >/dev/null; }
+
+up: install
+	$(BIN)/price-platform up
+
+demo: install
+	$(BIN)/price-platform demo
+
+test: install system-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python -m benchmarks $(BENCH)
+
+clean:
+	rm -rf .price_platform dbt/target dbt/logs

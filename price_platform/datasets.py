@@ -1,0 +1,165 @@
+"""Description of a price data set: where it comes from and what its columns mean.
+
+One YAML file describes a data set; everything downstream (the ``raw_sales`` table, the
+validation suite, dbt's column lists, the model's preprocessing and the API's request
+schema) is derived from it, so another price table needs a new YAML file, not new code.
+Column names are normalised to lower snake case on ingestion and the YAML uses those names.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from price_platform.settings import PACKAGE_DIR
+
+
+class DatasetError(ValueError):
+    """A data set description that cannot be used, with the reason."""
+
+
+class NumericColumn(BaseModel):
+    """A numeric feature with the range its values must fall in."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min: float | None = None
+    max: float | None = None
+    nullable: bool = False
+    integer: bool = False
+
+
+class CategoricalColumn(BaseModel):
+    """A categorical feature, optionally with the categories it may take."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed: list[str] | None = None
+    nullable: bool = False
+
+
+class TimeSpec(BaseModel):
+    """How a record's sale month is found: one date column, or a year and a month column."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str | None = None
+    year_column: str | None = None
+    month_column: str | None = None
+    start: str = Field(description="First month of the data, YYYY-MM.", pattern=r"^\d{4}-\d{2}$")
+    end: str | None = Field(
+        default=None, description="Last month of the data, YYYY-MM; open-ended when unset.", pattern=r"^\d{4}-\d{2}$"
+    )
+
+    @model_validator(mode="after")
+    def _one_way(self) -> TimeSpec:
+        if bool(self.column) == bool(self.year_column and self.month_column):
+            raise ValueError("time needs either `column` or both `year_column` and `month_column`")
+        return self
+
+    @property
+    def columns(self) -> list[str]:
+        return [self.column] if self.column else [self.year_column, self.month_column]  # type: ignore[list-item]
+
+
+class SourceSpec(BaseModel):
+    """Where the data set's records come from when it is not fed through the landing folder."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path | None = Field(default=None, description="CSV/Parquet file; relative paths are from the YAML file.")
+    query: str | None = Field(default=None, description="SQL query run on `url` (another PostgreSQL).")
+    url: str | None = None
+
+
+class DatasetSpec(BaseModel):
+    """A price data set: source, target, time, id, typed features, segments and derived features."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    description: str = ""
+    source: SourceSpec = SourceSpec()
+    target: str
+    id_column: str | None = None
+    time: TimeSpec | None = None
+    numeric: dict[str, NumericColumn] = Field(default_factory=dict)
+    categorical: dict[str, CategoricalColumn] = Field(default_factory=dict)
+    segments: list[str] = Field(default_factory=list)
+    area_column: str | None = Field(default=None, description="Size column used for price per area.")
+    derived: dict[str, str] = Field(
+        default_factory=dict,
+        description="Features computed from others by an arithmetic expression valid in SQL and Python.",
+    )
+    pii: list[str] = Field(default_factory=list, description="Columns stored hashed in prediction logs.")
+    target_min: float = Field(default=0.0, description="Target values must be greater than this.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DatasetSpec:
+        both = set(self.numeric) & set(self.categorical)
+        if both:
+            raise ValueError(f"columns both numeric and categorical: {sorted(both)}")
+        known = set(self.columns)
+        for group, names in {"segments": self.segments, "pii": self.pii}.items():
+            unknown = set(names) - known
+            if unknown:
+                raise ValueError(f"{group} names unknown columns: {sorted(unknown)}")
+        if self.area_column and self.area_column not in self.numeric:
+            raise ValueError(f"area_column {self.area_column!r} is not a numeric column")
+        if self.target in self.numeric or self.target in self.categorical:
+            raise ValueError(f"target {self.target!r} must not also be a feature")
+        for name, expression in self.derived.items():
+            unknown = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expression)) - set(self.numeric)
+            if unknown:
+                raise ValueError(f"derived feature {name!r} uses non-numeric or unknown names {sorted(unknown)}")
+        return self
+
+    @property
+    def features(self) -> list[str]:
+        """The model's input columns as a client sends them (numeric, then categorical)."""
+        return [*self.numeric, *self.categorical]
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column of a raw record: id, features and target."""
+        id_columns = [self.id_column] if self.id_column else []
+        time_columns = [c for c in (self.time.columns if self.time else []) if c not in self.numeric]
+        return [*id_columns, *time_columns, *self.features, self.target]
+
+    @property
+    def has_time(self) -> bool:
+        return self.time is not None
+
+
+def normalise_column(name: str) -> str:
+    """Lower snake case, the form every column takes inside the platform."""
+    name = re.sub(r"[^0-9A-Za-z]+", "_", name.strip())
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name) if not name.isupper() and "_" not in name else name
+    return name.strip("_").lower()
+
+
+def load_dataset(path: Path | str) -> DatasetSpec:
+    """Read and check a data set description; raise :class:`DatasetError` naming the file and problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as error:
+        raise DatasetError(f"{path}: cannot read data set description: {error}") from error
+    if not isinstance(raw, dict):
+        raise DatasetError(f"{path}: a data set description must be a mapping, got {type(raw).__name__}")
+    try:
+        spec = DatasetSpec.model_validate(raw)
+    except ValidationError as error:
+        raise DatasetError(f"{path}: invalid data set description:\n{error}") from error
+    if spec.source.path is not None and not spec.source.path.is_absolute():
+        spec.source.path = (path.parent / spec.source.path).resolve()
+    return spec
+
+
+def bundled_sample() -> Path:
+    """The Ames housing sales shipped with the package."""
+    return PACKAGE_DIR / "data" / "ames_housing.csv.gz"

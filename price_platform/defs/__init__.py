@@ -1,0 +1,20 @@
+"""Definitions grouped by domain: ingestion, features (dbt), training, registry, monitoring."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from price_platform.datasets import load_dataset
+from price_platform.resources import Dataset, Warehouse
+from price_platform.settings import Settings
+
+
+def build_domain_definitions(settings: Settings) -> dg.Definitions:
+    """Merge every domain's definitions and bind the shared resources."""
+    spec = load_dataset(settings.dataset)
+    domains: list[dg.Definitions] = []
+    resources = {
+        "warehouse": Warehouse.from_settings(settings),
+        "dataset": Dataset(path=str(settings.dataset)),
+    }
+    return dg.Definitions.merge(*domains, dg.Definitions(resources=resources))

@@ -1,0 +1,92 @@
+"""The one settings object of the platform, read from ``PRICE_PLATFORM_*`` environment variables.
+
+Pipeline, serving, CLI and tests all read their configuration from :func:`get_settings`;
+nothing else in the code base reads the environment for platform configuration.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_DATASET = PACKAGE_DIR / "datasets" / "ames_housing.yaml"
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform, with the defaults that make ``make up`` work on a fresh clone."""
+
+    model_config = SettingsConfigDict(env_prefix="PRICE_PLATFORM_", extra="ignore")
+
+    # --- storage -----------------------------------------------------------------------
+    home: Path = Field(
+        default=Path(".price_platform"),
+        description="Folder for local state: embedded PostgreSQL data, artifacts, landing files.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL server URL (any database on it). Unset: an embedded server is started.",
+    )
+    database_name: str = Field(default="price_platform", description="Database holding the platform's schemas.")
+    embedded_port: int = Field(default=55432, description="TCP port of the embedded PostgreSQL.")
+    redis_url: str | None = Field(default=None, description="Redis URL; unset: in-process stores.")
+    artifact_root: Path | None = Field(default=None, description="MLflow artifact folder (default: <home>/mlartifacts).")
+    mlflow_tracking_uri: str | None = Field(default=None, description="MLflow tracking server; unset: <home>/mlflow.")
+
+    # --- data --------------------------------------------------------------------------
+    dataset: Path = Field(default=DEFAULT_DATASET, description="YAML description of the price data set.")
+    landing_dir: Path | None = Field(default=None, description="Folder watched for new sales files.")
+    max_rejected_share: float = Field(default=0.05, ge=0.0, le=1.0, description="Bad-row share that fails a partition.")
+    backfill_until: str | None = Field(default=None, description="Last month (YYYY-MM) `make up` backfills.")
+
+    # --- training ----------------------------------------------------------------------
+    model_name: str = Field(default="price-model", description="Registered model name in MLflow.")
+    holdout_months: int = Field(default=12, ge=1)
+    validation_months: int = Field(default=6, ge=1)
+    n_trials: int = Field(default=30, ge=1, description="Optuna trial budget per study.")
+    study_timeout_seconds: float = Field(default=180.0, gt=0, description="Optuna time budget per study.")
+    promotion_margin: float = Field(default=0.0, ge=0.0, description="Relative RMSLE gain a challenger needs.")
+    interval_coverage: float = Field(default=0.9, gt=0.0, lt=1.0)
+    seed: int = 42
+    threads: int = Field(default=1, ge=1, description="Threads for XGBoost (OpenMP).")
+
+    # --- serving -----------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    auth_enabled: bool = Field(default=True, description="Require API keys (switch off only for local use).")
+    max_batch_size: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=2_000_000, ge=1024)
+    rate_limit_per_minute: int = Field(default=6000, ge=1)
+    model_poll_seconds: float = Field(default=5.0, gt=0)
+    log_buffer_size: int = Field(default=100_000, ge=1)
+
+    # --- monitoring --------------------------------------------------------------------
+    psi_threshold: float = Field(default=0.2, gt=0)
+    drift_share_threshold: float = Field(default=0.3, gt=0, le=1, description="Share of drifted features that retrains.")
+    accuracy_drop_threshold: float = Field(default=0.1, gt=0)
+    alert_webhook_url: str | None = None
+    prediction_retention_months: int | None = Field(default=None, ge=1)
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def artifacts(self) -> Path:
+        """Folder where MLflow stores model files and plots."""
+        return (self.artifact_root or self.home / "mlartifacts").resolve()
+
+    @property
+    def landing(self) -> Path:
+        """Folder where new sales files are dropped."""
+        return (self.landing_dir or self.home / "landing").resolve()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

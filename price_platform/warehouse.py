@@ -1,0 +1,63 @@
+"""The platform database: versioned migrations and connections.
+
+Migrations are the numbered ``migrations/*.sql`` files, applied in order, each once, inside
+one transaction under an advisory lock so that concurrent starters never apply one twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+
+import psycopg2
+import psycopg2.extensions
+
+log = logging.getLogger(__name__)
+
+_MIGRATION_LOCK = 7_310_001
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped with the package, in order."""
+    folder = resources.files("price_platform") / "migrations"
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def migrate(dsn: str) -> list[str]:
+    """Apply the migrations the database does not have yet; return the names applied."""
+    applied: list[str] = []
+    with connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        cursor.execute(
+            "create table if not exists public.schema_migrations ("
+            " version integer primary key, name text not null, applied_at timestamptz not null default now())"
+        )
+        cursor.execute("select version from public.schema_migrations")
+        done = {row[0] for row in cursor.fetchall()}
+        for version, name, statements in migration_files():
+            if version in done:
+                continue
+            cursor.execute(statements)
+            cursor.execute("insert into public.schema_migrations (version, name) values (%s, %s)", (version, name))
+            applied.append(name)
+    for name in applied:
+        log.info("applied migration %s", name)
+    return applied
+
+
+@contextmanager
+def connect(dsn: str) -> Iterator[psycopg2.extensions.connection]:
+    """A connection that commits when the block succeeds and rolls back when it raises."""
+    connection = psycopg2.connect(dsn)
+    try:
+        with connection:
+            yield connection
+    finally:
+        connection.close()
