@@ -1,0 +1,1 @@
+"""`make bench`: the platform measured beside its peers, one group at a time or all of them."""
