@@ -53,9 +53,11 @@ class Settings(BaseSettings):
     seed: int = 42
     threads: int = Field(default=1, ge=1, description="Threads for XGBoost (OpenMP).")
 
-    # --- serving -----------------------------------------------------------------------
+    # --- serving and the local stack ----------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    dagster_port: int = Field(default=3000, description="Dagster UI port of `price-platform up`.")
+    mlflow_port: int = Field(default=5000, description="MLflow UI/tracking port of `price-platform up`.")
     auth_enabled: bool = Field(default=True, description="Require API keys (switch off only for local use).")
     max_batch_size: int = Field(default=1000, ge=1)
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
