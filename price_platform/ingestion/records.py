@@ -1,0 +1,105 @@
+"""Typing a source's records as the data set description says, and placing each in its partition.
+
+A record's row number counts data rows from 1 (the header is not a row). Structural faults
+(missing columns, no rows, a value that is not a number, a record without a sale month)
+make the whole source unusable and raise :class:`IngestionError`; values of the right type
+that break the data set's rules are left to validation, which sets those rows aside.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pandas as pd
+
+from price_platform.datasets import DatasetSpec
+from price_platform.ingestion.errors import IngestionError
+from price_platform.ingestion.sources import SourceFrame
+from price_platform.partitions import month_key
+
+#: Column holding each record's 1-based row number in its source.
+ROW_NUMBER = "_row_number"
+#: Column holding each record's partition key.
+PARTITION_KEY = "_partition_key"
+
+_MAX_LISTED = 5
+
+
+def typed_records(spec: DatasetSpec, source: SourceFrame, partition_key: str | None = None) -> pd.DataFrame:
+    """The source's records as the spec's columns (floats and stripped strings), plus row number and partition key.
+
+    ``partition_key`` is every record's partition for a data set without time; with time,
+    each record's month decides it.
+    """
+    frame = source.frame
+    missing = [column for column in spec.columns if column not in frame.columns]
+    if missing:
+        raise IngestionError(f"{source.name}: header: missing columns {missing} (row 0 is the header)")
+    if frame.empty:
+        raise IngestionError(f"{source.name}: row 1: no rows; the file has a header but no records")
+    records = pd.DataFrame(index=frame.index)
+    records[ROW_NUMBER] = range(1, len(frame) + 1)
+    for column, kind in column_kinds(spec).items():
+        if kind == "text":
+            records[column] = _text(frame[column])
+        else:
+            records[column] = _number(frame[column], column, source.name, records[ROW_NUMBER])
+    if spec.time is None:
+        if partition_key is None:
+            raise IngestionError(f"{source.name}: a data set without time needs the arrival batch's partition key")
+        records[PARTITION_KEY] = partition_key
+    else:
+        records[PARTITION_KEY] = _months(spec, frame, source.name, records[ROW_NUMBER])
+    return records.reset_index(drop=True)
+
+
+def column_kinds(spec: DatasetSpec) -> dict[str, Literal["number", "text"]]:
+    """Every record column and its storage: numbers (numeric features, target, year/month) or text."""
+    numbers = {*spec.numeric, spec.target}
+    if spec.time is not None and spec.time.column is None:
+        numbers |= {spec.time.year_column, spec.time.month_column}  # type: ignore[arg-type]
+    return {column: "number" if column in numbers else "text" for column in spec.columns}
+
+
+def _text(values: pd.Series) -> pd.Series:
+    """Strings without surrounding blanks; empty means missing."""
+    as_text = values.astype("string").str.strip()
+    return as_text.astype(object).where(as_text.notna() & (as_text != ""), None)
+
+
+def _number(values: pd.Series, column: str, name: str, rows: pd.Series) -> pd.Series:
+    """Floats; a value that is present but not a number is a fault of the source."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype("float64")
+    text = values.astype("string").str.strip()
+    text = text.mask(text == "")
+    parsed = pd.to_numeric(text, errors="coerce").astype("float64")
+    bad = text.notna() & parsed.isna()
+    if bad.any():
+        examples = ", ".join(f"row {rows[i]}: {text[i]!r}" for i in bad[bad].index[:_MAX_LISTED])
+        more = f" and {int(bad.sum()) - _MAX_LISTED} more" if bad.sum() > _MAX_LISTED else ""
+        raise IngestionError(f"{name}: column {column!r}: values that are not numbers: {examples}{more}")
+    return parsed
+
+
+def _months(spec: DatasetSpec, frame: pd.DataFrame, name: str, rows: pd.Series) -> pd.Series:
+    """Each record's monthly partition key, from its date column or its year and month columns."""
+    time = spec.time
+    assert time is not None
+    if time.column:
+        text = frame[time.column].astype("string").str.strip()
+        dates = pd.to_datetime(text, errors="coerce")
+        _fail_where(dates.isna(), time.column, "not a date", text, name, rows)
+        return pd.Series([month_key(d.year, d.month) for d in dates], index=frame.index)
+    years = _number(frame[time.year_column], time.year_column, name, rows)  # type: ignore[index, arg-type]
+    months = _number(frame[time.month_column], time.month_column, name, rows)  # type: ignore[index, arg-type]
+    _fail_where(years.isna() | (years % 1 != 0), time.year_column, "not a year", years, name, rows)  # type: ignore[arg-type]
+    _fail_where(~months.between(1, 12) | (months % 1 != 0), time.month_column, "not a month", months, name, rows)  # type: ignore[arg-type]
+    return pd.Series([month_key(int(y), int(m)) for y, m in zip(years, months, strict=True)], index=frame.index)
+
+
+def _fail_where(bad: pd.Series, column: str, what: str, values: pd.Series, name: str, rows: pd.Series) -> None:
+    if not bad.any():
+        return
+    examples = ", ".join(f"row {rows[i]}: {values[i]!r}" for i in bad[bad].index[:_MAX_LISTED])
+    raise IngestionError(f"{name}: column {column!r}: {what}, so the sale month is unknown: {examples}")
