@@ -1,0 +1,185 @@
+"""Drift statistics between a new batch of records and a reference, vectorised with numpy.
+
+Numeric columns get the population stability index (PSI, over the reference's decile bins)
+and the two-sample Kolmogorov-Smirnov statistic with its asymptotic p-value; categorical
+columns get PSI, the Jensen-Shannon distance (base 2) and the chi-square test's p-value.
+Every statistic is computed on whole columns (sort, ``searchsorted``, ``bincount``); there
+is no Python loop over rows, so 100,000 rows by 20 columns take a fraction of a second.
+
+A column has drifted when its shift is both large (PSI at or above the threshold) and
+unlikely to be chance (the test's p-value below ``p_value``): PSI alone flags noise on the
+few dozen sales of a month, a p-value alone flags trivial shifts on large batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+#: Share given to an empty bin, so that PSI stays finite (the convention Evidently uses too).
+EMPTY_BIN_SHARE = 1e-4
+#: Bins of the numeric PSI: the reference's deciles.
+PSI_BINS = 10
+#: Effective sample size above which the KS p-value uses Kolmogorov's limiting distribution.
+EXACT_KS_LIMIT = 10_000
+#: Columns of the table :func:`compare` returns.
+REPORT_COLUMNS = ["feature", "kind", "psi", "ks", "ks_p", "js", "chi2_p", "reference_rows", "current_rows", "drifted"]
+
+
+class DriftInputError(ValueError):
+    """A batch that cannot be compared with the reference, with the reason."""
+
+
+@dataclass(frozen=True)
+class NumericReference:
+    """One numeric column of the reference: its sorted values, PSI bin edges and bin shares."""
+
+    values: np.ndarray
+    edges: np.ndarray
+    shares: np.ndarray
+
+    @classmethod
+    def from_values(cls, values: np.ndarray) -> NumericReference:
+        ordered = np.sort(values[~np.isnan(values)])
+        if ordered.size == 0:
+            return cls(ordered, np.empty(0), np.empty(0))
+        quantiles = np.linspace(0, 1, PSI_BINS + 1)[1:-1]
+        edges = np.unique(ordered[(quantiles * (ordered.size - 1)).astype(np.int64)])
+        counts = np.diff(np.searchsorted(ordered, edges, side="left"), prepend=0, append=ordered.size)
+        return cls(ordered, edges, counts / ordered.size)
+
+
+@dataclass(frozen=True)
+class CategoricalReference:
+    """One categorical column of the reference: its categories and their counts."""
+
+    categories: pd.Index
+    counts: np.ndarray
+
+    @classmethod
+    def from_values(cls, values: pd.Series) -> CategoricalReference:
+        codes, categories = pd.factorize(values.astype(object).where(values.notna(), None), use_na_sentinel=True)
+        return cls(categories, np.bincount(codes[codes >= 0], minlength=len(categories)))
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A prepared reference (the champion's training rows): sorted numerics, category counts."""
+
+    numeric: dict[str, NumericReference]
+    categorical: dict[str, CategoricalReference]
+    rows: int
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, numeric: Iterable[str], categorical: Iterable[str]) -> Reference:
+        numeric, categorical = list(numeric), list(categorical)
+        missing = sorted(set(numeric).union(categorical) - set(frame.columns))
+        if missing:
+            raise DriftInputError(f"the reference lacks the columns {missing}")
+        return cls(
+            numeric={name: NumericReference.from_values(_float_column(frame, name)) for name in numeric},
+            categorical={name: CategoricalReference.from_values(frame[name]) for name in categorical},
+            rows=len(frame),
+        )
+
+
+def psi(reference_shares: np.ndarray, current_shares: np.ndarray) -> float:
+    """Population stability index of two share vectors over the same bins."""
+    expected = np.clip(reference_shares, EMPTY_BIN_SHARE, None)
+    actual = np.clip(current_shares, EMPTY_BIN_SHARE, None)
+    return float(np.sum((actual - expected) * np.log(actual / expected)))
+
+
+def ks_statistic(reference_sorted: np.ndarray, current: np.ndarray) -> tuple[float, float]:
+    """Two-sample Kolmogorov-Smirnov statistic and asymptotic p-value (as ``scipy.stats.ks_2samp``).
+
+    One stable sort merges the sorted reference with the current values; a running sum of
+    ``+m`` per reference value and ``-n`` per current value is ``n*m`` times the gap between
+    the two empirical CDFs, read at the last of each run of equal values. Integer sums keep
+    it exact.
+    """
+    n, m = reference_sorted.size, current.size
+    values = np.concatenate([reference_sorted, current])
+    order = np.argsort(values, kind="stable")
+    gap = np.cumsum(np.where(order < n, m, -n))
+    merged = values[order]
+    last_of_run = np.append(merged[1:] != merged[:-1], True)
+    statistic = float(np.abs(gap[last_of_run]).max() / (n * m))
+    effective = n * m / (n + m)
+    if effective > EXACT_KS_LIMIT:  # the limiting distribution: exact to 1e-3 here, and 1000x cheaper
+        return statistic, float(stats.kstwobign.sf(statistic * np.sqrt(effective)))
+    return statistic, float(stats.kstwo.sf(statistic, round(effective)))
+
+
+def numeric_drift(reference: NumericReference, current: np.ndarray) -> dict[str, float | None]:
+    """PSI and Kolmogorov-Smirnov of one numeric column (NaNs left out)."""
+    values = np.sort(current[~np.isnan(current)])
+    if reference.values.size == 0 or values.size == 0:
+        return {"psi": None, "ks": None, "ks_p": None}
+    bins = np.searchsorted(reference.edges, values, side="right")
+    counts = np.bincount(bins, minlength=reference.edges.size + 1)
+    statistic, p_value = ks_statistic(reference.values, values)
+    return {"psi": psi(reference.shares, counts / values.size), "ks": statistic, "ks_p": p_value}
+
+
+def categorical_drift(reference: CategoricalReference, current: pd.Series) -> dict[str, float | None]:
+    """PSI, Jensen-Shannon distance and chi-square p-value of one categorical column."""
+    values = current.astype(object).where(current.notna(), None)
+    codes = reference.categories.get_indexer(values)
+    known = codes[codes >= 0]
+    unseen = int((codes < 0).sum() - values.isna().sum())
+    current_counts = np.append(np.bincount(known, minlength=len(reference.categories)), unseen)
+    reference_counts = np.append(reference.counts, 0)
+    if reference_counts.sum() == 0 or current_counts.sum() == 0:
+        return {"psi": None, "js": None, "chi2_p": None}
+    reference_shares = reference_counts / reference_counts.sum()
+    current_shares = current_counts / current_counts.sum()
+    seen = (reference_counts + current_counts) > 0
+    table = np.vstack([reference_counts[seen], current_counts[seen]])
+    chi2_p = 1.0 if table.shape[1] < 2 else float(stats.chi2_contingency(table, correction=False).pvalue)
+    middle = (reference_shares + current_shares) / 2
+    divergence = 0.5 * (_kl(reference_shares, middle) + _kl(current_shares, middle))
+    return {
+        "psi": psi(reference_shares, current_shares),
+        "js": float(np.sqrt(max(divergence, 0.0))),
+        "chi2_p": chi2_p,
+    }
+
+
+def compare(
+    reference: Reference, current: pd.DataFrame, *, psi_threshold: float, p_value: float = 0.05
+) -> pd.DataFrame:
+    """One row per column of the reference: statistics, row counts and whether it drifted."""
+    missing = sorted(set(reference.numeric).union(reference.categorical) - set(current.columns))
+    if missing:
+        raise DriftInputError(f"the batch to compare lacks the reference's columns {missing}")
+    rows = []
+    for name, column in reference.numeric.items():
+        values = _float_column(current, name)
+        found = numeric_drift(column, values)
+        drifted = found["psi"] is not None and found["psi"] >= psi_threshold and found["ks_p"] < p_value
+        rows.append(
+            {"feature": name, "kind": "numeric", **found, "reference_rows": column.values.size,
+             "current_rows": int((~np.isnan(values)).sum()), "drifted": bool(drifted)}
+        )
+    for name, column in reference.categorical.items():
+        found = categorical_drift(column, current[name])
+        drifted = found["psi"] is not None and found["psi"] >= psi_threshold and found["chi2_p"] < p_value
+        rows.append(
+            {"feature": name, "kind": "categorical", **found, "reference_rows": int(column.counts.sum()),
+             "current_rows": int(current[name].notna().sum()), "drifted": bool(drifted)}
+        )
+    return pd.DataFrame(rows, columns=REPORT_COLUMNS)
+
+
+def _float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    return pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    mask = p > 0
+    return float(np.sum(p[mask] * np.log2(p[mask] / q[mask])))
