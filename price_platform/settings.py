@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     accuracy_drop_threshold: float = Field(default=0.1, gt=0)
     alert_webhook_url: str | None = None
     prediction_retention_months: int | None = Field(default=None, ge=1)
+    prediction_partitions_ahead: int = Field(default=3, ge=1, description="Months of prediction-log partitions made ahead.")
+    exporter_port: int = Field(default=9108, description="Port of `price-platform exporter` (pipeline metrics).")
 
     @field_validator("home", mode="after")
     @classmethod
