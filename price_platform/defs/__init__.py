@@ -13,6 +13,9 @@ def build_domain_definitions(settings: Settings) -> dg.Definitions:
     """Merge every domain's definitions and bind the shared resources."""
     spec = load_dataset(settings.dataset)
     domains: list[dg.Definitions] = []
+    from price_platform.defs import features
+
+    domains.append(features.build_definitions(settings, spec))
     resources = {
         "warehouse": Warehouse.from_settings(settings),
         "dataset": Dataset(path=str(settings.dataset)),

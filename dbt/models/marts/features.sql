@@ -1,0 +1,61 @@
+{#-
+    The model's training table: one row per sale with its features, derived features, target
+    and the prior-segment statistics (analysis only). Built partition by partition: a run
+    replaces the rows of the partition window `min_partition`..`max_partition` and keeps the
+    others, in one transaction (the delete is a pre-hook inside the insert's transaction).
+-#}
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        on_schema_change='fail',
+        pre_hook="{% if is_incremental() %}delete from {{ this }} where {{ in_partition_window('partition_key') }}{% endif %}",
+        indexes=[{'columns': ['partition_key']}, {'columns': ['record_id']}],
+    )
+}}
+{%- set spec = dataset() -%}
+
+with sales as (
+
+    select * from {{ ref('int_sales_enriched') }}
+    where {{ in_partition_window('partition_key') }}
+
+),
+
+prior_prices as (
+
+    select * from {{ ref('int_segment_prices_accumulated') }}
+
+),
+
+final as (
+
+    select
+        sales.record_id,
+        sales.partition_key,
+        sales.sale_month,
+        sales.arrival_seq,
+        {%- for column in spec.numeric + spec.categorical + (spec.derived | list) %}
+        sales.{{ adapter.quote(column) }},
+        {%- endfor %}
+        sales.{{ adapter.quote(spec.target) }}
+        {%- for segment in spec.segments %}
+        {%- set prior = 'prior_' ~ loop.index %},
+        {{ prior }}.prior_sales as {{ adapter.quote('prior_sales_by_' ~ segment) }},
+        {{ prior }}.prior_mean_price as {{ adapter.quote('prior_mean_' ~ spec.target ~ '_by_' ~ segment) }}
+        {%- if spec.area_column %},
+        {{ prior }}.prior_price_per_area as {{ adapter.quote('prior_price_per_area_by_' ~ segment) }}
+        {%- endif %}
+        {%- endfor %}
+    from sales
+    {%- for segment in spec.segments %}
+    {%- set prior = 'prior_' ~ loop.index %}
+    left join prior_prices as {{ prior }}
+        on {{ prior }}.segment_column = '{{ segment }}'
+        and {{ prior }}.segment_value is not distinct from cast(sales.{{ adapter.quote(segment) }} as text)
+        and {{ prior }}.period_start = sales.period_start
+    {%- endfor %}
+
+)
+
+select * from final
