@@ -14,6 +14,8 @@ import sys
 #: sub-command -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("price_platform.launcher", "start the platform on embedded defaults and print its URLs"),
+    "synth": ("price_platform.synth", "write realistic synthetic sales of any size as Parquet into the landing folder"),
+    "bulk-load": ("price_platform.bulk_load", "load big Parquet files into price_data.raw_sales with COPY"),
 }
 
 
