@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     prediction_partitions_ahead: int = Field(default=3, ge=1, description="Months of prediction-log partitions made ahead.")
     exporter_port: int = Field(default=9108, description="Port of `price-platform exporter` (pipeline metrics).")
 
+    # --- scale-out and operations -------------------------------------------------------
+    dask_scheduler: str | None = Field(default=None, description="Dask scheduler address; set: training runs on Dask.")
+    dask_min_rows: int = Field(default=5_000_000, ge=1, description="Feature rows from which training runs on Dask.")
+    tls_cert_file: Path | None = Field(default=None, description="PEM certificate: the API serves HTTPS when set.")
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of `tls_cert_file`.")
+    backup_dir: Path | None = Field(default=None, description="Folder of `price-platform backup` (default: <home>/backups).")
+    backup_cron: str = Field(default="0 2 * * *", description="Cron schedule of the daily backup in Dagster.")
+    backup_keep: int = Field(default=7, ge=1, description="Backups kept by the scheduled backup; older ones are removed.")
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -83,6 +92,11 @@ class Settings(BaseSettings):
     def artifacts(self) -> Path:
         """Folder where MLflow stores model files and plots."""
         return (self.artifact_root or self.home / "mlartifacts").resolve()
+
+    @property
+    def backups(self) -> Path:
+        """Folder where backups are written."""
+        return (self.backup_dir or self.home / "backups").resolve()
 
     @property
     def landing(self) -> Path:
