@@ -16,6 +16,9 @@ def build_domain_definitions(settings: Settings) -> dg.Definitions:
     from price_platform.defs import features
 
     domains.append(features.build_definitions(settings, spec))
+    from price_platform.defs import monitoring
+
+    domains.append(monitoring.build_definitions(settings, spec))
     resources = {
         "warehouse": Warehouse.from_settings(settings),
         "dataset": Dataset(path=str(settings.dataset)),

@@ -1,0 +1,141 @@
+"""Monitoring assets: the drift report of each partition, live performance, the prediction log's partitions."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from price_platform.datasets import DatasetSpec
+from price_platform.defs.monitoring.resources import Monitoring
+from price_platform.partitions import sales_partitions
+from price_platform.resources import Dataset, Warehouse
+
+DRIFT_REPORT = dg.AssetKey(["drift_report"])
+LIVE_PERFORMANCE = dg.AssetKey(["live_performance"])
+PREDICTION_LOG_PARTITIONS = dg.AssetKey(["prediction_log_partitions"])
+#: The dbt features mart the drift report reads.
+FEATURES = dg.AssetKey(["features"])
+#: MLflow is a network service: retry a step that reads it, waiting 2, 4, 8 s between tries.
+NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+
+def build_drift_report(spec: DatasetSpec) -> dg.AssetsDefinition:
+    """The ``drift_report`` asset, partitioned as the sales are."""
+
+    @dg.asset(
+        key=DRIFT_REPORT,
+        partitions_def=sales_partitions(spec),
+        deps=[FEATURES],
+        group_name="monitoring",
+        kinds={"postgres", "python"},
+        retry_policy=NETWORK_RETRY,
+    )
+    def drift_report(
+        context: dg.AssetExecutionContext, warehouse: Warehouse, dataset: Dataset, monitoring: Monitoring
+    ) -> dg.MaterializeResult:
+        """How far this partition's sales moved from the champion's training data: per feature, target, predictions."""
+        from price_platform.monitoring import reports
+
+        champion = monitoring.champion()
+        version = None if champion is None else str(champion.version)
+        window = reports.reference_window(dict(champion.tags) if champion else {}, context.partition_key)
+        reference = reports.read_features(warehouse.engine, dataset.spec, window)
+        current = reports.read_features(warehouse.engine, dataset.spec, partition=context.partition_key)
+        if current.empty or reference.empty:
+            raise dg.Failure(
+                description=f"partition {context.partition_key} has {len(current)} feature rows and the reference"
+                f" {window} has {len(reference)}: nothing to compare",
+            )
+        with warehouse.connect() as connection:
+            predictions = reports.read_predictions(connection, version)
+        report = reports.measure(
+            dataset.spec, reference, current, partition_key=context.partition_key, model_version=version,
+            thresholds=monitoring.thresholds, predictions=predictions,
+        )
+        with warehouse.connect() as connection:
+            reports.save(connection, report, run_id=context.run_id)
+        context.log.info(
+            "%s vs champion %s: %d of %d features drifted, target drifted: %s, retrain: %s",
+            context.partition_key, version, report.features_drifted, len(report.features), report.target_drifted,
+            report.drift_detected,
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "drift_detected": report.drift_detected,
+                "champion_version": version or "none",
+                "report_id": str(report.report_id),
+                "drifted_share": dg.MetadataValue.float(report.drifted_share),
+                "features_drifted": report.features_drifted,
+                "target_psi": dg.MetadataValue.float(float(report.target["psi"])) if report.target else "not measured",
+                "target_drifted": report.target_drifted,
+                "prediction_drifted": report.prediction_drifted,
+                "reference_window": f"{window.start or '...'} .. {window.end or window.before or '...'}",
+                "reference_rows": report.reference_rows,
+                "dagster/row_count": report.current_rows,
+                "moved_most": dg.MetadataValue.md(report.markdown()),
+                "plot": dg.MetadataValue.md(report.plot_markdown()),
+            }
+        )
+
+    return drift_report
+
+
+@dg.asset(key=PREDICTION_LOG_PARTITIONS, group_name="monitoring", kinds={"postgres"})
+def prediction_log_partitions(warehouse: Warehouse, monitoring: Monitoring) -> dg.MaterializeResult:
+    """Month partitions of ``monitoring.predictions`` made ahead of time, and old ones detached by retention."""
+    from price_platform.monitoring import partitions
+
+    today = datetime.now(UTC).date()
+    with warehouse.connect() as connection:
+        created = partitions.ensure_month_partitions(
+            connection, today, partitions.month_start(today, monitoring.partitions_ahead)
+        )
+        detached = (
+            partitions.detach_older_than(connection, monitoring.retention_months, today)
+            if monitoring.retention_months else []
+        )
+        attached = partitions.attached_partitions(connection)
+    listing = "\n".join(
+        f"| {p.name} | {p.lower or 'DEFAULT'} | {p.upper or ''} |" for p in attached
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "created": ", ".join(created) or "none",
+            "detached": ", ".join(detached) or "none",
+            "partitions": dg.MetadataValue.md("| partition | from | to |\n|---|---|---|\n" + listing),
+        }
+    )
+
+
+@dg.asset(key=LIVE_PERFORMANCE, deps=[PREDICTION_LOG_PARTITIONS], group_name="monitoring", kinds={"postgres"})
+def live_performance(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, dataset: Dataset, monitoring: Monitoring
+) -> dg.MaterializeResult:
+    """Error of the served models by week and version, from predictions joined with the prices they met."""
+    from price_platform.monitoring import live_performance as live
+    from price_platform.monitoring.alerts import send_alert
+
+    with warehouse.connect() as connection:
+        matched = live.matched_predictions(connection, dataset.spec)
+        errors = live.weekly_errors(matched)
+        written = live.store(connection, errors)
+        drops = live.accuracy_drops(connection, errors, monitoring.accuracy_drop_threshold)
+    for drop in drops:
+        send_alert(
+            "model accuracy dropped",
+            {"model_version": drop.model_version, "week": drop.week, "live_accuracy": round(drop.live_accuracy, 4),
+             "baseline_accuracy": round(drop.baseline_accuracy, 4), "baseline": drop.baseline,
+             "drop": round(drop.drop, 4)},
+            monitoring.alert_webhook_url,
+        )
+    wide = errors.pivot_table(index=["model_version", "week"], columns="metric", values="value").reset_index()
+    context.log.info("%d predictions matched with actual prices, %d metric rows written", len(matched), written)
+    return dg.MaterializeResult(
+        metadata={
+            "matched_predictions": len(matched),
+            "by_feedback": int((matched["source"] == "feedback").sum()),
+            "by_later_sale": int((matched["source"] == "sale").sum()),
+            "metric_rows_written": written,
+            "accuracy_drops": len(drops),
+            "weekly_errors": dg.MetadataValue.md(wide.tail(20).to_markdown(index=False) if len(wide) else "none"),
+        }
+    )

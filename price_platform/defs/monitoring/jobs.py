@@ -1,0 +1,32 @@
+"""Jobs of the monitoring domain: drift of one partition, the daily monitoring pass, and retraining."""
+
+import dagster as dg
+
+from price_platform.datasets import DatasetSpec
+from price_platform.defs.monitoring.assets import DRIFT_REPORT, LIVE_PERFORMANCE, PREDICTION_LOG_PARTITIONS
+from price_platform.partitions import sales_partitions
+
+DRIFT_JOB = "drift_check"
+RETRAIN_JOB = "retrain"
+MONITORING_JOB = "daily_monitoring"
+
+#: Retraining rebuilds what the training and registry domains define (dataset, study, candidate,
+#: evaluation, promotion through its gate); never the sales or feature partitions.
+retrain_job = dg.define_asset_job(
+    RETRAIN_JOB,
+    selection=dg.AssetSelection.groups("training", "registry"),
+    description="Train a challenger on the current features and promote it only if it beats the champion.",
+)
+
+monitoring_job = dg.define_asset_job(
+    MONITORING_JOB,
+    selection=dg.AssetSelection.assets(PREDICTION_LOG_PARTITIONS, LIVE_PERFORMANCE),
+    description="Prediction-log partitions ahead and retention, then live error by week and version.",
+)
+
+
+def build_drift_job(spec: DatasetSpec):  # -> dagster's unresolved asset job (no public type)
+    """``drift_report`` of one partition."""
+    return dg.define_asset_job(
+        DRIFT_JOB, selection=dg.AssetSelection.assets(DRIFT_REPORT), partitions_def=sales_partitions(spec)
+    )

@@ -1,0 +1,45 @@
+"""The monitoring domain's resource: thresholds, the registry to read the champion from, alerting."""
+
+import dagster as dg
+from mlflow.entities.model_registry import ModelVersion
+
+from price_platform.monitoring.reports import Thresholds
+from price_platform.settings import Settings
+
+
+class Monitoring(dg.ConfigurableResource):
+    """Drift thresholds, where the champion is registered, and where alerts go."""
+
+    psi_threshold: float = 0.2
+    drift_share_threshold: float = 0.3
+    accuracy_drop_threshold: float = 0.1
+    tracking_uri: str | None = None
+    model_name: str = "price-model"
+    alert_webhook_url: str | None = None
+    partitions_ahead: int = 3
+    retention_months: int | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Monitoring":
+        return cls(
+            psi_threshold=settings.psi_threshold,
+            drift_share_threshold=settings.drift_share_threshold,
+            accuracy_drop_threshold=settings.accuracy_drop_threshold,
+            tracking_uri=settings.mlflow_tracking_uri,
+            model_name=settings.model_name,
+            alert_webhook_url=settings.alert_webhook_url,
+            partitions_ahead=settings.prediction_partitions_ahead,
+            retention_months=settings.prediction_retention_months,
+        )
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return Thresholds(psi=self.psi_threshold, share=self.drift_share_threshold)
+
+    def champion(self) -> ModelVersion | None:
+        """The registered version holding the alias ``champion``; ``None`` before the first promotion."""
+        if not self.tracking_uri:
+            return None
+        from price_platform.registry import CHAMPION, tracking
+
+        return tracking.version_by_alias(tracking.client(self.tracking_uri), self.model_name, CHAMPION)

@@ -1,0 +1,157 @@
+"""Live error of the served models: logged predictions joined with the prices they turned out to be.
+
+An actual price reaches a prediction in one of two ways: ``POST /feedback`` writes it to
+``monitoring.actuals``, or the same record arrives later in a sales partition (its feature
+values equal the logged request's, and ``price_data.features`` holds its price). Errors are
+grouped by week of the prediction and model version and stored in ``monitoring.model_metrics``
+(``source = 'live'``), replacing the weeks recomputed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import psycopg2.extensions
+from psycopg2.extras import execute_values
+
+from price_platform.datasets import DatasetSpec
+
+METRICS = ("count", "mae", "rmse", "mape")
+
+
+@dataclass(frozen=True)
+class AccuracyDrop:
+    """A model version whose latest live week is less accurate than its baseline by more than allowed."""
+
+    model_version: str
+    week: str
+    live_accuracy: float
+    baseline_accuracy: float
+    baseline: str
+
+    @property
+    def drop(self) -> float:
+        return (self.baseline_accuracy - self.live_accuracy) / self.baseline_accuracy
+
+
+#: Actual prices sent through ``POST /feedback``.
+BY_FEEDBACK = "select prediction_id, actual, 'feedback' as source from monitoring.actuals"
+#: Actual prices of later sales whose feature values equal a logged request's (feedback wins).
+BY_SALE = """
+    select distinct on (predictions.prediction_id) predictions.prediction_id, sales.actual, 'sale' as source
+    from monitoring.predictions
+    join (
+        select (select jsonb_object_agg(key, value) from jsonb_each(to_jsonb(features))
+                where key = any(%(columns)s)) as record,
+               features.{target} as actual
+        from price_data.features
+        where features.{target} is not null
+    ) as sales on predictions.features = sales.record
+    where not exists (select 1 from monitoring.actuals where actuals.prediction_id = predictions.prediction_id)
+"""
+
+
+def matched_predictions(connection: psycopg2.extensions.connection, spec: DatasetSpec) -> pd.DataFrame:
+    """Every logged prediction with a known actual price: ``model_version, week, prediction, actual, source``."""
+    with connection.cursor() as cursor:
+        cursor.execute("select to_regclass('price_data.features') is not null")
+        sources = [BY_FEEDBACK, BY_SALE.format(target=f'"{spec.target}"')] if cursor.fetchone()[0] else [BY_FEEDBACK]
+        cursor.execute(
+            f"with matched as ({' union all '.join(sources)})"
+            " select predictions.model_version, date_trunc('week', predictions.created_at)::date as week,"
+            " predictions.prediction, matched.actual, matched.source"
+            " from matched join monitoring.predictions using (prediction_id)",
+            {"columns": spec.features},
+        )
+        rows = cursor.fetchall()
+    return pd.DataFrame(rows, columns=["model_version", "week", "prediction", "actual", "source"])
+
+
+def weekly_errors(matched: pd.DataFrame) -> pd.DataFrame:
+    """Count, MAE, RMSE and MAPE by model version and week (long format: one row per metric)."""
+    if matched.empty:
+        return pd.DataFrame(columns=["model_version", "week", "metric", "value"])
+    frame = matched.assign(
+        error=matched["prediction"] - matched["actual"],
+    )
+    frame["abs_error"] = frame["error"].abs()
+    frame["squared"] = frame["error"] ** 2
+    frame["relative"] = frame["abs_error"] / frame["actual"].abs()
+    grouped = frame.groupby(["model_version", "week"])
+    wide = pd.DataFrame(
+        {
+            "count": grouped.size().astype(float),
+            "mae": grouped["abs_error"].mean(),
+            "rmse": np.sqrt(grouped["squared"].mean()),
+            "mape": grouped["relative"].mean(),
+        }
+    ).reset_index()
+    return wide.melt(id_vars=["model_version", "week"], var_name="metric", value_name="value")
+
+
+def store(connection: psycopg2.extensions.connection, errors: pd.DataFrame) -> int:
+    """Replace the live rows of the (version, week) pairs in ``errors``; return the rows written."""
+    if errors.empty:
+        return 0
+    pairs = errors[["model_version", "week"]].drop_duplicates()
+    with connection.cursor() as cursor:
+        execute_values(
+            cursor,
+            "delete from monitoring.model_metrics using (values %s) as done(model_version, week)"
+            " where model_metrics.source = 'live' and model_metrics.segment is null"
+            " and model_metrics.model_version = done.model_version and model_metrics.period_start = done.week::date",
+            list(pairs.itertuples(index=False, name=None)),
+        )
+        execute_values(
+            cursor,
+            "insert into monitoring.model_metrics (model_version, period_start, metric, value, source)"
+            " values %s",
+            [(row.model_version, row.week, row.metric, float(row.value), "live") for row in errors.itertuples()],
+            template="(%s, %s, %s, %s, %s)",
+        )
+    return len(errors)
+
+
+def accuracy_drops(
+    connection: psycopg2.extensions.connection, errors: pd.DataFrame, threshold: float
+) -> list[AccuracyDrop]:
+    """Versions whose latest live week's accuracy (1 - MAPE) fell more than ``threshold`` below baseline.
+
+    The baseline is the version's holdout accuracy when training stored it, else its first live week.
+    """
+    mape = errors[errors["metric"] == "mape"].sort_values("week")
+    if mape.empty:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "select distinct on (model_version) model_version, value from monitoring.model_metrics"
+            " where source = 'holdout' and metric = 'mape' and segment is null"
+            " order by model_version, created_at desc"
+        )
+        holdout = dict(cursor.fetchall())
+    drops = []
+    for version, weeks in mape.groupby("model_version"):
+        latest = weeks.iloc[-1]
+        if version in holdout:
+            baseline, label = 1.0 - holdout[version], "holdout"
+        elif len(weeks) > 1:
+            baseline, label = 1.0 - weeks.iloc[0]["value"], f"live week {weeks.iloc[0]['week']}"
+        else:
+            continue
+        drop = AccuracyDrop(str(version), str(latest["week"]), 1.0 - latest["value"], baseline, label)
+        if baseline > 0 and drop.drop > threshold:
+            drops.append(drop)
+    return drops
+
+
+def stored_errors(connection: psycopg2.extensions.connection) -> pd.DataFrame:
+    """The live rows of ``monitoring.model_metrics``, in the long format of :func:`weekly_errors`."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "select model_version, period_start, metric, value from monitoring.model_metrics"
+            " where source = 'live' and segment is null order by period_start"
+        )
+        rows = cursor.fetchall()
+    return pd.DataFrame(rows, columns=["model_version", "week", "metric", "value"])
