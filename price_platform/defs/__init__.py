@@ -13,6 +13,9 @@ def build_domain_definitions(settings: Settings) -> dg.Definitions:
     """Merge every domain's definitions and bind the shared resources."""
     spec = load_dataset(settings.dataset)
     domains: list[dg.Definitions] = []
+    from price_platform.defs import ingestion
+
+    domains.append(ingestion.build_definitions(settings, spec))
     from price_platform.defs import features
 
     domains.append(features.build_definitions(settings, spec))

@@ -156,3 +156,31 @@ def _json_record(spec: DatasetSpec, row: pd.Series) -> dict[str, object]:
         else:
             record[column] = value.item() if hasattr(value, "item") else value
     return record
+
+
+def read_partition(connection: psycopg2.extensions.connection, spec: DatasetSpec, partition_key: str) -> pd.DataFrame:
+    """The records stored in one partition, typed as on ingestion (numbers as floats), with row numbers."""
+    kinds = column_kinds(spec)
+    columns = sql.SQL(", ").join(sql.Identifier(name) for name in [ROW_NUMBER, *kinds])
+    query = sql.SQL("select {} from {} where _partition_key = %s order by _source, _source_file, _row_number").format(
+        columns, sql.Identifier(SCHEMA, RAW_SALES)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(query, (partition_key,))
+        frame = pd.DataFrame(cursor.fetchall(), columns=[ROW_NUMBER, *kinds])
+    for column, kind in kinds.items():
+        frame[column] = frame[column].astype("float64") if kind == "number" else frame[column].astype(object)
+    return frame
+
+
+def partition_counts(connection: psycopg2.extensions.connection, partition_key: str) -> tuple[int, int]:
+    """(stored rows, rejected rows) of one partition."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            sql.SQL("select count(*) from {} where _partition_key = %s").format(sql.Identifier(SCHEMA, RAW_SALES)),
+            (partition_key,),
+        )
+        stored = cursor.fetchone()[0]
+        cursor.execute("select count(*) from price_data.rejected_rows where partition_key = %s", (partition_key,))
+        rejected = cursor.fetchone()[0]
+    return stored, rejected
