@@ -18,7 +18,7 @@ def build_definitions(settings: Settings, spec: DatasetSpec) -> dg.Definitions:
     return dg.Definitions(
         assets=[build_raw_sales(spec)],
         asset_checks=build_checks(spec, settings.max_rejected_share),
-        jobs=[build_ingestion_job(spec)],
+        jobs=[build_ingestion_job()],
         sensors=[build_landing_sensor(spec, settings.landing)],
         schedules=[build_daily_ingestion(spec)] if spec.has_time else [],
     )

@@ -1,22 +1,18 @@
 """The ingestion job and its daily schedule."""
 
-
 import dagster as dg
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.ingestion.assets import RAW_SALES
 from price_platform.partitions import sales_partitions
 
-
 #: Name of the job that materialises ``raw_sales`` and its checks for one partition.
 INGEST_SALES = "ingest_sales"
 
 
-def build_ingestion_job(spec: DatasetSpec):  # -> dagster's unresolved asset job (no public type)
+def build_ingestion_job():  # -> dagster's unresolved asset job (no public type)
     """``raw_sales`` and its checks for one partition."""
-    return dg.define_asset_job(
-        INGEST_SALES, selection=dg.AssetSelection.assets(RAW_SALES), partitions_def=sales_partitions(spec)
-    )
+    return dg.define_asset_job(INGEST_SALES, selection=dg.AssetSelection.assets(RAW_SALES))
 
 
 def build_daily_ingestion(spec: DatasetSpec) -> dg.ScheduleDefinition:

@@ -1,0 +1,148 @@
+"""``raw_sales``, its blocking checks and the landing sensor, run through Dagster on the system PostgreSQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import psycopg2
+import pytest
+
+from price_platform.datasets import bundled_sample, load_dataset
+from price_platform.defs.ingestion import build_definitions
+from price_platform.defs.ingestion.assets import RAW_SALES, build_raw_sales
+from price_platform.defs.ingestion.checks import build_checks
+from price_platform.defs.ingestion.sensors import build_landing_sensor
+from price_platform.resources import Dataset, Warehouse
+from price_platform.settings import DEFAULT_DATASET, Settings
+
+SPEC = load_dataset(DEFAULT_DATASET)
+RAW_SALES_ASSET = build_raw_sales(SPEC)
+
+
+@pytest.fixture(scope="module")
+def resources(settings: Settings, postgres) -> dict[str, dg.ConfigurableResource]:
+    return {
+        "warehouse": Warehouse(database_url=settings.database_url, database_name=settings.database_name),
+        "dataset": Dataset(path=str(DEFAULT_DATASET)),
+    }
+
+
+@pytest.fixture(scope="module")
+def sample() -> pd.DataFrame:
+    return pd.read_csv(bundled_sample(), dtype=str, keep_default_na=False)
+
+
+def month(sample: pd.DataFrame, year: int, mo: int, id_offset: int) -> pd.DataFrame:
+    rows = sample[(sample["Year_Sold"] == str(year)) & (sample["Mo_Sold"] == str(mo))].copy()
+    rows["sale_id"] = (rows["sale_id"].astype(int) + id_offset).astype(str)
+    return rows.reset_index(drop=True)
+
+
+def downstream_of_raw_sales() -> dg.AssetsDefinition:
+    """A stand-in for the features that must not be built from a partition that failed its checks."""
+
+    @dg.asset(deps=[RAW_SALES], partitions_def=RAW_SALES_ASSET.partitions_def)
+    def features_stand_in() -> None:
+        """Depends on raw_sales only so that the test sees whether it ran."""
+
+    return features_stand_in
+
+
+def checks_of(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {evaluation.check_name: evaluation.passed for evaluation in result.get_asset_check_evaluations()}
+
+
+def test_definitions_load_with_the_raw_sales_key(settings: Settings, resources) -> None:
+    defs = dg.Definitions.merge(build_definitions(settings, SPEC), dg.Definitions(resources=resources))
+    assert defs.resolve_assets_def(RAW_SALES).key == dg.AssetKey(["raw_sales"])
+    assert defs.resolve_job_def("ingest_sales") is not None
+    assert {c.name for d in defs.asset_checks for c in d.check_specs} == {
+        "records_meet_expectations", "rejected_share_within_limit",
+    }
+
+
+def test_a_partition_materialises_with_green_checks(resources, settings: Settings) -> None:
+    downstream = downstream_of_raw_sales()
+    result = dg.materialize(
+        [RAW_SALES_ASSET, *build_checks(SPEC, settings.max_rejected_share), downstream],
+        partition_key="2007-06-01",
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+    )
+    assert result.success
+    assert checks_of(result) == {"records_meet_expectations": True, "rejected_share_within_limit": True}
+    (materialization,) = [m for m in result.get_asset_materialization_events() if m.asset_key == RAW_SALES]
+    metadata = materialization.materialization.metadata
+    sample = pd.read_csv(bundled_sample())
+    expected = int(((sample["Year_Sold"] == 2007) & (sample["Mo_Sold"] == 6)).sum())
+    assert metadata["dagster/row_count"].value == expected
+    assert metadata["rows_rejected"].value == 0
+    assert "sale_price" in metadata["preview"].value
+    assert downstream.key in {m.asset_key for m in result.get_asset_materialization_events()}
+
+
+def test_a_failing_blocking_check_stops_downstream(resources, settings: Settings, sample, tmp_path: Path) -> None:
+    rows = month(sample, 2006, 5, 400_000)
+    rows.loc[: len(rows) // 2, "Sale_Price"] = "-1"  # half the partition is bad
+    path = tmp_path / "may.csv"
+    rows.to_csv(path, index=False)
+    downstream = downstream_of_raw_sales()
+    result = dg.materialize(
+        [RAW_SALES_ASSET, *build_checks(SPEC, settings.max_rejected_share), downstream],
+        partition_key="2006-05-01",
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"raw_sales": {"config": {"source_file": str(path)}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert checks_of(result)["rejected_share_within_limit"] is False
+    materialized = {m.asset_key for m in result.get_asset_materialization_events()}
+    assert RAW_SALES in materialized and downstream.key not in materialized
+
+
+def test_the_sensor_requests_a_run_per_landed_file_and_partition(
+    resources, settings: Settings, sample, tmp_path: Path
+) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    pd.concat([month(sample, 2008, 7, 500_000), month(sample, 2008, 8, 500_000)]).to_csv(
+        landing / "summer.csv", index=False
+    )
+    month(sample, 2008, 9, 500_000).to_parquet(landing / "september.parquet")
+    (landing / "notes.txt").write_text("not a sales file")
+    sensor = build_landing_sensor(SPEC, landing)
+
+    first = sensor(dg.build_sensor_context())
+    requested = {(r.partition_key, Path(r.run_config["ops"]["raw_sales"]["config"]["source_file"]).name)
+                 for r in first.run_requests}
+    assert requested == {("2008-07-01", "summer.csv"), ("2008-08-01", "summer.csv"),
+                         ("2008-09-01", "september.parquet")}
+    assert len({r.run_key for r in first.run_requests}) == 3
+    assert sensor(dg.build_sensor_context(cursor=first.cursor)).run_requests == []
+
+    request = next(r for r in first.run_requests if r.partition_key == "2008-09-01")
+    result = dg.materialize(
+        [RAW_SALES_ASSET, *build_checks(SPEC, settings.max_rejected_share)],
+        partition_key=request.partition_key,
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config=request.run_config,
+    )
+    assert result.success and all(checks_of(result).values())
+    with psycopg2.connect(resources["warehouse"].dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "select _source, count(*) from price_data.raw_sales where _partition_key = '2008-09-01' group by 1"
+        )
+        assert cursor.fetchall() == [("landing", len(month(sample, 2008, 9, 0)))]
+
+
+def test_the_sensor_reports_a_bad_file_without_requesting_runs(tmp_path: Path, sample) -> None:
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    month(sample, 2008, 7, 0).drop(columns=["Neighborhood"]).to_csv(landing / "broken.csv", index=False)
+    result = build_landing_sensor(SPEC, landing)(dg.build_sensor_context())
+    assert result.run_requests == []
+    assert "broken.csv" in result.skip_reason.skip_message and "neighborhood" in result.skip_reason.skip_message
