@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("price_platform.launcher", "start the platform on embedded defaults and print its URLs"),
     "synth": ("price_platform.synth", "write realistic synthetic sales of any size as Parquet into the landing folder"),
     "bulk-load": ("price_platform.bulk_load", "load big Parquet files into price_data.raw_sales with COPY"),
+    "backup": ("price_platform.operations.backup", "back up the platform's databases (pg_dump) and artifact folder"),
+    "restore": ("price_platform.operations.restore", "restore a backup into empty databases and an empty artifact folder"),
 }
 
 

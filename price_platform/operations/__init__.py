@@ -1,0 +1,1 @@
+"""Operating the platform: backups of its databases and artifacts, and their restore."""
