@@ -291,21 +291,25 @@ def used_car_rows(seed: int, n: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def used_cars(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DatasetSpec, Warehouse]]:
+def used_cars(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[DatasetSpec, Settings, Warehouse]]:
     """A second data set, described only by YAML: other columns, no time, no id, two arrival batches."""
     folder = tmp_path_factory.mktemp("used_cars")
     (folder / "used_cars.yaml").write_text(USED_CARS_YAML)
     used_car_rows(1, 40).to_csv(folder / "batch_1.csv", index=False)
     used_car_rows(2, 30).to_csv(folder / "batch_2.csv", index=False)
     spec = load_dataset(folder / "used_cars.yaml")
-    with own_warehouse(settings, "used_cars") as (_, warehouse):
+    with own_warehouse(settings, "used_cars") as (own, warehouse):
         ingest_partition(warehouse.dsn, spec, "batch-1")
         ingest_partition(warehouse.dsn, spec, "batch-2", source_file=folder / "batch_2.csv")
-        yield spec, warehouse
+        yield spec, own.model_copy(update={"dataset": folder / "used_cars.yaml"}), warehouse
 
 
-def test_a_data_set_without_time_builds_through_the_same_project(used_cars: tuple[DatasetSpec, Warehouse]) -> None:
-    spec, warehouse = used_cars
+def test_a_data_set_without_time_builds_through_the_same_project(
+    used_cars: tuple[DatasetSpec, Settings, Warehouse],
+) -> None:
+    spec, _, warehouse = used_cars
     invocation = dbt_build(warehouse, spec)
     assert invocation.is_successful(), invocation.get_error()
     features = read_sql(warehouse, "select * from price_data.features order by arrival_seq")
@@ -325,3 +329,35 @@ def test_a_data_set_without_time_builds_through_the_same_project(used_cars: tupl
     batch_1_means = first.groupby("make").price.mean()
     np.testing.assert_allclose(second.prior_mean_price_by_make, second.make.map(batch_1_means))
     assert (second.prior_sales_by_make == second.make.map(first.make.value_counts())).all()
+
+
+def test_dagster_loads_and_builds_an_arrival_batch_through_ingestion_and_dbt(
+    used_cars: tuple[DatasetSpec, Settings, Warehouse],
+) -> None:
+    """raw_sales (with its blocking GX checks) and the dbt assets in one run, for one arrival batch."""
+    from price_platform.defs import ingestion
+    from price_platform.resources import Dataset
+
+    spec, own, warehouse = used_cars
+    definitions = dg.Definitions.merge(
+        ingestion.build_definitions(own, spec),
+        build_definitions(own, spec),
+        dg.Definitions(resources={"warehouse": warehouse, "dataset": Dataset(path=str(own.dataset))}),
+    )
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("arrival_batches", ["batch-1", "batch-2"])
+    batch_2 = str(own.dataset.parent / "batch_2.csv")
+    result = dg.materialize(
+        [*definitions.assets, *definitions.asset_checks],
+        partition_key="batch-2",
+        instance=instance,
+        resources=definitions.resources,
+        run_config={"ops": {"raw_sales": {"config": {"source_file": batch_2}}}},
+    )
+    assert result.success
+    materialized = {e.asset_key.to_user_string(): e.partition for e in result.get_asset_materialization_events()}
+    assert materialized["raw_sales"] == materialized["features"] == "batch-2"
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks["records_meet_expectations"] and checks["unique_features_record_id"] and all(checks.values())
+    features = read_sql(warehouse, "select partition_key, count(*) as n from price_data.features group by 1")
+    assert features.set_index("partition_key").n.to_dict() == {"batch-1": 40, "batch-2": 30}
