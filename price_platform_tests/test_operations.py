@@ -174,3 +174,34 @@ def test_backup_and_restore_commands(platform, target, tmp_path, monkeypatch, ca
     assert fingerprint(source) == fingerprint(target)
     assert json.loads((folder / MANIFEST).read_text())["database_name"] == source.database_name
     assert Settings().backup_cron == "0 2 * * *"
+
+
+def test_the_daily_backup_runs_in_dagster_and_prunes_old_backups(platform, tmp_path):
+    import dagster as dg
+
+    from price_platform.defs.operations.assets import platform_backup
+    from price_platform.defs.operations.resources import Backups
+    from price_platform.resources import Warehouse
+
+    source, artifacts, _ = platform
+    backups = Backups(backup_dir=str(tmp_path / "backups"), artifact_dir=str(artifacts), keep=1)
+    warehouse = Warehouse(
+        database_url=source.server_url.render_as_string(hide_password=False), database_name=source.database_name
+    )
+    for _ in range(2):
+        result = dg.materialize([platform_backup], resources={"warehouse": warehouse, "backups": backups})
+        assert result.success
+    (materialization,) = result.asset_materializations_for_node("platform_backup")
+    folder = Path(materialization.metadata["path"].value)
+    assert [p for p in (tmp_path / "backups").iterdir()] == [folder]
+    assert materialization.metadata["removed_backups"].value == 1
+    BackupManifest.read(folder).verify(folder)
+
+
+def test_the_platform_definitions_hold_the_daily_backup_schedule(settings):
+    from price_platform.definitions import build_definitions
+
+    defs = build_definitions(settings.model_copy(update={"backup_cron": "15 1 * * *"}))
+    schedule = defs.resolve_schedule_def("daily_backup")
+    assert schedule.cron_schedule == "15 1 * * *"
+    assert schedule.job_name == "backup"

@@ -22,6 +22,9 @@ def build_domain_definitions(settings: Settings) -> dg.Definitions:
     from price_platform.defs import monitoring
 
     domains.append(monitoring.build_definitions(settings, spec))
+    from price_platform.defs import operations
+
+    domains.append(operations.build_definitions(settings))
     resources = {
         "warehouse": Warehouse.from_settings(settings),
         "dataset": Dataset(path=str(settings.dataset)),

@@ -1,0 +1,29 @@
+"""The operations domain's resource: where backups go, which artifacts they include, how many are kept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from price_platform.settings import Settings
+
+
+class Backups(dg.ConfigurableResource):
+    """The backup folder, the artifact folder backed up with the databases, and how many backups to keep."""
+
+    backup_dir: str
+    artifact_dir: str
+    keep: int = 7
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Backups:
+        return cls(backup_dir=str(settings.backups), artifact_dir=str(settings.artifacts), keep=settings.backup_keep)
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.backup_dir)
+
+    @property
+    def artifacts(self) -> Path:
+        return Path(self.artifact_dir)
