@@ -14,25 +14,23 @@ TYPE_LISTS = {"number": ["float64", "float32", "int64", "int32", "Float64", "Int
 
 def build_suite(spec: DatasetSpec) -> gx.ExpectationSuite:
     """Columns and types, ranges, allowed categories, nulls, duplicate ids and target > target_min."""
-    suite = gx.ExpectationSuite(name=f"{spec.name}_records")
+    found: list[gxe.Expectation] = []
     kinds = column_kinds(spec)
-    suite.add_expectation(gxe.ExpectTableColumnsToMatchSet(column_set=list(kinds), exact_match=False))
+    found.append(gxe.ExpectTableColumnsToMatchSet(column_set=list(kinds), exact_match=False))
     for column, kind in kinds.items():
-        suite.add_expectation(gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=TYPE_LISTS[kind]))
+        found.append(gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=TYPE_LISTS[kind]))
     required = [spec.target, *([spec.id_column] if spec.id_column else [])]
     required += [name for name, rule in {**spec.numeric, **spec.categorical}.items() if not rule.nullable]
     for column in required:
-        suite.add_expectation(gxe.ExpectColumnValuesToNotBeNull(column=column))
+        found.append(gxe.ExpectColumnValuesToNotBeNull(column=column))
     for column, rule in spec.numeric.items():
         if rule.min is not None or rule.max is not None:
-            suite.add_expectation(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=rule.min, max_value=rule.max))
+            found.append(gxe.ExpectColumnValuesToBeBetween(column=column, min_value=rule.min, max_value=rule.max))
     for column, rule in spec.categorical.items():
         if rule.allowed is not None:
             allowed = sorted({value.strip() for value in rule.allowed})
-            suite.add_expectation(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=allowed))
+            found.append(gxe.ExpectColumnValuesToBeInSet(column=column, value_set=allowed))
     if spec.id_column:
-        suite.add_expectation(gxe.ExpectColumnValuesToBeUnique(column=spec.id_column))
-    suite.add_expectation(
-        gxe.ExpectColumnValuesToBeBetween(column=spec.target, min_value=spec.target_min, strict_min=True)
-    )
-    return suite
+        found.append(gxe.ExpectColumnValuesToBeUnique(column=spec.id_column))
+    found.append(gxe.ExpectColumnValuesToBeBetween(column=spec.target, min_value=spec.target_min, strict_min=True))
+    return gx.ExpectationSuite(name=f"{spec.name}_records", expectations=found)

@@ -103,6 +103,7 @@ def _later_duplicates(indexes: list[int], values: list[object]) -> tuple[list[in
 
 
 def _reason(spec: DatasetSpec, kind: str, kwargs: dict, column: str | None, value: object) -> str:
+    value = value.item() if hasattr(value, "item") else value  # numpy scalars read as plain numbers
     if kind == "expect_column_values_to_not_be_null":
         return f"{column}: missing"
     if kind == "expect_column_values_to_be_in_set":
@@ -123,5 +124,5 @@ def _whole_number_reasons(spec: DatasetSpec, frame: pd.DataFrame) -> list[tuple[
             continue
         values = pd.to_numeric(frame[column], errors="coerce")
         bad = values.notna() & values.map(lambda v: math.isfinite(v) and v % 1 != 0)
-        found += [(index, f"{column}: {values[index]!r} is not a whole number") for index in bad[bad].index]
+        found += [(index, f"{column}: {float(values[index])!r} is not a whole number") for index in bad[bad].index]
     return found
