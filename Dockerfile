@@ -1,0 +1,34 @@
+# One image for the whole platform: pipeline code, Dagster webserver and daemon, MLflow
+# server and the prediction API; the service's command picks the role (docker-compose.yml).
+# The project is installed in place (editable) under /app, because the code finds the dbt
+# project and workspace.yaml beside the package, as in a checkout.
+FROM python:3.11-slim-bookworm
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    OMP_NUM_THREADS=1 \
+    DAGSTER_HOME=/opt/dagster \
+    PRICE_PLATFORM_HOME=/var/lib/price-platform
+RUN groupadd --system app && useradd --system --gid app --home-dir /app app \
+ && mkdir -p /app /opt/dagster /var/lib/price-platform /backups \
+ && chown app:app /app /opt/dagster /var/lib/price-platform /backups
+WORKDIR /app
+# Dependencies first (a layer that changes only with pyproject.toml), then the code.
+COPY pyproject.toml README.md ./
+RUN mkdir -p price_platform serving && touch price_platform/__init__.py serving/__init__.py \
+ && python -m venv /opt/venv \
+ && /opt/venv/bin/pip install . boto3 \
+ && /opt/venv/bin/pip uninstall -y price-platform \
+ && rm -rf price_platform serving build *.egg-info
+COPY --chown=app:app price_platform ./price_platform
+COPY --chown=app:app serving ./serving
+COPY --chown=app:app dbt ./dbt
+COPY --chown=app:app workspace.yaml ./
+COPY --chown=app:app dagster.yaml /opt/dagster/dagster.yaml
+RUN /opt/venv/bin/pip install --no-deps -e . && chown -R app:app /app
+COPY --chmod=755 deploy/entrypoint.sh /usr/local/bin/entrypoint.sh
+USER app
+EXPOSE 8000 3000 5000 9108
+ENTRYPOINT ["/usr/local/bin/entrypoint.sh"]
+CMD ["price-platform", "serve", "--workers", "2"]
