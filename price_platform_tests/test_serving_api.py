@@ -1,0 +1,125 @@
+"""The prediction API through the real ASGI app, on a champion registered on a real MLflow server."""
+
+from __future__ import annotations
+
+import gzip
+import math
+import time
+import uuid
+
+import numpy as np
+import psycopg2
+import pytest
+from litestar.testing import TestClient
+
+from serving.app import create_app
+from test_serving_support import HALF_WIDTH, Champion, champion, records, wait_ready  # noqa: F401 (fixture)
+
+
+@pytest.fixture(scope="module")
+def client(champion: Champion):
+    app = create_app(champion.settings, spec=champion.spec, dsn=champion.dsn)
+    with TestClient(app) as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+def test_ready_is_503_until_a_model_is_loaded(champion: Champion) -> None:
+    settings = champion.settings.model_copy(update={"model_name": f"no-such-model-{uuid.uuid4().hex[:6]}"})
+    with TestClient(create_app(settings, spec=champion.spec, dsn=None)) as test_client:
+        assert test_client.get("/health").status_code == 200
+        ready = test_client.get("/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "loading"
+        answer = test_client.post("/predict", json=records(champion.spec, champion.holdout.head(1))[0])
+        assert answer.status_code == 503 and "no model" in answer.json()["detail"]
+
+
+def test_one_record_gets_price_interval_version_and_id(client: TestClient, champion: Champion) -> None:
+    record = records(champion.spec, champion.holdout.head(1))[0]
+    response = client.post("/predict", json=record)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    [prediction] = body["predictions"]
+    expected = float(champion.pipeline.predict(champion.holdout.head(1)[champion.spec.features])[0])
+    assert prediction["price"] == pytest.approx(expected, rel=1e-6)
+    assert prediction["lower"] == pytest.approx(expected * math.exp(-HALF_WIDTH), rel=1e-9)
+    assert prediction["upper"] == pytest.approx(expected * math.exp(HALF_WIDTH), rel=1e-9)
+    assert prediction["model_version"] == body["model_version"] == client.get("/ready").json()["model_version"]
+    uuid.UUID(prediction["prediction_id"])
+
+
+def test_batch_answers_every_record_in_order(client: TestClient, champion: Champion) -> None:
+    frame = champion.holdout.head(250)
+    response = client.post("/predict", json=records(champion.spec, frame))
+    assert response.status_code == 200, response.text
+    prices = np.array([p["price"] for p in response.json()["predictions"]])
+    expected = champion.pipeline.predict(frame[champion.spec.features])
+    assert np.max(np.abs(prices - expected) / expected) < 1e-6
+    assert len({p["prediction_id"] for p in response.json()["predictions"]}) == len(frame)
+
+
+def test_explain_contributions_add_up_to_the_prediction(client: TestClient, champion: Champion) -> None:
+    record = records(champion.spec, champion.holdout.iloc[[3]])[0]
+    explanation = client.post("/explain", json=record).json()
+    price = client.post("/predict", json=record).json()["predictions"][0]["price"]
+    assert set(explanation["contributions"]) == set(champion.spec.features)
+    total = explanation["base_value"] + sum(explanation["contributions"].values())
+    assert total == pytest.approx(explanation["log_price"], abs=1e-4)
+    assert explanation["price"] == pytest.approx(price, rel=1e-4)
+    per_column = explanation["model_feature_contributions"]
+    assert set(champion.spec.derived) <= set(per_column)
+    assert sum(per_column.values()) == pytest.approx(sum(explanation["contributions"].values()), abs=1e-6)
+
+
+def test_model_info_reports_version_metrics_and_schema(client: TestClient, champion: Champion) -> None:
+    info = client.get("/model-info").json()
+    assert info["name"] == champion.settings.model_name and info["alias"] == "champion"
+    assert info["data_version"] == "serving-test"
+    assert info["metrics"] == {"holdout_rmsle": 0.1}
+    assert info["fast_path"] is True
+    assert set(info["feature_schema"]["$defs"][next(iter(info["feature_schema"]["$defs"]))]["properties"]) == set(
+        champion.spec.features
+    )
+
+
+def test_predictions_and_feedback_are_logged(client: TestClient, champion: Champion) -> None:
+    sent = records(champion.spec, champion.holdout.head(5))
+    ids = [p["prediction_id"] for p in client.post("/predict", json=sent).json()["predictions"]]
+    feedback = client.post("/feedback", json={"prediction_id": ids[0], "actual": 123456.0})
+    assert feedback.status_code == 202, feedback.text
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with psycopg2.connect(champion.dsn) as connection, connection.cursor() as cursor:
+            cursor.execute("select prediction_id::text, features, key_id from monitoring.predictions where prediction_id = any(%s::uuid[])", (ids,))
+            logged = cursor.fetchall()
+            cursor.execute("select actual from monitoring.actuals where prediction_id = %s", (ids[0],))
+            actual = cursor.fetchone()
+        if len(logged) == len(ids) and actual:
+            break
+        time.sleep(0.2)
+    assert sorted(row[0] for row in logged) == sorted(ids)
+    by_id = {row[0]: row[1] for row in logged}
+    assert by_id[ids[2]] == sent[2]
+    assert actual == (123456.0,)
+
+
+def test_responses_are_gzipped_when_accepted(client: TestClient, champion: Champion) -> None:
+    body = records(champion.spec, champion.holdout.head(50))
+    response = client.post("/predict", json=body, headers={"Accept-Encoding": "gzip"})
+    assert response.headers["content-encoding"] == "gzip"
+    plain = client.post("/predict", json=body, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+    assert len(plain.content) > 2 * int(response.headers.get("content-length", len(gzip.compress(plain.content))))
+
+
+def test_openapi_docs_and_metrics_are_served(client: TestClient) -> None:
+    schema = client.get("/schema/openapi.json").json()
+    for path in ("/predict", "/explain", "/feedback", "/model-info", "/health", "/ready", "/metrics",
+                 "/admin/reload", "/admin/rollback"):
+        assert path in schema["paths"], path
+    assert "PredictRequest" in schema["components"]["schemas"]
+    assert client.get("/schema/swagger").status_code == 200
+    client.post("/predict", json={})
+    text = client.get("/metrics").text
+    for name in ("prediction_latency_seconds_bucket", "predictions_total", "model_load_events_total", "prediction_cache_total"):
+        assert name in text

@@ -1,0 +1,134 @@
+"""The prediction API: :func:`create_app` builds the Litestar application from the settings.
+
+The lifespan opens what the handlers share (Redis, the prediction-log writer, the API keys)
+and starts following the ``champion`` alias; ``/ready`` answers 503 until the first model is
+loaded and warm. On the way out it stops following, writes the buffered logs and closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+
+from litestar import Litestar, Response
+from litestar.config.compression import CompressionConfig
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+from litestar._openapi.plugin import OpenAPIPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.stores.registry import StoreRegistry
+
+from price_platform.datasets import DatasetSpec, load_dataset
+from price_platform.postgres import ensure_server
+from price_platform.settings import Settings, get_settings
+from price_platform.warehouse import migrate
+from serving import auth
+from serving.cache import SharedStore, redis_client
+from serving.controllers.admin import AdminController
+from serving.controllers.feedback import FeedbackController
+from serving.controllers.health import HealthController
+from serving.controllers.model import ModelController
+from serving.controllers.predictions import PredictionsController
+from serving.model_store import ModelStore
+from serving.openapi import components
+from serving.prediction_log import PredictionLog
+from serving.schemas import build_schemas
+from serving.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def platform_dsn(settings: Settings) -> str:
+    """The platform database (migrated), for logs, keys and the audit log."""
+    server = ensure_server(settings)
+    migrate(server.dsn())
+    return server.dsn()
+
+
+def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str | None = None) -> Litestar:
+    """The API for ``settings``' data set and registered model (``dsn``: the platform database)."""
+    spec = spec or load_dataset(settings.dataset)
+    # MLflow's client retries a dead server for minutes by default; the alias poll tries again anyway.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    schemas = build_schemas(spec, settings.max_batch_size)
+    redis = redis_client(settings.redis_url) if settings.redis_url else None
+    shared = SharedStore(redis=redis, limit_per_minute=settings.rate_limit_per_minute)
+    services = Services(
+        settings=settings,
+        spec=spec,
+        schemas=schemas,
+        store=ModelStore(settings=settings, spec=spec, record_type=schemas.record),
+        shared=shared,
+        log=PredictionLog(dsn, capacity=settings.log_buffer_size, pii=spec.pii),
+        keys=auth.KeyRing(dsn),
+        dsn=dsn,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        services.log.start()
+        await asyncio.to_thread(services.keys.refresh)
+        tasks = [
+            asyncio.create_task(services.store.watch(redis), name="follow-champion"),
+            asyncio.create_task(_refresh_keys(services), name="refresh-keys"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.to_thread(services.log.stop)
+            await shared.close()
+
+    def close_when_draining(response: Response) -> Response:
+        if services.draining:
+            response.headers["Connection"] = "close"
+        return response
+
+    body_components = components(schemas.openapi_components())
+    security = Components(security_schemes={"apiKey": SecurityScheme(type="apiKey", name=auth.HEADER, security_scheme_in="header")})
+    app = Litestar(
+        route_handlers=[PredictionsController, FeedbackController, ModelController, HealthController, AdminController],
+        dependencies={"services": Provide(lambda: services, sync_to_thread=False, use_cache=True)},
+        lifespan=[lifespan],
+        after_request=close_when_draining,
+        compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=5),
+        request_max_body_size=settings.max_body_bytes,
+        stores=StoreRegistry({"prediction-cache": shared.cache_store}),
+        openapi_config=OpenAPIConfig(
+            title="price-platform prediction API",
+            version="1",
+            description=f"Prices for {spec.name} records from the registered model {settings.model_name}@champion.",
+            components=[security],
+            security=[{"apiKey": []}] if settings.auth_enabled else None,
+            render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin()],
+            path="/schema",
+        ),
+    )
+    app.state.services = services
+    _document_bodies(app, body_components)
+    return app
+
+
+def _document_bodies(app: Litestar, bodies: Components) -> None:
+    """Add the msgspec-made body schemas to the components Litestar generates from the handlers."""
+    openapi = app.plugins.get(OpenAPIPlugin).provide_openapi()  # built once and cached by Litestar
+    openapi.components.schemas = {**(openapi.components.schemas or {}), **(bodies.schemas or {})}
+
+
+async def _refresh_keys(services: Services) -> None:
+    while True:
+        await asyncio.sleep(auth.REFRESH_SECONDS)
+        await asyncio.to_thread(services.keys.refresh)
+
+
+def app_from_environment() -> Litestar:
+    """The app for ``uvicorn --factory``: settings from the environment, database started if embedded."""
+    settings = get_settings()
+    return create_app(settings, dsn=platform_dsn(settings))

@@ -1,0 +1,78 @@
+"""``POST /admin/reload`` and ``POST /admin/rollback``: for ``admin`` keys, every call audited."""
+
+from __future__ import annotations
+
+import asyncio
+
+from litestar import Controller, Request, post
+from litestar.exceptions import ClientException, ServiceUnavailableException, ValidationException
+
+from price_platform.registry.promotion import PromotionRefused, rollback
+from serving.auth import audit
+from serving.guards import requires
+from serving.model_store import ModelRefused, promotion_channel, tracking_uri
+from serving.openapi import json_body
+from serving.schemas import AdminRequest, AdminResult, InvalidInput, decode
+from serving.services import Services
+
+
+async def _request(request: Request, services: Services) -> AdminRequest:
+    body = await request.body()
+    if not body:
+        return AdminRequest()
+    try:
+        return decode(services.schemas.admin_decoder, body)
+    except InvalidInput as error:
+        raise ValidationException(str(error), extra={"field": error.field}) from None
+
+
+async def _audit(services: Services, actor: str, action: str, detail: dict) -> None:
+    if services.dsn is None:
+        return
+    try:
+        await asyncio.to_thread(audit, services.dsn, actor, action, detail)
+    except Exception as error:  # noqa: BLE001 (no audit, no admin action)
+        raise ServiceUnavailableException(f"the audit log cannot be written: {error}") from error
+
+
+class AdminController(Controller):
+    tags = ["admin"]
+    path = "/admin"
+    guards = [requires("admin")]
+
+    @post("/reload", status_code=200, operation_class=json_body("AdminRequest", "Why (optional)."),
+          summary="Load the version the champion alias points to now")
+    async def reload(self, request: Request, services: Services) -> AdminResult:
+        body = await _request(request, services)
+        actor = f"api-key:{request.state.principal.key_id}"
+        before = services.store.current.version if services.store.current else None
+        await _audit(services, actor, "reload", {"reason": body.reason, "serving": before})
+        await services.store.refresh(f"admin reload by {actor}")
+        after = services.store.current
+        if after is None:
+            raise ServiceUnavailableException("no champion could be loaded")
+        return AdminResult(action="reload", from_version=before, to_version=after.version, actor=actor)
+
+    @post("/rollback", status_code=200, operation_class=json_body("AdminRequest", "Why (optional)."),
+          summary="Give the champion alias back to the version the current champion replaced")
+    async def rollback(self, request: Request, services: Services) -> AdminResult:
+        body = await _request(request, services)
+        actor = f"api-key:{request.state.principal.key_id}"
+        if services.dsn is None:
+            raise ServiceUnavailableException("rollback needs the platform database")
+        await _audit(services, actor, "rollback", {"reason": body.reason})
+        settings = services.settings
+        try:
+            deployment = await asyncio.to_thread(
+                rollback, tracking_uri(settings), settings.model_name, dsn=services.dsn, actor=actor,
+                reason=body.reason or "rollback through the API",
+            )
+        except PromotionRefused as error:
+            raise ClientException(str(error), status_code=409) from None
+        try:
+            await services.store.load(deployment.to_version, f"rollback by {actor}")
+        except ModelRefused as error:
+            raise ServiceUnavailableException(str(error)) from None
+        await services.shared.publish(promotion_channel(settings.model_name), deployment.to_version)
+        return AdminResult(action="rollback", from_version=deployment.from_version, to_version=deployment.to_version,
+                           actor=actor)

@@ -1,0 +1,31 @@
+"""``GET /model-info``: which model answers, how it was trained and what it takes."""
+
+from __future__ import annotations
+
+from litestar import Controller, get
+
+from serving.controllers.predictions import serving_model
+from serving.guards import requires
+from serving.schemas import ModelInfo
+from serving.services import Services
+
+
+class ModelController(Controller):
+    tags = ["model"]
+    guards = [requires("predict")]
+
+    @get("/model-info", summary="Version, alias, training metrics, data version and feature schema of the served model")
+    async def model_info(self, services: Services) -> ModelInfo:
+        model = serving_model(services)
+        return ModelInfo(
+            name=model.name,
+            version=model.version,
+            alias="champion",
+            run_id=model.run_id or None,
+            data_version=model.data_version or None,
+            interval_log_halfwidth=model.interval_log_halfwidth,
+            metrics={key: value for key, value in model.metrics.items() if key.startswith("holdout_")},
+            fast_path=model.predictor.fast,
+            loaded_at=model.loaded_at,
+            feature_schema=services.schemas.record_json_schema(),
+        )

@@ -1,0 +1,273 @@
+"""An inference path compiled from the fitted pipeline: records straight into arrays, then the booster.
+
+``pipeline.predict`` on one row pays scikit-learn's per-call overhead (DataFrame checks,
+``ColumnTransformer.transform``) many times over the cost of the trees. :func:`compile_pipeline`
+reads the *fitted* steps (derived-feature expressions, the column layout of the
+``ColumnTransformer``, the ordinal encoders' categories, the booster and the target
+transform) and builds :class:`CompiledPipeline`, which encodes records into a float32 array
+and calls ``booster.inplace_predict``. Nothing is re-implemented from the training code:
+every number comes from the fitted object, and a test checks agreement with
+``pipeline.predict`` on a whole holdout. A pipeline of any other shape raises
+:class:`NotCompilable` and is served by :class:`PipelinePredictor` instead.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
+from xgboost import XGBRegressor
+
+from price_platform.modeling import DerivedFeatures
+
+#: Below this many rows, records are encoded with plain Python (numpy's per-call cost dominates).
+_ROW_BY_ROW = 8
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class NotCompilable(ValueError):
+    """The fitted pipeline has a step the fast path does not know how to reproduce exactly."""
+
+
+class Predictor(Protocol):
+    """Prices for rows given as tuples in ``DatasetSpec.features`` order."""
+
+    fast: bool
+
+    def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class _Categorical:
+    source: int  # index of the input feature
+    codes: dict[Any, float]  # category (None included, as scikit-learn treats it) -> code
+    unknown: float
+    missing: float  # code of a float NaN
+
+
+@dataclass
+class CompiledPipeline:
+    """Derived features, column layout, ordinal codes and booster taken from one fitted pipeline."""
+
+    features: list[str]
+    n_numeric: int
+    derived: dict[str, Callable[[Any], Any]]
+    derived_inputs: dict[str, list[str]]
+    layout: list[int | _Categorical]  # per model column: index into numeric values, or a categorical encoder
+    output_names: list[str]
+    booster: xgb.Booster
+    iteration_range: tuple[int, int]
+    log_target: bool
+    fast: bool = True
+    _numeric_names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._numeric_names = [*self.features[: self.n_numeric], *self.derived]
+
+    def encode(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
+        """The float32 matrix the booster was trained on, one row per record."""
+        if len(rows) <= _ROW_BY_ROW:
+            try:
+                return np.array([self._encode_row(row) for row in rows], dtype=np.float32)
+            except ZeroDivisionError:  # numpy's inf/nan semantics are the pipeline's: use the array path
+                pass
+        return self._encode_rows(rows)
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        """The booster's raw output (log price for a log-target model)."""
+        return self.booster.inplace_predict(
+            matrix, iteration_range=self.iteration_range, missing=np.nan, validate_features=False
+        )
+
+    def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
+        margin = self.margin(self.encode(rows))
+        return np.exp(margin) if self.log_target else margin
+
+    def contributions(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
+        """SHAP values per model column plus the bias (last column); each row sums to the margin."""
+        matrix = xgb.DMatrix(self.encode(rows), missing=np.nan)
+        return self.booster.predict(matrix, pred_contribs=True, iteration_range=self.iteration_range)
+
+    def _encode_row(self, row: tuple[Any, ...]) -> list[float]:
+        values: list[Any] = [math.nan if value is None else value for value in row[: self.n_numeric]]
+        if self.derived:
+            named = dict(zip(self.features, values, strict=False))
+            values.extend(function(named) for function in self.derived.values())
+        return [
+            values[column] if type(column) is int else _code(column, row[column.source])  # type: ignore[arg-type]
+            for column in self.layout
+        ]
+
+    def _encode_rows(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
+        columns = list(zip(*rows, strict=True))
+        numeric = np.array(columns[: self.n_numeric], dtype=np.float64).reshape(self.n_numeric, len(rows))
+        values = list(numeric)
+        if self.derived:
+            named = dict(zip(self.features, values, strict=False))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values.extend(np.asarray(function(named), dtype=np.float64) for function in self.derived.values())
+        matrix = np.empty((len(rows), len(self.layout)), dtype=np.float32)
+        for index, column in enumerate(self.layout):
+            if type(column) is int:
+                matrix[:, index] = values[column]
+            else:
+                codes, unknown, missing = column.codes, column.unknown, column.missing  # type: ignore[union-attr]
+                matrix[:, index] = [
+                    codes.get(value, unknown) if value == value else missing  # noqa: PLR0124 (NaN test)
+                    for value in columns[column.source]  # type: ignore[union-attr]
+                ]
+        return matrix
+
+    def explain(self, row: tuple[Any, ...]) -> tuple[dict[str, float], dict[str, float], float, float]:
+        """(per input feature, per model column, base value, margin) in the model's output space.
+
+        A derived feature's contribution is shared equally by the input columns its
+        expression names, so the per-input contributions plus the base value still add up
+        to the margin.
+        """
+        values = self.contributions([row])[0].astype(np.float64)
+        per_column = dict(zip(self.output_names, values[:-1].tolist(), strict=True))
+        base = float(values[-1])
+        per_input = {name: 0.0 for name in self.features}
+        for name, value in per_column.items():
+            sources = self.derived_inputs.get(name, [name])
+            for source in sources:
+                per_input[source] += value / len(sources)
+        return per_input, per_column, base, float(values.sum())
+
+
+def _code(column: _Categorical, value: Any) -> float:
+    return column.codes.get(value, column.unknown) if value == value else column.missing  # noqa: PLR0124 (NaN test)
+
+
+@dataclass
+class PipelinePredictor:
+    """The fitted pipeline itself, for models the fast path cannot compile."""
+
+    pipeline: Any
+    features: list[str]
+    fast: bool = False
+
+    def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
+        frame = pd.DataFrame.from_records(list(rows), columns=self.features)
+        return np.asarray(self.pipeline.predict(frame), dtype=np.float64)
+
+
+def compile_pipeline(pipeline: Any, features: Sequence[str], *, threads: int = 1) -> CompiledPipeline:
+    """Compile ``Pipeline([derive?, ColumnTransformer, TransformedTargetRegressor(XGBRegressor)])``."""
+    features = list(features)
+    if not isinstance(pipeline, Pipeline):
+        raise NotCompilable(f"expected a scikit-learn Pipeline, got {type(pipeline).__name__}")
+    steps = [step for _, step in pipeline.steps if step not in (None, "passthrough")]
+    derive = steps.pop(0) if steps and isinstance(steps[0], DerivedFeatures) else None
+    if len(steps) != 2 or not isinstance(steps[0], ColumnTransformer):
+        raise NotCompilable(f"expected [DerivedFeatures], ColumnTransformer, regressor; got {[type(s).__name__ for s in steps]}")
+    encode, model = steps
+    log_target = False
+    if isinstance(model, TransformedTargetRegressor):
+        if model.transformer is not None or (model.func, model.inverse_func) not in ((np.log, np.exp), (None, None)):
+            raise NotCompilable("only a log/exp (or identity) target transform is compiled")
+        log_target = model.func is np.log
+        model = model.regressor_
+    if not isinstance(model, XGBRegressor):
+        raise NotCompilable(f"the regressor is {type(model).__name__}, not XGBRegressor")
+    if not (model.missing is None or (isinstance(model.missing, float) and math.isnan(model.missing))):
+        raise NotCompilable(f"XGBoost's missing value is {model.missing!r}, not NaN")
+
+    derived_expressions = dict(derive.expressions or {}) if derive is not None else {}
+    derived = dict(derive.functions_) if derive is not None else {}
+    numeric_names = _numeric_features(encode, features)
+    n_numeric = len(numeric_names)
+    if numeric_names != features[:n_numeric]:
+        raise NotCompilable("the fast path needs numeric features first in the record")
+    numeric_index = {name: i for i, name in enumerate([*numeric_names, *derived])}
+    layout: list[int | _Categorical] = []
+    output_names: list[str] = []
+    for name, transformer, columns in encode.transformers_:
+        if transformer == "drop" or len(columns) == 0:
+            continue
+        if not all(isinstance(column, str) for column in columns):
+            raise NotCompilable(f"transformer {name!r} selects columns by position")
+        if transformer == "passthrough" or _is_identity(transformer):
+            for column in columns:
+                if column not in numeric_index:
+                    raise NotCompilable(f"passthrough column {column!r} is not numeric")
+                layout.append(numeric_index[column])
+                output_names.append(column)
+        elif isinstance(transformer, OrdinalEncoder):
+            layout.extend(_ordinal_columns(transformer, columns, features))
+            output_names.extend(columns)
+        else:
+            raise NotCompilable(f"transformer {name!r} is a {type(transformer).__name__}")
+    booster = model.get_booster()
+    if booster.num_features() != len(layout):
+        raise NotCompilable(f"the booster expects {booster.num_features()} columns, the encoder gives {len(layout)}")
+    booster.set_param({"nthread": threads})
+    derived_inputs = {
+        name: [source for source in dict.fromkeys(_NAME.findall(text)) if source in features]
+        for name, text in derived_expressions.items()
+    }
+    return CompiledPipeline(
+        features=features,
+        n_numeric=n_numeric,
+        derived=derived,
+        derived_inputs=derived_inputs,
+        layout=layout,
+        output_names=output_names,
+        booster=booster,
+        iteration_range=model._get_iteration_range(None),
+        log_target=log_target,
+    )
+
+
+def _numeric_features(encode: ColumnTransformer, features: list[str]) -> list[str]:
+    """Input features the encoder does not ordinal-encode (they must lead the record)."""
+    categorical = {
+        column
+        for _, transformer, columns in encode.transformers_
+        if isinstance(transformer, OrdinalEncoder)
+        for column in columns
+    }
+    return [name for name in features if name not in categorical]
+
+
+def _is_identity(transformer: Any) -> bool:
+    return isinstance(transformer, FunctionTransformer) and transformer.func is None and transformer.inverse_func is None
+
+
+def _ordinal_columns(encoder: OrdinalEncoder, columns: Sequence[str], features: list[str]) -> list[_Categorical]:
+    if encoder.handle_unknown != "use_encoded_value":
+        raise NotCompilable("an OrdinalEncoder that raises on unknown categories is not compiled")
+    missing_code = float(encoder.encoded_missing_value)
+    compiled = []
+    for column, categories in zip(columns, encoder.categories_, strict=True):
+        if column not in features:
+            raise NotCompilable(f"encoded column {column!r} is not an input feature")
+        codes = {
+            category: float(code)
+            for code, category in enumerate(categories)
+            if not (isinstance(category, float) and math.isnan(category))
+        }
+        compiled.append(
+            _Categorical(
+                source=features.index(column), codes=codes, unknown=float(encoder.unknown_value), missing=missing_code
+            )
+        )
+    return compiled
+
+
+def build_predictor(pipeline: Any, features: Sequence[str], *, threads: int = 1) -> Predictor:
+    """The compiled fast path when the pipeline allows it, the pipeline itself otherwise."""
+    try:
+        return compile_pipeline(pipeline, features, threads=threads)
+    except NotCompilable:
+        return PipelinePredictor(pipeline, list(features))

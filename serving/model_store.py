@@ -1,0 +1,234 @@
+"""The model the server answers with: loaded from ``models:/<name>@champion``, warmed, swapped as one reference.
+
+A new version is loaded, compiled, warmed and smoke-tested in a worker thread, off the
+request path; only when all of that passed does :attr:`ModelStore.current` point at it
+(one attribute assignment, so a request sees either the old or the new model, never a
+mix). A version that fails any step is refused, counted in ``model_load_events_total`` and
+the old one keeps serving. Promotions are noticed through a Redis notification on
+:func:`promotion_channel` when Redis is configured, and by polling the alias as the floor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from price_platform.datasets import DatasetSpec
+from price_platform.registry import tracking
+from price_platform.registry.champion import champion_version, load_version
+from price_platform.settings import Settings
+from serving import metrics
+from serving.fast_path import CompiledPipeline, NotCompilable, PipelinePredictor, Predictor, compile_pipeline
+
+log = logging.getLogger(__name__)
+
+#: How far the compiled path may differ from ``pipeline.predict`` (relative) before it is not used.
+AGREEMENT = 1e-6
+WARM_ROWS = 64
+#: A refused version is tried again (when the alias still points to it) after this long.
+RETRY_REFUSED_SECONDS = 30.0
+
+
+class ModelRefused(RuntimeError):
+    """A registered version that could not be loaded, warmed or smoke-tested; the old one serves on."""
+
+
+def promotion_channel(model_name: str) -> str:
+    """Redis pub/sub channel on which a promotion of ``model_name`` is announced (message: the version)."""
+    return f"price-platform:champion:{model_name}"
+
+
+def tracking_uri(settings: Settings) -> str:
+    """The MLflow tracking server the registry lives on."""
+    return settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One warmed registry version and what the API reports about it."""
+
+    name: str
+    version: str
+    predictor: Predictor
+    pipeline: Any
+    interval_log_halfwidth: float
+    metrics: dict[str, float]
+    data_version: str
+    run_id: str
+    loaded_at: str
+
+    def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
+        return self.predictor.predict(rows)
+
+    @property
+    def explainable(self) -> CompiledPipeline | None:
+        return self.predictor if isinstance(self.predictor, CompiledPipeline) else None
+
+
+def warm_rows(spec: DatasetSpec, record_type: type[msgspec.Struct]) -> list[tuple[Any, ...]]:
+    """Plausible records made from the data set description, to warm and smoke-test a model."""
+    values: dict[str, Any] = {}
+    for name, column in spec.numeric.items():
+        low = column.min if column.min is not None else 0.0
+        high = column.max if column.max is not None else low + 1.0
+        middle = low + (high - low) / 4
+        values[name] = round(middle) if column.integer else middle
+    for name, column in spec.categorical.items():
+        values[name] = column.allowed[0] if column.allowed else "unknown"
+    record = msgspec.convert(values, record_type)
+    base = msgspec.structs.astuple(record)
+    rows = [base]
+    for index, name in enumerate(spec.features[: len(spec.numeric)]):
+        column = spec.numeric[name]
+        if column.min is not None and column.max is not None:
+            row = list(base)
+            value = column.min + (column.max - column.min) * 0.1
+            row[index] = round(value) if column.integer else value
+            rows.append(tuple(row))
+    return (rows * (WARM_ROWS // len(rows) + 1))[:WARM_ROWS]
+
+
+def prepare(
+    name: str, version: str, *, loaded: Any, spec: DatasetSpec, rows: list[tuple[Any, ...]], threads: int
+) -> LoadedModel:
+    """Compile (or fall back to the pipeline), warm and smoke-test one loaded version."""
+    pipeline = loaded.pipeline
+    if not math.isfinite(loaded.interval_log_halfwidth) or loaded.interval_log_halfwidth < 0:
+        raise ModelRefused(f"version {version}: interval_log_halfwidth {loaded.interval_log_halfwidth} is not usable")
+    reference = PipelinePredictor(pipeline, list(spec.features)).predict(rows)
+    if not np.all(np.isfinite(reference)) or not np.all(reference > spec.target_min):
+        raise ModelRefused(f"version {version}: smoke predictions are not finite prices above {spec.target_min}")
+    predictor: Predictor
+    try:
+        predictor = compile_pipeline(pipeline, spec.features, threads=threads)
+        fast = predictor.predict(rows)
+        worst = float(np.max(np.abs(fast - reference) / np.abs(reference)))
+        if worst >= AGREEMENT:
+            log.warning("version %s: compiled path differs from the pipeline by %.3g; serving the pipeline", version, worst)
+            predictor = PipelinePredictor(pipeline, list(spec.features))
+    except NotCompilable as error:
+        log.info("version %s is served by its pipeline: %s", version, error)
+        predictor = PipelinePredictor(pipeline, list(spec.features))
+    for size in (1, 1, 8, len(rows)):
+        predictor.predict(rows[:size])
+    return LoadedModel(
+        name=name,
+        version=version,
+        predictor=predictor,
+        pipeline=pipeline,
+        interval_log_halfwidth=float(loaded.interval_log_halfwidth),
+        metrics={key: float(value) for key, value in loaded.metrics.items()},
+        data_version=loaded.data_version,
+        run_id=loaded.run_id,
+        loaded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+
+
+@dataclass
+class ModelStore:
+    """Holds the serving model and replaces it when the ``champion`` alias moves."""
+
+    settings: Settings
+    spec: DatasetSpec
+    record_type: type[msgspec.Struct]
+    current: LoadedModel | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _rows: list[tuple[Any, ...]] = field(default_factory=list)
+    _refused: dict[str, float] = field(default_factory=dict)  # version -> when it may be tried again
+
+    def __post_init__(self) -> None:
+        self._rows = warm_rows(self.spec, self.record_type)
+
+    @property
+    def name(self) -> str:
+        return self.settings.model_name
+
+    async def refresh(self, reason: str) -> LoadedModel | None:
+        """Load the version the alias points to now, unless it is the one serving."""
+        async with self._lock:
+            try:
+                version = await asyncio.to_thread(champion_version, tracking_uri(self.settings), self.name)
+            except Exception as error:  # noqa: BLE001 (registry unreachable: keep serving, try again later)
+                log.warning("cannot resolve %s@champion (%s): %s", self.name, reason, error)
+                return None
+            if version is None or (self.current is not None and self.current.version == version):
+                return None
+            if time.monotonic() < self._refused.get(version, 0.0):
+                return None
+            return await self._load(version, reason)
+
+    async def load(self, version: str, reason: str) -> LoadedModel:
+        """Load a given version now (admin reload/rollback); raise :class:`ModelRefused` if it fails."""
+        async with self._lock:
+            loaded = await self._load(version, reason)
+            if loaded is None:
+                raise ModelRefused(f"version {version} was refused; see the server log")
+            return loaded
+
+    async def _load(self, version: str, reason: str) -> LoadedModel | None:
+        started = time.perf_counter()
+        try:
+            model = await asyncio.to_thread(self._load_blocking, version)
+        except Exception as error:  # noqa: BLE001 (any failure refuses the version; the old one serves on)
+            metrics.MODEL_LOADS.labels(outcome="refused").inc()
+            self._refused[version] = time.monotonic() + RETRY_REFUSED_SECONDS
+            serving = self.current.version if self.current else None
+            log.error("refused %s version %s (%s): %s; still serving %s", self.name, version, reason, error, serving)
+            return None
+        previous = self.current.version if self.current else None
+        self.current = model
+        metrics.MODEL_LOADS.labels(outcome="loaded").inc()
+        metrics.MODEL_INFO.labels(version=model.version).set(time.time())
+        log.info(
+            "serving %s version %s (was %s, %s, %s path, loaded in %.1f s)",
+            self.name, version, previous, reason, "fast" if model.predictor.fast else "pipeline",
+            time.perf_counter() - started,
+        )
+        return model
+
+    def _load_blocking(self, version: str) -> LoadedModel:
+        uri = tracking_uri(self.settings)
+        with tracking.using(uri):  # `models:/` downloads resolve against the global registry URI
+            loaded = load_version(uri, self.name, version)
+        return prepare(self.name, version, loaded=loaded, spec=self.spec, rows=self._rows, threads=self.settings.threads)
+
+    async def watch(self, redis_client: Any | None) -> None:
+        """Follow the alias until cancelled: notifications when Redis is there, polling always."""
+        tasks = [asyncio.create_task(self._poll())]
+        if redis_client is not None:
+            tasks.append(asyncio.create_task(self._listen(redis_client)))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _poll(self) -> None:
+        while True:
+            await self.refresh("alias poll" if self.current else "start-up")
+            delay = self.settings.model_poll_seconds if self.current else min(1.0, self.settings.model_poll_seconds)
+            await asyncio.sleep(delay)
+
+    async def _listen(self, redis_client: Any) -> None:
+        channel = promotion_channel(self.name)
+        while True:
+            try:
+                async with redis_client.pubsub() as pubsub:
+                    await pubsub.subscribe(channel)
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            await self.refresh(f"notification {message.get('data')!r}")
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # noqa: BLE001 (Redis away: polling carries on, resubscribe later)
+                log.debug("promotion notifications unavailable: %s", error)
+                await asyncio.sleep(1.0)

@@ -1,0 +1,223 @@
+"""Request and response bodies of the API; request records are derived from the data set description.
+
+A record is a ``msgspec.Struct`` built at start-up with :func:`msgspec.defstruct` from
+``DatasetSpec.features``: numeric columns are ``int``/``float`` bounded by the spec's range,
+categorical columns the spec's allowed values, nullable columns accept ``null``. Bodies are
+decoded strictly (no strings for numbers, no unknown or missing fields), and every failure
+becomes an :class:`InvalidInput` naming the record and the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from price_platform.datasets import DatasetSpec
+
+_LOCATION = re.compile(r" - at `\$(?:\[(?P<record>\d+)\])?(?:\.(?P<field>[A-Za-z_][A-Za-z0-9_]*))?[^`]*`$")
+_UNKNOWN_FIELD = re.compile(r"`(?P<field>[^`]+)`")
+
+
+class InvalidInput(ValueError):
+    """A request body the API cannot accept, with the record (batch index) and field it is about."""
+
+    def __init__(self, message: str, *, record: int | None = None, field: str | None = None) -> None:
+        where = ", ".join(part for part in (f"record {record}" if record is not None else "", f"field `{field}`" if field else "") if part)
+        super().__init__(f"{where}: {message}" if where else message)
+        self.record = record
+        self.field = field
+
+
+# --- responses ---------------------------------------------------------------------------
+
+
+class Prediction(msgspec.Struct, kw_only=True):
+    """One price with its 90% interval, the model version that made it and its id for feedback."""
+
+    prediction_id: uuid.UUID
+    price: float
+    lower: float
+    upper: float
+    model_version: str
+
+
+class PredictResponse(msgspec.Struct, kw_only=True):
+    """Predictions in the order of the records sent."""
+
+    model_version: str
+    predictions: list[Prediction]
+
+
+class Explanation(msgspec.Struct, kw_only=True):
+    """Per-feature contributions of one record: log-space SHAP values that add up to the prediction."""
+
+    model_version: str
+    price: float
+    log_price: float
+    base_value: float
+    contributions: dict[str, float]
+    model_feature_contributions: dict[str, float]
+    how_to_read: str
+
+
+class Feedback(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The actual price a predicted record sold for."""
+
+    prediction_id: uuid.UUID
+    actual: Annotated[float, msgspec.Meta(gt=0.0, le=1e15)]
+
+
+class FeedbackAccepted(msgspec.Struct, kw_only=True):
+    prediction_id: uuid.UUID
+    status: str
+
+
+class ModelInfo(msgspec.Struct, kw_only=True):
+    """What is serving: registry version and alias, training metrics, data version, request schema."""
+
+    name: str
+    version: str
+    alias: str
+    run_id: str | None
+    data_version: str | None
+    interval_log_halfwidth: float
+    metrics: dict[str, float]
+    fast_path: bool
+    loaded_at: str
+    feature_schema: dict[str, Any]
+
+
+class Status(msgspec.Struct, kw_only=True):
+    status: str
+    model_version: str | None = None
+
+
+class AdminRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An optional registry version to reload or roll back to, and why."""
+
+    version: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,9}$")] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class AdminResult(msgspec.Struct, kw_only=True):
+    action: str
+    from_version: str | None
+    to_version: str
+    actor: str
+
+
+# --- requests derived from the data set ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestSchemas:
+    """The record type of one data set and the decoders of the bodies that carry records."""
+
+    record: type[msgspec.Struct]
+    predict_decoder: msgspec.json.Decoder
+    explain_decoder: msgspec.json.Decoder
+    feedback_decoder: msgspec.json.Decoder
+    admin_decoder: msgspec.json.Decoder
+    max_batch_size: int
+
+    def record_json_schema(self) -> dict[str, Any]:
+        """JSON schema of one record (for ``/model-info``)."""
+        return msgspec.json.schema(self.record)
+
+    def openapi_components(self) -> dict[str, dict[str, Any]]:
+        """JSON schemas of the request bodies, named for ``#/components/schemas/<name>``."""
+        batch = Annotated[list[self.record], msgspec.Meta(min_length=1, max_length=self.max_batch_size)]  # type: ignore[name-defined]
+        _, components = msgspec.json.schema_components(
+            [self.record, batch, Feedback, AdminRequest], ref_template="#/components/schemas/{name}"
+        )
+        components["PredictRequest"] = {
+            "description": f"One record, or a batch of 1 to {self.max_batch_size} records.",
+            "oneOf": [
+                {"$ref": f"#/components/schemas/{self.record.__name__}"},
+                {"type": "array", "items": {"$ref": f"#/components/schemas/{self.record.__name__}"},
+                 "minItems": 1, "maxItems": self.max_batch_size},
+            ],
+        }
+        components["ExplainRequest"] = {"$ref": f"#/components/schemas/{self.record.__name__}"}
+        return components
+
+
+def _numeric_type(column: Any) -> Any:
+    base = int if column.integer else float
+    bounds = {key: value for key, value in (("ge", column.min), ("le", column.max)) if value is not None}
+    if base is int:
+        bounds = {key: math.ceil(value) if key == "ge" else math.floor(value) for key, value in bounds.items()}
+    annotated = Annotated[base, msgspec.Meta(**bounds)] if bounds else base
+    return annotated | None if column.nullable else annotated
+
+
+def _categorical_type(column: Any) -> Any:
+    annotated = Literal[tuple(column.allowed)] if column.allowed else Annotated[str, msgspec.Meta(max_length=200)]
+    return annotated | None if column.nullable else annotated
+
+
+def build_schemas(spec: DatasetSpec, max_batch_size: int) -> RequestSchemas:
+    """The record struct of ``spec`` (fields in ``spec.features`` order) and the body decoders."""
+    fields = [(name, _numeric_type(column)) for name, column in spec.numeric.items()]
+    fields += [(name, _categorical_type(column)) for name, column in spec.categorical.items()]
+    name = "".join(part.capitalize() for part in spec.name.split("_")) + "Record"
+    record = msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True, module=__name__)
+    batch = Annotated[list[record], msgspec.Meta(min_length=1, max_length=max_batch_size)]  # type: ignore[valid-type]
+    return RequestSchemas(
+        record=record,
+        predict_decoder=msgspec.json.Decoder(record | batch),  # type: ignore[arg-type]
+        explain_decoder=msgspec.json.Decoder(record),
+        feedback_decoder=msgspec.json.Decoder(Feedback),
+        admin_decoder=msgspec.json.Decoder(AdminRequest),
+        max_batch_size=max_batch_size,
+    )
+
+
+def decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
+    """Decode ``body`` strictly; raise :class:`InvalidInput` naming the record and field at fault."""
+    if not body:
+        raise InvalidInput("the request body is empty; send a JSON record or a JSON array of records")
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as error:
+        raise _located(str(error)) from None
+    except msgspec.DecodeError as error:
+        raise _not_json(body, str(error)) from None
+
+
+def _located(message: str) -> InvalidInput:
+    match = _LOCATION.search(message)
+    text = message[: match.start()] if match else message
+    record = int(match["record"]) if match and match["record"] is not None else None
+    field = match["field"] if match else None
+    if field is None and text.startswith(("Object missing required field", "Object contains unknown field")):
+        found = _UNKNOWN_FIELD.search(text)
+        field = found["field"] if found else None
+    if text.startswith("Expected `array` of length"):
+        text = text.replace("Expected `array`", "Expected a batch (array of records)")
+    return InvalidInput(text, record=record, field=field)
+
+
+def _not_json(body: bytes, message: str) -> InvalidInput:
+    """Name the field when the body is JSON but for NaN/Infinity, which JSON does not allow."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return InvalidInput(f"the body is not valid JSON: {message}")
+    records = value if isinstance(value, list) else [value]
+    for index, item in enumerate(records):
+        if isinstance(item, dict):
+            for field, number in item.items():
+                if isinstance(number, float) and not math.isfinite(number):
+                    return InvalidInput(
+                        f"{number} is not a finite number (NaN and Infinity are not allowed)",
+                        record=index if isinstance(value, list) else None,
+                        field=str(field),
+                    )
+    return InvalidInput(f"the body is not valid JSON: {message}")
