@@ -114,17 +114,18 @@ def build_xgboost_pipeline(spec: DatasetSpec, params: Mapping[str, Any] | None =
         ],
         verbose_feature_names_out=False,
     )
-    regressor = XGBRegressor(
-        n_estimators=600,
-        learning_rate=0.05,
-        max_depth=4,
-        subsample=0.8,
-        colsample_bytree=0.5,
-        tree_method="hist",
-        n_jobs=threads,
-        random_state=0,
+    settings = {
+        "n_estimators": 600,
+        "learning_rate": 0.05,
+        "max_depth": 4,
+        "subsample": 0.8,
+        "colsample_bytree": 0.5,
+        "tree_method": "hist",
+        "n_jobs": threads,
+        "random_state": 0,
         **dict(params or {}),
-    )
+    }
+    regressor = XGBRegressor(**settings)
     model = TransformedTargetRegressor(regressor=regressor, func=np.log, inverse_func=np.exp)
     return Pipeline([("derive", DerivedFeatures(dict(spec.derived))), ("encode", encode), ("model", model)])
 

@@ -1,0 +1,63 @@
+"""Loading a registered model version, and the current champion, with what serving needs of it."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+
+import mlflow.artifacts
+import mlflow.sklearn
+from sklearn.pipeline import Pipeline
+
+from price_platform.registry import CHAMPION, tracking
+
+
+class NoChampionError(LookupError):
+    """The registered model has no version with the alias ``champion``."""
+
+
+@dataclass(frozen=True)
+class ChampionModel:
+    """A loaded model version: the fitted pipeline, its interval half-width and its run's metrics."""
+
+    version: str
+    pipeline: Pipeline
+    interval_log_halfwidth: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    data_version: str = ""
+    run_id: str = ""
+
+
+def load_version(tracking_uri: str, model_name: str, version: str) -> ChampionModel:
+    """Download and load one registered version with its tags and run metrics."""
+    mlflow_client = tracking.client(tracking_uri)
+    model_version = mlflow_client.get_model_version(model_name, version)
+    # models:/ URIs resolve through the fluent API's tracking URI, whatever is passed here.
+    with tempfile.TemporaryDirectory(prefix="price-model-") as folder, tracking.using(tracking_uri):
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=folder)
+        pipeline = mlflow.sklearn.load_model(local)
+    tags = model_version.tags
+    run_id = tags.get("run_id") or model_version.run_id or ""
+    metrics = dict(mlflow_client.get_run(run_id).data.metrics) if run_id else {}
+    return ChampionModel(
+        version=str(model_version.version),
+        pipeline=pipeline,
+        interval_log_halfwidth=float(tags["interval_log_halfwidth"]),
+        metrics=metrics,
+        data_version=tags.get("data_version", ""),
+        run_id=run_id,
+    )
+
+
+def champion_version(tracking_uri: str, model_name: str) -> str | None:
+    """The version the alias ``champion`` points to, ``None`` before the first promotion."""
+    found = tracking.version_by_alias(tracking.client(tracking_uri), model_name, CHAMPION)
+    return None if found is None else str(found.version)
+
+
+def load_champion(tracking_uri: str, model_name: str) -> ChampionModel:
+    """The current champion, loaded; raise :class:`NoChampionError` when there is none."""
+    version = champion_version(tracking_uri, model_name)
+    if version is None:
+        raise NoChampionError(f"registered model {model_name!r} has no {CHAMPION!r} version")
+    return load_version(tracking_uri, model_name, version)

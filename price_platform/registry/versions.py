@@ -1,0 +1,108 @@
+"""Registering a fitted pipeline as a new model version with the alias ``challenger``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any
+
+import mlflow
+import mlflow.sklearn
+import pandas as pd
+from mlflow.models import infer_signature
+from sklearn.pipeline import Pipeline
+
+from price_platform.registry import CHALLENGER, tracking
+from price_platform.registry.provenance import git_commit, package_set_hash
+
+#: Distributions a registered pipeline needs to be loaded again (pinned to what trained it).
+_RUNTIME_PACKAGES = ("price-platform", "scikit-learn", "xgboost", "pandas", "numpy", "cloudpickle")
+
+
+class InvalidMetricError(ValueError):
+    """A metric that is not a finite number: the run fails and nothing is registered."""
+
+
+@dataclass(frozen=True)
+class CandidateVersion:
+    """A registered model version and the MLflow run that produced it."""
+
+    model_name: str
+    version: str
+    run_id: str
+
+
+def check_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics as floats; raise :class:`InvalidMetricError` naming every NaN or infinite one."""
+    values = {name: float(value) for name, value in metrics.items()}
+    bad = sorted(name for name, value in values.items() if not math.isfinite(value))
+    if bad:
+        raise InvalidMetricError(f"metrics are not finite numbers: {', '.join(f'{n}={values[n]}' for n in bad)}")
+    return values
+
+
+def register_candidate(
+    tracking_uri: str,
+    model_name: str,
+    pipeline: Pipeline,
+    input_example: pd.DataFrame,
+    *,
+    interval_log_halfwidth: float,
+    data_version: str,
+    dbt_manifest_hash: str = "none",
+    metrics: Mapping[str, float] | None = None,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    figures: Mapping[str, Any] | None = None,
+    tables: Mapping[str, pd.DataFrame] | None = None,
+    experiment: str | None = None,
+) -> CandidateVersion:
+    """Log ``pipeline`` in one MLflow run, register it under ``model_name`` and alias it ``challenger``.
+
+    The run carries ``params``, ``metrics``, ``figures`` (PNG), ``tables`` (JSON) and the tags
+    that make it reproducible; the version carries the tags serving reads
+    (``interval_log_halfwidth``, ``data_version``, ``dbt_manifest_hash``, ``git_commit``).
+    A NaN or infinite metric or half-width raises before anything is logged.
+    """
+    values = check_metrics({**(metrics or {}), "interval_log_halfwidth": interval_log_halfwidth})
+    provenance = {
+        "git_commit": git_commit(),
+        "data_version": data_version,
+        "dbt_manifest_hash": dbt_manifest_hash,
+        "package_set_hash": package_set_hash(),
+    }
+    example = input_example.head(5)
+    signature = infer_signature(example, pipeline.predict(example))
+    requirements = [f"{name}=={metadata.version(name)}" for name in _RUNTIME_PACKAGES]
+    mlflow_client = tracking.client(tracking_uri)
+    with tracking.using(tracking_uri):
+        mlflow.set_experiment(experiment or model_name)
+        with mlflow.start_run(tags={**provenance, **(tags or {})}) as run:
+            if params:
+                mlflow.log_params({name: str(value)[:500] for name, value in params.items()})
+            mlflow.log_metrics(values)
+            for name, figure in (figures or {}).items():
+                mlflow.log_figure(figure, f"plots/{name}.png")
+            for name, frame in (tables or {}).items():
+                mlflow.log_table(frame, f"tables/{name}.json")
+            logged = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                signature=signature,
+                input_example=example,
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+                pip_requirements=requirements,
+                registered_model_name=model_name,
+            )
+            version = str(logged.registered_model_version)
+            version_tags = {
+                "interval_log_halfwidth": repr(float(interval_log_halfwidth)),
+                "run_id": run.info.run_id,
+                **provenance,
+            }
+            for key, value in version_tags.items():
+                mlflow_client.set_model_version_tag(model_name, version, key, value)
+            mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version)
+    return CandidateVersion(model_name=model_name, version=version, run_id=run.info.run_id)
