@@ -171,6 +171,17 @@ def _missing_column_parquet(rows: pd.DataFrame, path: Path) -> Path:
     return parquet
 
 
+def _empty_file(rows: pd.DataFrame, path: Path) -> Path:
+    path.write_bytes(b"")
+    return path
+
+
+def _damaged_parquet(rows: pd.DataFrame, path: Path) -> Path:
+    parquet = path.with_suffix(".parquet")
+    parquet.write_bytes(b"PAR1 this is not a parquet file")
+    return parquet
+
+
 @pytest.mark.parametrize(
     ("make_file", "expected"),
     [
@@ -179,8 +190,11 @@ def _missing_column_parquet(rows: pd.DataFrame, path: Path) -> Path:
         (_wrong_encoding, ["row 3", "column 'Neighborhood'", "not valid UTF-8"]),
         (_no_rows, ["row 1", "no rows"]),
         (_missing_column_parquet, ["header", "missing columns ['neighborhood']"]),
+        (_empty_file, ["the file is empty"]),
+        (_damaged_parquet, ["not a readable Parquet file"]),
     ],
-    ids=["missing-column", "unparsable-value", "wrong-encoding", "no-rows", "parquet-missing-column"],
+    ids=["missing-column", "unparsable-value", "wrong-encoding", "no-rows", "parquet-missing-column", "empty-file",
+         "damaged-parquet"],
 )
 def test_a_bad_file_names_file_column_and_row_and_loads_nothing(
     dsn: str, sample: pd.DataFrame, tmp_path: Path, make_file, expected: list[str]

@@ -64,7 +64,8 @@ def ingest_partition(dsn: str, spec: DatasetSpec, partition_key: str, source_fil
         ensure_raw_sales(cursor, spec)
     with connect(dsn) as connection, connection.cursor() as cursor:
         replace_partition(cursor, spec, load)
-    rejected_preview = load.rejected[[ROW_NUMBER, *spec.columns[:4]]].head(10).copy()
+    shown = [ROW_NUMBER, *dict.fromkeys(c for c in _key_columns(spec) if c in spec.columns)]
+    rejected_preview = load.rejected[shown].head(10).copy()
     rejected_preview["reasons"] = ["; ".join(validation.reasons[int(n)]) for n in rejected_preview[ROW_NUMBER]]
     return LoadSummary(
         load_id=load.load_id,
@@ -74,6 +75,13 @@ def ingest_partition(dsn: str, spec: DatasetSpec, partition_key: str, source_fil
         rows_loaded=len(load.accepted),
         rows_rejected=len(load.rejected),
         validation=validation,
-        preview=load.accepted[[ROW_NUMBER, *spec.columns]].head(5),
+        preview=load.accepted[shown].head(5),
         rejected_preview=rejected_preview,
     )
+
+
+def _key_columns(spec: DatasetSpec) -> list[str]:
+    """The columns a person scans first: id, time, segments, size and price."""
+    time_columns = spec.time.columns if spec.time else []
+    return [*([spec.id_column] if spec.id_column else []), *time_columns, *spec.segments,
+            *([spec.area_column] if spec.area_column else []), spec.target]

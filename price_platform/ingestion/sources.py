@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
@@ -106,7 +107,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises many unrelated types for a damaged file
+    except (pa.ArrowException, OSError, ValueError) as error:
         raise IngestionError(f"{path}: not a readable Parquet file: {error}") from error
 
 

@@ -49,34 +49,32 @@ def validate_records(spec: DatasetSpec, records: pd.DataFrame, row_ids: pd.Serie
     """
     frame = records.reset_index(drop=True)
     ids = list(row_ids if row_ids is not None else records.index)
-    context = gx.get_context(
-        mode="ephemeral",
-        project_config=DataContextConfig(
-            store_backend_defaults=InMemoryStoreBackendDefaults(),
-            analytics_enabled=False,
-            progress_bars=ProgressBarsConfig(globally=False),
-        ),
-    )
-    batch = (
-        context.data_sources.add_pandas("records")
-        .add_dataframe_asset("records")
-        .add_batch_definition_whole_dataframe("all")
-        .get_batch(batch_parameters={"dataframe": frame})
-    )
-    outcome = batch.validate(build_suite(spec), result_format={"result_format": "COMPLETE"})
+    batch = _batch(frame)
+    # A quick pass says which expectations fail; only those are run again for their rows,
+    # which halves the cost on the common, clean partition.
+    quick = batch.validate(build_suite(spec), result_format={"result_format": "BOOLEAN_ONLY"})
+    failing = [result.expectation_config.to_domain_obj() for result in quick.results if not result.success]
+    details = {}
+    if failing:
+        retry = gx.ExpectationSuite(name=f"{spec.name}_failing", expectations=failing)
+        details = {
+            (r.expectation_config.type, r.expectation_config.kwargs.get("column")): r
+            for r in batch.validate(retry, result_format={"result_format": "COMPLETE"}).results
+        }
     results: list[dict[str, object]] = []
     reasons: dict[int, list[str]] = defaultdict(list)
-    for result in outcome.results:
-        config = result.expectation_config
+    for summary in quick.results:
+        config = summary.expectation_config
         column = config.kwargs.get("column")
+        result = details.get((config.type, column), summary)
         unexpected = result.result.get("unexpected_index_list") or []
         values = result.result.get("unexpected_list") or []
         results.append(
             {
                 "expectation": config.type,
                 "column": column,
-                "success": bool(result.success),
-                "unexpected": result.result.get("unexpected_count", 0 if result.success else "table"),
+                "success": bool(summary.success),
+                "unexpected": result.result.get("unexpected_count", 0 if summary.success else "table"),
             }
         )
         if config.type == "expect_column_values_to_be_unique":
@@ -89,7 +87,25 @@ def validate_records(spec: DatasetSpec, records: pd.DataFrame, row_ids: pd.Serie
     results.append(
         {"expectation": WHOLE_NUMBER, "column": "*", "success": not whole, "unexpected": len(whole)}
     )
-    return Validation(success=bool(outcome.success) and not whole, results=results, reasons=dict(reasons))
+    return Validation(success=bool(quick.success) and not whole, results=results, reasons=dict(reasons))
+
+
+def _batch(frame: pd.DataFrame) -> gx.datasource.fluent.interfaces.Batch:
+    """The frame as a Great Expectations batch in a throwaway in-memory context."""
+    context = gx.get_context(
+        mode="ephemeral",
+        project_config=DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(),
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+        ),
+    )
+    return (
+        context.data_sources.add_pandas("records")
+        .add_dataframe_asset("records")
+        .add_batch_definition_whole_dataframe("all")
+        .get_batch(batch_parameters={"dataframe": frame})
+    )
 
 
 def _later_duplicates(indexes: list[int], values: list[object]) -> tuple[list[int], list[object]]:
