@@ -197,11 +197,12 @@ def _damaged_parquet(rows: pd.DataFrame, path: Path) -> Path:
          "damaged-parquet"],
 )
 def test_a_bad_file_names_file_column_and_row_and_loads_nothing(
-    dsn: str, sample: pd.DataFrame, tmp_path: Path, make_file, expected: list[str]
+    dsn: str, may_loaded: Path, sample: pd.DataFrame, make_file, expected: list[str]
 ) -> None:
-    ingest_partition(dsn, SPEC, "2009-05-01", _good_file(sample, tmp_path))
     before = table_state(dsn)
-    path = make_file(month(sample, 2009, 5, 200_000), tmp_path / "bad.csv")
+    assert query(dsn, "select count(*) from price_data.raw_sales where _source_file = %s", (str(may_loaded),))[0][0] > 0
+    # the bad version takes the loaded file's name: its earlier rows must survive the failed reload
+    path = make_file(month(sample, 2009, 5, 200_000), may_loaded)
     with pytest.raises(IngestionError) as raised:
         ingest_partition(dsn, SPEC, "2009-05-01", path)
     message = str(raised.value)
@@ -211,9 +212,12 @@ def test_a_bad_file_names_file_column_and_row_and_loads_nothing(
     assert table_state(dsn) == before
 
 
-def _good_file(sample: pd.DataFrame, tmp_path: Path) -> Path:
-    path = tmp_path / "good.csv"
+@pytest.fixture(scope="module")
+def may_loaded(dsn: str, sample: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A good landed file already in partition 2009-05, which the bad files must leave alone."""
+    path = tmp_path_factory.mktemp("landing") / "good.csv"
     month(sample, 2009, 5, 200_000).to_csv(path, index=False)
+    ingest_partition(dsn, SPEC, "2009-05-01", path)
     return path
 
 
