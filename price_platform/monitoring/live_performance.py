@@ -18,7 +18,8 @@ from psycopg2.extras import execute_values
 
 from price_platform.datasets import DatasetSpec
 
-METRICS = ("count", "mae", "rmse", "mape")
+#: The dbt mart holding every sale with its price.
+FEATURES_TABLE = "price_data.features"
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ BY_SALE = """
         select (select jsonb_object_agg(key, value) from jsonb_each(to_jsonb(features))
                 where key = any(%(columns)s)) as record,
                features.{target} as actual
-        from price_data.features
+        from {features} as features
         where features.{target} is not null
     ) as sales on predictions.features = sales.record
     where not exists (select 1 from monitoring.actuals where actuals.prediction_id = predictions.prediction_id)
@@ -54,10 +55,14 @@ BY_SALE = """
 
 
 def matched_predictions(connection: psycopg2.extensions.connection, spec: DatasetSpec) -> pd.DataFrame:
-    """Every logged prediction with a known actual price: ``model_version, week, prediction, actual, source``."""
+    """Every logged prediction with a known actual price: ``model_version, week, prediction, actual, source``.
+
+    Before the features mart is built, feedback is the only source.
+    """
     with connection.cursor() as cursor:
-        cursor.execute("select to_regclass('price_data.features') is not null")
-        sources = [BY_FEEDBACK, BY_SALE.format(target=f'"{spec.target}"')] if cursor.fetchone()[0] else [BY_FEEDBACK]
+        cursor.execute("select to_regclass(%s) is not null", (FEATURES_TABLE,))
+        by_sale = BY_SALE.format(target=f'"{spec.target}"', features=FEATURES_TABLE)
+        sources = [BY_FEEDBACK, by_sale] if cursor.fetchone()[0] else [BY_FEEDBACK]
         cursor.execute(
             f"with matched as ({' union all '.join(sources)})"
             " select predictions.model_version, date_trunc('week', predictions.created_at)::date as week,"

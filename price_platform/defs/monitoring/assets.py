@@ -44,6 +44,7 @@ def build_drift_report(spec: DatasetSpec) -> dg.AssetsDefinition:
             raise dg.Failure(
                 description=f"partition {context.partition_key} has {len(current)} feature rows and the reference"
                 f" {window} has {len(reference)}: nothing to compare",
+                allow_retries=False,  # retries are for the network; data will not appear by waiting
             )
         with warehouse.connect() as connection:
             predictions = reports.read_predictions(connection, version)

@@ -1,0 +1,358 @@
+"""The continuous-training loop on a real PostgreSQL: drift reports, retrain requests, live error, alerts.
+
+These tests own a database of their own (``price_data.features`` is written here from the
+bundled sample, the way the dbt mart lays it out), so that they never collide with the
+feature tables the ingestion and dbt tests build in the session database.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from price_platform.datasets import load_dataset
+from price_platform.defs.monitoring.assets import build_drift_report, live_performance
+from price_platform.defs.monitoring.jobs import RETRAIN_JOB
+from price_platform.defs.monitoring.resources import Monitoring
+from price_platform.defs.monitoring.schedules import build_daily_drift
+from price_platform.defs.monitoring.sensors import drift_event_key, retrain_on_drift
+from price_platform.modeling import read_sample
+from price_platform.monitoring import alerts, partitions
+from price_platform.monitoring import live_performance as live
+from price_platform.monitoring.metrics import PipelineCollector
+from price_platform.postgres import PostgresServer
+from price_platform.resources import Dataset, Warehouse
+from price_platform.settings import DEFAULT_DATASET, Settings
+from price_platform.warehouse import connect, migrate
+from price_platform_tests.conftest import drop_databases, free_port
+
+AREAS = ["gr_liv_area", "first_flr_sf", "second_flr_sf", "total_bsmt_sf", "lot_area", "garage_area", "bsmt_unf_sf"]
+SHIFTED = "2009-06-01"
+QUIET = "2009-05-01"
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_dataset(DEFAULT_DATASET)
+
+
+@pytest.fixture(scope="module")
+def sample(spec):
+    return read_sample(spec)
+
+
+@pytest.fixture(scope="module")
+def platform(system_postgres_url, session_home, spec, sample):
+    """Settings and server of a database of this module, with ``price_data.features`` from the sample.
+
+    The month ``SHIFTED`` has its areas x1.6 and prices x1.8: the drift a retrain must follow.
+    """
+    name = f"pp_mon_{uuid.uuid4().hex[:8]}"
+    settings = Settings(home=session_home, database_url=system_postgres_url, database_name=name)
+    server = PostgresServer(server_url=make_url(system_postgres_url), database_name=name)
+    server.ensure_databases()
+    migrate(server.dsn())
+    frame = sample.copy()
+    frame["partition_key"] = [f"{y:04d}-{m:02d}-01" for y, m in zip(frame["year_sold"], frame["mo_sold"], strict=True)]
+    frame["record_id"] = frame["sale_id"].astype(str)
+    shifted = frame["partition_key"] == SHIFTED
+    for column in [*AREAS, spec.target]:
+        frame[column] = frame[column].astype(float)
+        frame.loc[shifted, column] = frame.loc[shifted, column] * (1.8 if column == spec.target else 1.6)
+    engine = sa.create_engine(server.url())
+    frame[["record_id", "partition_key", *spec.features, spec.target]].to_sql(
+        "features", engine, schema="price_data", index=False
+    )
+    engine.dispose()
+    yield settings, server
+    drop_databases(server)
+
+
+def resources(settings: Settings, **monitoring) -> dict:
+    return {
+        "warehouse": Warehouse.from_settings(settings),
+        "dataset": Dataset(path=str(settings.dataset)),
+        "monitoring": Monitoring(tracking_uri=None, model_name="price-model", **monitoring),
+    }
+
+
+def drift_signal(instance: dg.DagsterInstance, partition: str, detected: bool, champion: str = "3") -> None:
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(
+            asset_key="drift_report", partition=partition,
+            metadata={"drift_detected": detected, "champion_version": champion},
+        )
+    )
+
+
+def evaluate(instance: dg.DagsterInstance, cursor: str | None, settings: Settings) -> dg.SensorResult:
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources(settings))
+    return retrain_on_drift(context)
+
+
+# --- drift report and the retrain it starts ----------------------------------------------
+
+
+def test_a_shifted_month_is_reported_as_drift_and_starts_one_retrain(platform, spec):
+    settings, server = platform
+    asset = build_drift_report(spec)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([asset], partition_key=SHIFTED, instance=instance, resources=resources(settings))
+        assert result.success
+        metadata = result.asset_materializations_for_node("drift_report")[0].metadata
+        assert metadata["drift_detected"].value is True
+        assert metadata["target_drifted"].value is True
+        assert "| gr_liv_area | numeric |" in metadata["moved_most"].value
+        assert metadata["plot"].value.startswith("![drift](data:image/png;base64,")
+        answer = evaluate(instance, None, settings)
+        assert [request.run_key for request in answer.run_requests] == [drift_event_key("none", 0)]
+        assert answer.run_requests[0].tags["price_platform/drift_partition"] == SHIFTED
+        assert answer.run_requests[0].tags["price_platform/trigger"] == "drift"
+    with connect(server.dsn()) as connection, connection.cursor() as cursor:
+        cursor.execute("select drift_detected, target_drifted from monitoring.drift_summaries where partition_key = %s",
+                       (SHIFTED,))
+        assert cursor.fetchall() == [(True, True)]
+        cursor.execute("select count(*) from monitoring.drift_reports where partition_key = %s and drifted"
+                       " and feature = any(%s)", (SHIFTED, AREAS[:3]))
+        assert cursor.fetchone()[0] == 3
+
+
+def test_a_quiet_month_is_reported_without_drift_and_starts_nothing(platform, spec):
+    settings, _ = platform
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([build_drift_report(spec)], partition_key=QUIET, instance=instance,
+                                resources=resources(settings))
+        metadata = result.asset_materializations_for_node("drift_report")[0].metadata
+        assert metadata["drift_detected"].value is False
+        answer = evaluate(instance, None, settings)
+        assert not answer.run_requests
+        assert "none past threshold" in answer.skip_reason.skip_message
+
+
+def test_a_partition_without_rows_fails_the_run_and_stores_nothing(platform, spec):
+    settings, server = platform
+    with connect(server.dsn()) as connection, connection.cursor() as cursor:
+        cursor.execute("delete from price_data.features where partition_key = '2010-07-01'")
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([build_drift_report(spec)], partition_key="2010-07-01", instance=instance,
+                                resources=resources(settings), raise_on_error=False)
+        assert not result.success
+        failure = result.get_step_failure_events()[0].step_failure_data.error
+        assert "partition 2010-07-01 has 0 feature rows" in failure.message
+    with connect(server.dsn()) as connection, connection.cursor() as cursor:
+        cursor.execute("select count(*) from monitoring.drift_summaries where partition_key = '2010-07-01'")
+        assert cursor.fetchone()[0] == 0
+
+
+def test_fifty_drift_signals_in_a_row_request_one_retrain(platform):
+    settings, _ = platform
+    requests: list[dg.RunRequest] = []
+    cursor = None
+    with dg.instance_for_test() as instance:
+        for number in range(50):
+            drift_signal(instance, f"2009-{number % 12 + 1:02d}-01", detected=True)
+            answer = evaluate(instance, cursor, settings)
+            requests += answer.run_requests
+            cursor = answer.cursor
+        assert len(requests) == 1
+        assert requests[0].run_key == drift_event_key("3", 0)
+        # The retrain's outcome is recorded (here: the challenger refused); drift again is a new event.
+        with connect(PostgresServer(make_url(settings.database_url), settings.database_name).dsn()) as connection:
+            with connection.cursor() as sql:
+                sql.execute(
+                    "insert into model_registry.deployments (model_name, from_version, to_version, action, reason,"
+                    " actor) values ('price-model', '3', '4', 'refuse', 'challenger worse on holdout', 'test')"
+                    " returning id"
+                )
+                refusal = sql.fetchone()[0]
+        drift_signal(instance, "2010-01-01", detected=True)
+        again = evaluate(instance, cursor, settings)
+        assert [request.run_key for request in again.run_requests] == [drift_event_key("3", refusal)]
+        # A new champion is a new event too.
+        drift_signal(instance, "2010-02-01", detected=True, champion="5")
+        newer = evaluate(instance, again.cursor, settings)
+        assert [request.run_key for request in newer.run_requests] == [drift_event_key("5", refusal)]
+
+
+def test_the_daily_drift_schedule_checks_the_latest_partition_once_a_day(platform, spec):
+    settings, _ = platform
+    schedule = build_daily_drift(spec)
+    monitoring = Monitoring(tracking_uri=None)
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 11, 26, 3, 30, tzinfo=UTC),
+        resources={"warehouse": Warehouse.from_settings(settings), "monitoring": monitoring},
+    )
+    assert "no champion yet" in schedule.evaluate_tick(context).skip_message
+
+
+def test_definitions_include_the_monitoring_loop():
+    from price_platform.definitions import build_definitions
+
+    repository = build_definitions(Settings()).get_repository_def()
+    assert {"drift_check", RETRAIN_JOB, "daily_monitoring"} <= set(repository.job_names)
+    assert {"retrain_on_drift", "drift_on_new_features", "alert_on_run_failure"} <= {
+        sensor.name for sensor in repository.sensor_defs
+    }
+    assert {"daily_drift", "daily_monitoring", "weekly_retrain"} <= {s.name for s in repository.schedule_defs}
+    drift = repository.asset_graph.get(dg.AssetKey("drift_report"))
+    assert dg.AssetKey("features") in drift.parent_keys
+    policy = repository.assets_defs_by_key[dg.AssetKey("drift_report")].op.retry_policy
+    assert policy.max_retries >= 1 and policy.backoff == dg.Backoff.EXPONENTIAL
+
+
+# --- prediction log partitions -----------------------------------------------------------
+
+
+def _insert_prediction(cursor, created_at: datetime, record: dict, version: str = "3", prediction: float = 100.0):
+    prediction_id = uuid.uuid4()
+    cursor.execute(
+        "insert into monitoring.predictions (prediction_id, created_at, model_version, features, prediction)"
+        " values (%s, %s, %s, %s, %s)",
+        (str(prediction_id), created_at, version, json.dumps(record), prediction),
+    )
+    return prediction_id
+
+
+def test_month_partitions_take_over_rows_from_the_default_partition_and_retention_detaches(platform):
+    _, server = platform
+    with connect(server.dsn()) as connection, connection.cursor() as cursor:
+        if not any(p.lower is None for p in partitions.attached_partitions(connection)):
+            cursor.execute("create table monitoring.predictions_default partition of monitoring.predictions default")
+        for day in (3, 17):
+            _insert_prediction(cursor, datetime(2001, 3, day, 12, tzinfo=UTC), {"a": day})
+    with connect(server.dsn()) as connection:
+        created = partitions.ensure_month_partitions(connection, date(2001, 1, 5), date(2001, 4, 1))
+        again = partitions.ensure_month_partitions(connection, date(2001, 1, 5), date(2001, 4, 1))
+    assert created == [f"predictions_y2001m0{m}" for m in (1, 2, 3, 4)]
+    assert again == []
+    with connect(server.dsn()) as connection, connection.cursor() as cursor:
+        cursor.execute("select count(*) from monitoring.predictions_y2001m03")
+        assert cursor.fetchone()[0] == 2
+        cursor.execute("select count(*) from monitoring.predictions_default where created_at < '2001-05-01'")
+        assert cursor.fetchone()[0] == 0
+        with pytest.raises(ValueError, match="keep_months must be at least 1, got 0"):
+            partitions.detach_older_than(connection, 0, date(2001, 5, 15))
+        detached = partitions.detach_older_than(connection, 3, date(2001, 5, 15))
+        assert detached == ["predictions_y2001m01", "predictions_y2001m02"]
+        cursor.execute("select count(*) from monitoring.predictions where created_at < '2001-05-01'")
+        assert cursor.fetchone()[0] == 2  # March stays attached; the detached months held no rows
+        cursor.execute("select to_regclass('monitoring.predictions_y2001m01') is not null")
+        assert cursor.fetchone()[0]
+
+
+def test_a_failed_partition_move_leaves_the_default_rows_in_place(platform):
+    """A name clash makes creating the month fail: the transaction rolls back, no row is lost."""
+    _, server = platform
+    with connect(server.dsn()) as connection, connection.cursor() as cursor:
+        if not any(p.lower is None for p in partitions.attached_partitions(connection)):
+            cursor.execute("create table monitoring.predictions_default partition of monitoring.predictions default")
+        _insert_prediction(cursor, datetime(2002, 6, 9, tzinfo=UTC), {"b": 1})
+        cursor.execute("create table monitoring.predictions_y2002m06 (x int)")  # squats on the name
+    with pytest.raises(Exception, match="predictions_y2002m06"), connect(server.dsn()) as connection:
+        partitions.ensure_month_partitions(connection, date(2002, 6, 1), date(2002, 6, 1))
+    with connect(server.dsn()) as connection, connection.cursor() as cursor:
+        cursor.execute("select count(*) from monitoring.predictions where created_at >= '2002-06-01'"
+                       " and created_at < '2002-07-01'")
+        assert cursor.fetchone()[0] == 1
+
+
+# --- live performance --------------------------------------------------------------------
+
+
+def _records(spec, rows: pd.DataFrame) -> list[dict]:
+    return [
+        {name: (None if pd.isna(row[name]) else (float(row[name]) if name in spec.numeric else row[name]))
+         for name in spec.features}
+        for _, row in rows.iterrows()
+    ]
+
+
+def test_live_performance_joins_feedback_and_later_sales_and_alerts_on_an_accuracy_drop(platform, spec, sample, caplog):
+    settings, server = platform
+    now = datetime.now(UTC)
+    sold = sample[(sample["year_sold"] == 2008) & (sample["mo_sold"] == 3)].head(6)
+    with connect(server.dsn()) as connection, connection.cursor() as cursor:
+        partitions.ensure_month_partitions(connection, now.date() - timedelta(days=21), now.date())
+        records = _records(spec, sold)
+        prices = sold[spec.target].tolist()
+        # three predictions answered by later sales (30% too high), three by feedback (exact)
+        for record, price in zip(records[:3], prices[:3], strict=True):
+            _insert_prediction(cursor, now, record, version="7", prediction=price * 1.3)
+        for record, price in zip(records[3:], prices[3:], strict=True):
+            prediction_id = _insert_prediction(cursor, now - timedelta(days=14), record, version="7", prediction=price)
+            cursor.execute("insert into monitoring.actuals (prediction_id, actual) values (%s, %s)",
+                           (str(prediction_id), price))
+        cursor.execute("insert into monitoring.model_metrics (model_version, metric, value, source)"
+                       " values ('7', 'mape', 0.05, 'holdout')")
+    webhook_calls: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            webhook_calls.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    hook = HTTPServer(("127.0.0.1", free_port()), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{hook.server_port}/alert"
+        with dg.instance_for_test() as instance, caplog.at_level("ERROR", logger="price_platform.alerts"):
+            result = dg.materialize([live_performance], instance=instance,
+                                    resources=resources(settings, alert_webhook_url=url),
+                                    selection=[dg.AssetKey("live_performance")])
+        metadata = result.asset_materializations_for_node("live_performance")[0].metadata
+    finally:
+        hook.shutdown()
+    assert metadata["by_feedback"].value == 3 and metadata["by_later_sale"].value == 3
+    assert metadata["accuracy_drops"].value == 1
+    assert "ALERT model accuracy dropped" in caplog.text
+    assert webhook_calls and webhook_calls[0]["detail"]["model_version"] == "7"
+    with connect(server.dsn()) as connection:
+        stored = live.stored_errors(connection)
+    mape = stored[stored["metric"] == "mape"].set_index("week")["value"]
+    assert sorted(mape.round(6).tolist()) == [0.0, 0.3]
+    # recomputing replaces the weeks instead of adding rows
+    with connect(server.dsn()) as connection:
+        live.store(connection, live.weekly_errors(live.matched_predictions(connection, spec)))
+        assert len(live.stored_errors(connection)) == len(stored)
+
+
+def test_an_unreachable_webhook_is_logged_and_does_not_raise(caplog):
+    with caplog.at_level("ERROR", logger="price_platform.alerts"):
+        delivered = alerts.send_alert("drift", {"partition": "2009-06-01"}, f"http://127.0.0.1:{free_port()}/x",
+                                      timeout=2)
+    assert delivered is False
+    assert "ALERT drift" in caplog.text and "alert webhook" in caplog.text
+
+
+# --- exporter ----------------------------------------------------------------------------
+
+
+def test_the_exporter_reports_a_database_it_cannot_reach_instead_of_failing():
+    collector = PipelineCollector(f"postgresql://postgres@127.0.0.1:{free_port()}/x", None, "price-model")
+    families = {family.name: family for family in collector.collect()}
+    assert [(s.labels, s.value) for s in families["pipeline_source_up"].samples] == [({"source": "postgresql"}, 0)]
+
+
+def test_the_exporter_reads_the_latest_drift_report(platform, spec):
+    settings, server = platform
+    with dg.instance_for_test() as instance:
+        dg.materialize([build_drift_report(spec)], partition_key=SHIFTED, instance=instance,
+                       resources=resources(settings))
+    families = {family.name: family for family in PipelineCollector(server.dsn(), None, "price-model").collect()}
+    assert families["drift_detected"].samples[0].value == 1.0
+    scores = {sample.labels["feature"]: sample.value for sample in families["drift_score"].samples}
+    assert set(scores) == {*spec.features, spec.target}
+    assert scores["gr_liv_area"] > 0.2
