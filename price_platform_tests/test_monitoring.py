@@ -356,3 +356,44 @@ def test_the_exporter_reads_the_latest_drift_report(platform, spec):
     scores = {sample.labels["feature"]: sample.value for sample in families["drift_score"].samples}
     assert set(scores) == {*spec.features, spec.target}
     assert scores["gr_liv_area"] > 0.2
+
+
+# --- replay ------------------------------------------------------------------------------
+
+
+def test_replay_drops_months_in_order_as_files_the_landing_sensor_reads(tmp_path, platform, spec, sample):
+    from price_platform.ingestion.records import PARTITION_KEY, typed_records
+    from price_platform.ingestion.sources import read_file
+    from price_platform.monitoring import replay
+
+    settings, server = platform
+    local = settings.model_copy(update={"landing_dir": tmp_path / "landing"})
+    outcomes = replay.replay(local, server.dsn(), 3, "2009-01", wait=False)
+    assert [o.month for o in outcomes] == ["2009-01", "2009-02", "2009-03"]
+    files = sorted(path.name for path in (tmp_path / "landing").iterdir())
+    assert files == ["sales_2009_01.csv", "sales_2009_02.csv", "sales_2009_03.csv"]
+    records = typed_records(spec, read_file(tmp_path / "landing" / "sales_2009_02.csv"), None)
+    assert set(records[PARTITION_KEY]) == {"2009-02-01"}
+    assert len(records) == outcomes[1].rows == len(replay.month_rows(spec, sample, "2009-02"))
+    text = replay.summary(outcomes, [])
+    assert "2009-03" in text and "registry decisions: none" in text
+
+
+def test_replay_refuses_a_month_outside_the_history_and_a_platform_that_has_it_all(tmp_path, platform):
+    from price_platform.monitoring import replay
+
+    settings, server = platform
+    local = settings.model_copy(update={"landing_dir": tmp_path / "landing"})
+    with pytest.raises(replay.ReplayError, match=r"2012-01 is not a month of the history \(2006-01 .. 2010-07\)"):
+        replay.replay(local, server.dsn(), 1, "2012-01", wait=False)
+    with pytest.raises(replay.ReplayError, match="already holds every month of the history"):
+        replay.replay(local, server.dsn(), 1, None, wait=False)
+    assert not (tmp_path / "landing").exists()
+
+
+def test_replay_names_the_stage_a_month_stopped_at(platform):
+    from price_platform.monitoring import replay
+
+    _, server = platform
+    with pytest.raises(replay.ReplayError, match=r"2009-04 stopped at stage 'landed'"):
+        replay.wait_for_drift(server.dsn(), "2009-04-01", datetime.now(UTC), timeout=0.5, poll=0.2)
