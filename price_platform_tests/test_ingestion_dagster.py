@@ -146,3 +146,14 @@ def test_the_sensor_reports_a_bad_file_without_requesting_runs(tmp_path: Path, s
     result = build_landing_sensor(SPEC, landing)(dg.build_sensor_context())
     assert result.run_requests == []
     assert "broken.csv" in result.skip_reason.skip_message and "neighborhood" in result.skip_reason.skip_message
+
+
+def test_the_daily_schedule_reloads_the_latest_month() -> None:
+    from datetime import UTC, datetime
+
+    from price_platform.defs.ingestion.schedules import build_daily_ingestion
+
+    schedule = build_daily_ingestion(SPEC)
+    request = schedule(dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 26, 3, tzinfo=UTC)))
+    assert request.partition_key == RAW_SALES_ASSET.partitions_def.get_last_partition_key()
+    assert request.partition_key == f"{SPEC.time.end}-01"

@@ -7,6 +7,7 @@ from pydantic import Field
 
 from price_platform.datasets import DatasetSpec
 from price_platform.ingestion.errors import IngestionError
+from price_platform.ingestion.tables import raw_sales_columns
 from price_platform.partitions import sales_partitions
 from price_platform.resources import Dataset, Warehouse
 
@@ -23,13 +24,21 @@ class RawSalesConfig(dg.Config):
 
 def build_raw_sales(spec: DatasetSpec) -> dg.AssetsDefinition:
     """The ``raw_sales`` asset, partitioned as the data set is (months, or arrival batches)."""
+    columns = raw_sales_columns(spec).items()
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, sql_type.split(" not null")[0]) for name, sql_type in columns])
 
-    @dg.asset(key=RAW_SALES, partitions_def=sales_partitions(spec), group_name="ingestion", kinds={"postgres"})
+    @dg.asset(
+        key=RAW_SALES,
+        partitions_def=sales_partitions(spec),
+        group_name="ingestion",
+        kinds={"postgres"},
+        metadata={"dagster/table_name": "price_data.raw_sales", "dagster/column_schema": schema},
+    )
     def raw_sales(
         context: dg.AssetExecutionContext, config: RawSalesConfig, warehouse: Warehouse, dataset: Dataset
     ) -> dg.MaterializeResult:
         """Sales records of one partition, typed and stripped, with bad rows set aside in rejected_rows."""
-        from price_platform.ingestion.loading import ingest_partition
+        from price_platform.ingestion.loading import ingest_partition  # imports Great Expectations: slow
 
         source_file = Path(config.source_file) if config.source_file else None
         try:

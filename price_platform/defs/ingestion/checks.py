@@ -9,6 +9,7 @@ import dagster as dg
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.ingestion.assets import RAW_SALES
+from price_platform.ingestion.tables import partition_counts, read_partition
 from price_platform.partitions import sales_partitions
 from price_platform.resources import Dataset, Warehouse
 
@@ -42,8 +43,7 @@ def build_checks(spec: DatasetSpec, max_rejected_share: float) -> list[dg.AssetC
         context: dg.AssetCheckExecutionContext, warehouse: Warehouse, dataset: Dataset
     ) -> Iterator[dg.AssetCheckResult]:
         """Validates one partition of raw_sales as stored, and gates it on its share of rejected rows."""
-        from price_platform.ingestion.tables import partition_counts, read_partition
-        from price_platform.validation.validate import validate_records
+        from price_platform.validation.validate import validate_records  # imports Great Expectations: slow
 
         with warehouse.connect() as connection:
             records = read_partition(connection, dataset.spec, context.partition_key)
