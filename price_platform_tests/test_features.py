@@ -202,6 +202,9 @@ def test_dagster_runs_the_dbt_assets_for_one_partition_with_checks(ames: tuple[S
     raw = read_sql(warehouse, "select _partition_key, count(*) as n from price_data.raw_sales group by 1")
     assert counts["2007-03-01"] == raw.set_index("_partition_key").n["2007-03-01"]
     assert "2007-04-01" not in counts.index  # outside the window: left as it was
+    metadata = features[0].materialization.metadata
+    assert metadata["dagster/row_count"].value == len(read_sql(warehouse, "select 1 from price_data.features"))
+    assert metadata["rows_in_window"].value == raw.set_index("_partition_key").n["2007-03-01"]
 
 
 def test_rebuilding_a_month_ignores_that_month_and_later_prices(ames: tuple[Settings, Warehouse]) -> None:
@@ -212,17 +215,16 @@ def test_rebuilding_a_month_ignores_that_month_and_later_prices(ames: tuple[Sett
     query = f"select record_id, partition_key, {AMES.target}, {', '.join(columns)} from price_data.features" \
         f" where partition_key in ('{MONTH}', '{NEXT_MONTH}') order by record_id"
     before = read_sql(warehouse, query)
-    update = f"update price_data.raw_sales set {AMES.target} = {AMES.target} * %s where _partition_key >= %s"
+    scale = f"update price_data.raw_sales set {AMES.target} = {AMES.target} {{}} 10 where _partition_key >= %s"
     with warehouse.connect() as connection, connection.cursor() as cursor:
-        cursor.execute(update, (10, MONTH))
+        cursor.execute(scale.format("*"), (MONTH,))
     try:
         invocation = dbt_build(warehouse, AMES, MONTH, NEXT_MONTH, "build", "--select", "features")
         assert invocation.is_successful(), invocation.get_error()
         after = read_sql(warehouse, query)
-    finally:
+    finally:  # raw prices back (exactly: x * 10 / 10 == x); later tests do not read these months' features
         with warehouse.connect() as connection, connection.cursor() as cursor:
-            cursor.execute(update, (0.1, MONTH))
-        assert dbt_build(warehouse, AMES, MONTH, NEXT_MONTH, "build", "--select", "features").is_successful()
+            cursor.execute(scale.format("/"), (MONTH,))
     this_month = (before.partition_key == MONTH).to_numpy()
     np.testing.assert_allclose(after[AMES.target], before[AMES.target] * 10)  # the rebuild saw the new prices
     pd.testing.assert_frame_equal(after.loc[this_month, columns], before.loc[this_month, columns])
@@ -245,14 +247,10 @@ def test_a_failing_rebuild_leaves_the_partition_as_it_was(ames: tuple[Settings, 
     query = f"select record_id, total_area from price_data.features where partition_key = '{MONTH}' order by 1"
     before = read_sql(warehouse, query)
     broken = AMES.model_copy(update={"derived": {**AMES.derived, "total_area": "gr_liv_area / (full_bath - full_bath)"}})
-    try:
-        invocation = dbt_build(warehouse, broken, MONTH, MONTH)
-        assert not invocation.is_successful()
-        assert "division by zero" in str(invocation.get_error())
-        pd.testing.assert_frame_equal(read_sql(warehouse, query), before)
-    finally:
-        repaired = dbt_build(warehouse, AMES, MONTH, MONTH, "run", "--select", "int_sales_enriched")
-        assert repaired.is_successful()  # the view describes AMES again
+    invocation = dbt_build(warehouse, broken, MONTH, MONTH)  # the last test of this database: views stay broken
+    assert not invocation.is_successful()
+    assert "division by zero" in str(invocation.get_error())
+    pd.testing.assert_frame_equal(read_sql(warehouse, query), before)
 
 
 USED_CARS_YAML = """\

@@ -5,12 +5,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
+import pandas as pd
 from dagster_dbt import DbtProject, dbt_assets
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.features.project import build_vars
 from price_platform.defs.features.resources import PlatformDbt
 from price_platform.partitions import sales_partitions
+from price_platform.resources import Warehouse
+
+FEATURES = "features"
+_PREVIEW_COLUMNS = 8
 
 
 def build_dbt_assets(spec: DatasetSpec, project: DbtProject) -> dg.AssetsDefinition:
@@ -32,8 +37,33 @@ def build_dbt_assets(spec: DatasetSpec, project: DbtProject) -> dg.AssetsDefinit
     def price_features_dbt(context: dg.AssetExecutionContext, dbt: PlatformDbt) -> Iterator[Any]:
         """Rebuild the features of the run's partitions from raw_sales, then run dbt's tests on them."""
         first, last = context.partition_key_range
-        dbt_vars = build_vars(spec, first, last)
-        invocation = dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context)
-        yield from invocation.stream().fetch_row_counts()
+        invocation = dbt.cli(["build", "--vars", json.dumps(build_vars(spec, first, last))], context=context)
+        for event in invocation.stream():
+            if isinstance(event, dg.Output) and event.output_name == FEATURES:
+                event = event.with_metadata({**event.metadata, **features_metadata(dbt.warehouse, first, last)})
+            yield event
 
     return price_features_dbt
+
+
+def features_metadata(warehouse: Warehouse, first: str, last: str) -> dict[str, Any]:
+    """Row counts of the features table and of the partition window, and a preview of the window's rows."""
+    window = "partition_key between %(first)s and %(last)s"
+    with warehouse.engine.connect() as connection:
+        counts = pd.read_sql_query(
+            f"select count(*) as total, count(*) filter (where {window}) as in_window,"
+            " count(distinct partition_key) as partitions from price_data.features",
+            connection,
+            params={"first": first, "last": last},
+        )
+        preview = pd.read_sql_query(
+            f"select * from price_data.features where {window} order by arrival_seq limit 5",
+            connection,
+            params={"first": first, "last": last},
+        )
+    return {
+        "dagster/row_count": int(counts.total[0]),
+        "rows_in_window": int(counts.in_window[0]),
+        "partitions_in_table": int(counts.partitions[0]),
+        "preview": dg.MetadataValue.md(preview.iloc[:, :_PREVIEW_COLUMNS].to_markdown(index=False)),
+    }

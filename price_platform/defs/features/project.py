@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
-from dagster_dbt import DbtProject
+from dagster_dbt import DbtCliResource, DbtProject
 
 from price_platform.datasets import DatasetSpec
 
@@ -23,12 +25,25 @@ def dbt_executable() -> str:
 
 
 def dbt_project() -> DbtProject:
-    """The dbt project with an up-to-date ``manifest.json`` (parsed when missing or older than its sources)."""
+    """The dbt project with an up-to-date ``manifest.json``: parsed when missing or older than its sources.
+
+    This replaces ``DbtProject.prepare_if_dev()``: it also works outside ``dagster dev`` (a clean
+    clone, the tests) and with a virtualenv that is not activated (dagster-dbt's own preparer
+    looks for ``dbt`` on PATH only).
+    """
     project = DbtProject(project_dir=DBT_DIR)
-    project.prepare_if_dev()
     if _manifest_is_stale(project):
-        project.preparer.prepare(project)
+        _parse(project)
     return project
+
+
+def _parse(project: DbtProject) -> None:
+    """``dbt parse`` into a folder of its own, then swap the manifest in (safe with concurrent loaders)."""
+    scratch = project.target_path / f"parse-{uuid.uuid4().hex}"
+    dbt = DbtCliResource(project_dir=project, dbt_executable=dbt_executable())
+    dbt.cli(["parse", "--quiet"], target_path=scratch).wait()
+    os.replace(project.project_dir / scratch / "manifest.json", project.manifest_path)
+    shutil.rmtree(project.project_dir / scratch, ignore_errors=True)
 
 
 def _manifest_is_stale(project: DbtProject) -> bool:
