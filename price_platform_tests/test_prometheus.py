@@ -245,6 +245,9 @@ def _traffic(api_url: str, spec, sample) -> None:
         answer = client.post("/predict", json=_records(spec, sample, 3))
         assert answer.status_code == 200, answer.text
         prediction_id = answer.json()["predictions"][0]["prediction_id"]
+        single = _records(spec, sample, 1)[0]
+        for _ in range(2):  # a single record goes through the cache: a miss, then a hit
+            assert client.post("/predict", json=single).status_code == 200
         assert client.post("/predict", json={"gr_liv_area": "big"}).status_code in (400, 422)
         assert client.post("/feedback", json={"prediction_id": prediction_id, "actual": 200000.0}).status_code == 202
         assert client.get("/model-info").status_code == 200
