@@ -194,17 +194,35 @@ def test_the_daily_drift_schedule_checks_the_latest_partition_once_a_day(platfor
     assert "no champion yet" in schedule.evaluate_tick(context).skip_message
 
 
+def test_new_sales_before_the_first_champion_start_no_drift_run(platform, spec):
+    from price_platform.defs.monitoring.jobs import build_drift_job
+    from price_platform.defs.monitoring.sensors import build_drift_on_new_sales
+
+    sensor = build_drift_on_new_sales(build_drift_job(spec))
+    with dg.instance_for_test() as instance:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="raw_sales", partition=SHIFTED))
+        context = dg.build_sensor_context(instance=instance, resources={"monitoring": Monitoring(tracking_uri=None)})
+        answer = sensor(context)
+    assert not answer.run_requests
+    assert "no champion yet" in answer.skip_reason.skip_message
+    assert answer.cursor is not None  # the load is passed over, not retried on every tick
+
+
 def test_definitions_include_the_monitoring_loop():
     from price_platform.definitions import build_definitions
 
     repository = build_definitions(Settings()).get_repository_def()
     assert {"drift_check", RETRAIN_JOB, "daily_monitoring"} <= set(repository.job_names)
-    assert {"retrain_on_drift", "drift_on_new_features", "alert_on_run_failure"} <= {
+    assert {"retrain_on_drift", "drift_on_new_sales", "alert_on_run_failure"} <= {
         sensor.name for sensor in repository.sensor_defs
     }
     assert {"daily_drift", "daily_monitoring", "weekly_retrain"} <= {s.name for s in repository.schedule_defs}
     drift = repository.asset_graph.get(dg.AssetKey("drift_report"))
     assert dg.AssetKey("features") in drift.parent_keys
+    drift_job = repository.get_job("drift_check")
+    selected = {key.to_user_string() for key in drift_job.asset_layer.selected_asset_keys}
+    assert {"drift_report", "features", "stg_price_data__sales"} <= selected
+    assert "raw_sales" not in selected
     policy = repository.assets_defs_by_key[dg.AssetKey("drift_report")].op.retry_policy
     assert policy.max_retries >= 1 and policy.backoff == dg.Backoff.EXPONENTIAL
 

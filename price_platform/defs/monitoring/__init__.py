@@ -17,7 +17,7 @@ def build_definitions(settings: Settings, spec: DatasetSpec) -> dg.Definitions:
     from price_platform.defs.monitoring.schedules import build_daily_drift, daily_monitoring, weekly_retrain
     from price_platform.defs.monitoring.sensors import (
         alert_on_run_failure,
-        build_drift_on_new_features,
+        build_drift_on_new_sales,
         retrain_on_drift,
     )
 
@@ -26,7 +26,7 @@ def build_definitions(settings: Settings, spec: DatasetSpec) -> dg.Definitions:
         assets=[build_drift_report(spec), prediction_log_partitions, live_performance],
         asset_checks=[accuracy_holds],
         jobs=[drift_job, retrain_job, monitoring_job],
-        sensors=[build_drift_on_new_features(drift_job), retrain_on_drift, alert_on_run_failure],
+        sensors=[build_drift_on_new_sales(drift_job), retrain_on_drift, alert_on_run_failure],
         schedules=[build_daily_drift(spec), daily_monitoring, weekly_retrain],
         resources={"monitoring": Monitoring.from_settings(settings)},
     )

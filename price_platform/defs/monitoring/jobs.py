@@ -3,6 +3,7 @@
 import dagster as dg
 
 from price_platform.datasets import DatasetSpec
+from price_platform.defs.ingestion.assets import RAW_SALES
 from price_platform.defs.monitoring.assets import DRIFT_REPORT, LIVE_PERFORMANCE, PREDICTION_LOG_PARTITIONS
 from price_platform.partitions import sales_partitions
 
@@ -26,7 +27,10 @@ monitoring_job = dg.define_asset_job(
 
 
 def build_drift_job(spec: DatasetSpec):  # -> dagster's unresolved asset job (no public type)
-    """``drift_report`` of one partition."""
+    """The features of one partition rebuilt from its ``raw_sales`` (dbt), then its ``drift_report``."""
     return dg.define_asset_job(
-        DRIFT_JOB, selection=dg.AssetSelection.assets(DRIFT_REPORT), partitions_def=sales_partitions(spec)
+        DRIFT_JOB,
+        selection=dg.AssetSelection.assets(DRIFT_REPORT).upstream() - dg.AssetSelection.assets(RAW_SALES),
+        partitions_def=sales_partitions(spec),
+        description="Rebuild one partition's features from its sales, then measure its drift against the champion.",
     )

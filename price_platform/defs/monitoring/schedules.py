@@ -12,23 +12,20 @@ DAILY_DRIFT_CRON = "30 3 * * *"
 
 
 def build_daily_drift(spec: DatasetSpec) -> dg.ScheduleDefinition:
-    """Each night, the drift of the latest partition that has features, against the champion."""
+    """Each night, the latest loaded partition's features rebuilt and its drift measured against the champion."""
 
     @dg.schedule(name="daily_drift", job_name=DRIFT_JOB, cron_schedule=DAILY_DRIFT_CRON, execution_timezone="UTC")
     def daily_drift(
         context: dg.ScheduleEvaluationContext, warehouse: Warehouse, monitoring: Monitoring
     ) -> dg.RunRequest | dg.SkipReason:
-        """Measures drift of the newest features partition (one run per partition and day)."""
+        """Measures drift of the newest loaded partition (one run per partition and day)."""
         if monitoring.champion() is None:
             return dg.SkipReason("no champion yet: nothing to measure drift against")
         with warehouse.connect() as connection, connection.cursor() as cursor:
-            cursor.execute("select to_regclass('price_data.features') is not null")
-            if not cursor.fetchone()[0]:
-                return dg.SkipReason("no features built yet")
-            cursor.execute("select max(partition_key) from price_data.features")
+            cursor.execute("select max(partition_key) from price_data.loads")
             latest = cursor.fetchone()[0]
         if latest is None:
-            return dg.SkipReason("no features built yet")
+            return dg.SkipReason("no sales loaded yet")
         day = context.scheduled_execution_time.date().isoformat()
         return dg.RunRequest(run_key=f"{latest}:{day}", partition_key=latest, tags={"price_platform/trigger": "daily"})
 

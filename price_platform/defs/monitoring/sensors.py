@@ -1,4 +1,4 @@
-"""Sensors of the continuous-training loop: drift after new features, retrain after drift, alert on failure.
+"""Sensors of the continuous-training loop: drift after new sales, retrain after drift, alert on failure.
 **One retrain per drift event.** A drift event is the champion drifting between two registry
 decisions: its key is the champion version the drift was measured against and the id of the
 latest row of ``model_registry.deployments`` (promotion, refusal or rollback). Every drift
@@ -13,7 +13,8 @@ import json
 
 import dagster as dg
 
-from price_platform.defs.monitoring.assets import DRIFT_REPORT, FEATURES
+from price_platform.defs.ingestion.assets import RAW_SALES
+from price_platform.defs.monitoring.assets import DRIFT_REPORT
 from price_platform.defs.monitoring.jobs import RETRAIN_JOB
 from price_platform.defs.monitoring.resources import Monitoring
 from price_platform.resources import Warehouse
@@ -85,23 +86,27 @@ def retrain_on_drift(
     )
 
 
-def build_drift_on_new_features(drift_job) -> dg.SensorDefinition:  # drift_job: dagster's unresolved asset job
-    """A sensor requesting ``drift_report`` for every partition of features that is (re)built."""
+def build_drift_on_new_sales(drift_job) -> dg.SensorDefinition:  # drift_job: dagster's unresolved asset job
+    """A sensor requesting features + ``drift_report`` for every partition of ``raw_sales`` that is (re)loaded."""
 
     @dg.sensor(
-        name="drift_on_new_features",
+        name="drift_on_new_sales",
         job=drift_job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
-    def drift_on_new_features(context: dg.SensorEvaluationContext, monitoring: Monitoring) -> dg.SensorResult:
-        """Measures drift of each newly built features partition against the champion (none: nothing to do)."""
+    def drift_on_new_sales(context: dg.SensorEvaluationContext, monitoring: Monitoring) -> dg.SensorResult:
+        """Rebuilds the features of newly loaded sales and measures their drift against the champion.
+
+        Before the first champion (the initial backfill) and inside the champion's training
+        window there is nothing to measure: those loads are passed over.
+        """
         after = int(context.cursor) if context.cursor else None
         found = context.instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=FEATURES, after_storage_id=after), limit=BATCH, ascending=True
+            dg.AssetRecordsFilter(asset_key=RAW_SALES, after_storage_id=after), limit=BATCH, ascending=True
         )
         if not found.records:
-            return dg.SensorResult(skip_reason="no new features partitions", cursor=context.cursor)
+            return dg.SensorResult(skip_reason="no new sales partitions", cursor=context.cursor)
         cursor = str(found.records[-1].storage_id)
         champion = monitoring.champion()
         if champion is None:
@@ -109,17 +114,17 @@ def build_drift_on_new_features(drift_job) -> dg.SensorDefinition:  # drift_job:
         trained_until = champion.tags.get("train_end")
         latest = {record.partition_key: record.storage_id for record in found.records if record.partition_key}
         requests = [
-            dg.RunRequest(run_key=f"{key}:{storage_id}", partition_key=key, tags={"price_platform/trigger": "features"})
+            dg.RunRequest(run_key=f"{key}:{storage_id}", partition_key=key, tags={"price_platform/trigger": "sales"})
             for key, storage_id in sorted(latest.items())
             if trained_until is None or key > trained_until
         ]
         return dg.SensorResult(
             run_requests=requests,
             cursor=cursor,
-            skip_reason=None if requests else "new features are inside the champion's training window",
+            skip_reason=None if requests else "the new sales are inside the champion's training window",
         )
 
-    return drift_on_new_features
+    return drift_on_new_sales
 
 
 @dg.run_failure_sensor(name="alert_on_run_failure", default_status=dg.DefaultSensorStatus.RUNNING)
