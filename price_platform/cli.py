@@ -18,6 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bulk-load": ("price_platform.bulk_load", "load big Parquet files into price_data.raw_sales with COPY"),
     "backup": ("price_platform.operations.backup", "back up the platform's databases (pg_dump) and artifact folder"),
     "restore": ("price_platform.operations.restore", "restore a backup into empty databases and an empty artifact folder"),
+    "serve": ("serving.cli", "run the prediction API (uvicorn, N worker processes)"),
+    "keys": ("serving.keys_cli", "create, revoke and list API keys"),
     "exporter": ("price_platform.monitoring.metrics", "serve the pipeline's metrics (drift, accuracy, training) for Prometheus"),
     "replay": ("price_platform.monitoring.replay", "play the bundled sales history forward month by month into the landing folder"),
 }

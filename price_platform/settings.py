@@ -64,6 +64,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     model_poll_seconds: float = Field(default=5.0, gt=0)
     log_buffer_size: int = Field(default=100_000, ge=1)
+    drain_seconds: float = Field(default=2.0, ge=0, description="On SIGTERM: /ready answers 503 this long before the server stops.")
 
     # --- monitoring --------------------------------------------------------------------
     psi_threshold: float = Field(default=0.2, gt=0)

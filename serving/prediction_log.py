@@ -64,6 +64,7 @@ class PredictionLog:
         self.dsn = dsn
         self.capacity = capacity
         self.pii = frozenset(pii)
+        self.accepted = 0
         self.dropped = 0
         self.written = 0
         self._predictions: deque[LoggedPrediction] = deque()
@@ -84,6 +85,7 @@ class PredictionLog:
                 self._drop(1)
                 continue
             self._predictions.append(row)
+            self.accepted += 1
         if len(self._predictions) >= BATCH_ROWS:
             self._wake.set()
 
