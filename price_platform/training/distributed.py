@@ -1,0 +1,281 @@
+"""Training at data sizes one pandas frame cannot hold: features read partition by partition.
+
+Two engines, both XGBoost's own:
+
+- **one process**: an :class:`xgboost.DataIter` reads ``price_data.features`` one partition
+  at a time (``COPY ... TO STDOUT``, parsed by Arrow), encodes it to a float32 matrix and
+  feeds an :class:`xgboost.QuantileDMatrix`, so memory holds the quantised matrix and one
+  partition, never the table as Python objects;
+- **Dask** (``xgboost.dask``) when ``PRICE_PLATFORM_DASK_SCHEDULER`` names a scheduler or the
+  features exceed ``dask_min_rows``: each Dask partition is one feature partition, read by
+  the worker that holds it.
+
+The encoding is the one the platform's model pipeline applies (derived features, numeric
+passthrough, ordinal categories with -1 for unknown/missing; :mod:`price_platform.modeling`),
+with the categories fixed up front, so the booster drops into that pipeline and what is
+registered and served is the usual fitted ``Pipeline`` (:func:`as_pipeline`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import psycopg2
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import xgboost as xgb
+from psycopg2 import sql
+from sklearn.pipeline import Pipeline
+
+from price_platform.datasets import DatasetSpec
+from price_platform.modeling import build_xgboost_pipeline, compile_expression, numeric_inputs
+from price_platform.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: The fixed model of the scale benchmark and of large retrains: 100 trees of depth 6.
+DEFAULT_PARAMS = {"objective": "reg:squarederror", "tree_method": "hist", "max_depth": 6, "eta": 0.1, "max_bin": 256, "seed": 0}
+DEFAULT_ROUNDS = 100
+LABEL = "_label"
+
+
+class FeatureEncoder:
+    """Features -> the float32 matrix the model's ``encode`` step produces, and log(target) as label."""
+
+    def __init__(self, spec: DatasetSpec, categories: dict[str, list[str]]) -> None:
+        self.spec = spec
+        self.categories = categories
+        self.derived = {name: compile_expression(text) for name, text in spec.derived.items()}
+        self.columns = [*numeric_inputs(spec), *spec.categorical]
+
+    def matrix(self, table: pa.Table) -> np.ndarray:
+        """Encoded inputs, one row per record, columns as :attr:`columns`."""
+        numeric = {name: table[name].to_numpy(zero_copy_only=False).astype("float64") for name in self.spec.numeric}
+        out = np.empty((table.num_rows, len(self.columns)), dtype=np.float32)
+        position = 0
+        for name in self.spec.numeric:
+            out[:, position] = numeric[name]
+            position += 1
+        for function in self.derived.values():
+            out[:, position] = function(numeric)
+            position += 1
+        for name in self.spec.categorical:
+            values = table[name].to_numpy(zero_copy_only=False)
+            out[:, position] = pd.Categorical(values, categories=self.categories[name]).codes
+            position += 1
+        return out
+
+    def label(self, table: pa.Table) -> np.ndarray:
+        return np.log(table[self.spec.target].to_numpy(zero_copy_only=False).astype("float64")).astype(np.float32)
+
+
+def feature_categories(dsn: str, spec: DatasetSpec) -> dict[str, list[str]]:
+    """Each categorical column's categories: the spec's ``allowed`` list, else the values in the features table."""
+    categories = {}
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        for name, rule in spec.categorical.items():
+            if rule.allowed is not None:
+                categories[name] = sorted({value.strip() for value in rule.allowed})
+                continue
+            cursor.execute(
+                sql.SQL("select distinct {0} from price_data.features where {0} is not null order by 1").format(
+                    sql.Identifier(name)
+                )
+            )
+            categories[name] = [row[0] for row in cursor.fetchall()]
+    connection.close()
+    return categories
+
+
+def feature_partitions(dsn: str) -> list[tuple[str, int]]:
+    """(partition key, rows) of ``price_data.features``, in key order."""
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("select partition_key, count(*) from price_data.features group by 1 order by 1")
+        found = [(str(key), int(rows)) for key, rows in cursor.fetchall()]
+    connection.close()
+    return found
+
+
+def read_partition(dsn: str, spec: DatasetSpec, partition_key: str) -> pa.Table:
+    """One partition's model inputs and target, streamed with ``COPY`` and parsed by Arrow."""
+    columns = [*spec.features, spec.target]
+    query = sql.SQL("copy (select {} from price_data.features where partition_key = {}) to stdout with (format csv, header true)").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Literal(partition_key)
+    )
+    buffer = io.BytesIO()
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.copy_expert(query.as_string(cursor), buffer)
+    connection.close()
+    buffer.seek(0)
+    types = {name: pa.float64() for name in [*spec.numeric, spec.target]} | {name: pa.string() for name in spec.categorical}
+    return pacsv.read_csv(
+        buffer,
+        convert_options=pacsv.ConvertOptions(
+            column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
+        ),
+    )
+
+
+class PartitionIter(xgb.DataIter):
+    """Feeds XGBoost one encoded feature partition at a time."""
+
+    def __init__(self, read: Callable[[str], pa.Table], keys: Sequence[str], encoder: FeatureEncoder) -> None:
+        self.read, self.keys, self.encoder = read, list(keys), encoder
+        self.position = 0
+        super().__init__(release_data=True)
+
+    def next(self, input_data: Callable) -> bool:
+        if self.position == len(self.keys):
+            return False
+        table = self.read(self.keys[self.position])
+        input_data(data=self.encoder.matrix(table), label=self.encoder.label(table))
+        self.position += 1
+        return True
+
+    def reset(self) -> None:
+        self.position = 0
+
+
+def train_in_chunks(
+    dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder, *, params: dict, rounds: int
+) -> xgb.Booster:
+    """One process: a ``QuantileDMatrix`` built partition by partition, then ``xgboost.train``."""
+    iterator = PartitionIter(lambda key: read_partition(dsn, spec, key), keys, encoder)
+    matrix = xgb.QuantileDMatrix(iterator, max_bin=params.get("max_bin", 256), nthread=params.get("nthread"))
+    return xgb.train(params, matrix, num_boost_round=rounds)
+
+
+def _encoded_partition(dsn: str, spec: DatasetSpec, categories: dict[str, list[str]], key: str) -> pd.DataFrame:
+    encoder = FeatureEncoder(spec, categories)
+    table = read_partition(dsn, spec, key)
+    frame = pd.DataFrame(encoder.matrix(table), columns=encoder.columns)
+    frame[LABEL] = encoder.label(table)
+    return frame
+
+
+def train_on_dask(
+    client, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder, *, params: dict, rounds: int  # noqa: ANN001
+) -> xgb.Booster:
+    """``xgboost.dask`` over a Dask frame with one partition per feature partition, read by the workers."""
+    import dask.dataframe as dd
+    from xgboost import dask as dxgb
+
+    meta = pd.DataFrame({name: pd.Series(dtype="float32") for name in [*encoder.columns, LABEL]})
+    frame = dd.from_map(_encoded_partition, [dsn] * len(keys), [spec] * len(keys), [encoder.categories] * len(keys), list(keys), meta=meta)
+    frame = frame.persist()
+    matrix = dxgb.DaskQuantileDMatrix(client, frame[encoder.columns], frame[LABEL], max_bin=params.get("max_bin", 256))
+    output = dxgb.train(client, params, matrix, num_boost_round=rounds, verbose_eval=False)
+    return output["booster"]
+
+
+def as_pipeline(booster: xgb.Booster, spec: DatasetSpec, categories: dict[str, list[str]], sample: pd.DataFrame) -> Pipeline:
+    """The platform's usual fitted ``Pipeline`` whose regressor is ``booster``.
+
+    The derive/encode steps are fitted on ``sample`` (a few rows of raw features) with the
+    categories fixed, so they encode exactly as :class:`FeatureEncoder`; then the booster
+    replaces the placeholder regressor.
+    """
+    pipeline = build_xgboost_pipeline(spec, {"n_estimators": 1})
+    pipeline.set_params(encode__categorical__categories=[categories[name] for name in spec.categorical])
+    pipeline.fit(sample[spec.features], sample[spec.target])
+    pipeline.named_steps["model"].regressor_.load_model(bytearray(booster.save_raw("ubj")))
+    return pipeline
+
+
+@dataclass(frozen=True)
+class LargeTraining:
+    """The outcome of a large training: the booster, the pipeline around it, and what it took."""
+
+    booster: xgb.Booster
+    pipeline: Pipeline
+    engine: str
+    rows: int
+    partitions: list[str]
+    seconds: float
+
+
+def use_dask(settings: Settings, rows: int) -> bool:
+    """Dask when a scheduler is named, or when the features exceed the configured size."""
+    return bool(settings.dask_scheduler) or rows >= settings.dask_min_rows
+
+
+def train_large(
+    settings: Settings,
+    dsn: str,
+    spec: DatasetSpec,
+    partitions: Sequence[str] | None = None,
+    *,
+    params: dict | None = None,
+    rounds: int = DEFAULT_ROUNDS,
+    client=None,  # noqa: ANN001 (a distributed.Client; one is made from the settings when needed)
+) -> LargeTraining:
+    """Fit the model on the given feature partitions (default: all) with the engine the size calls for."""
+    started = time.perf_counter()
+    available = dict(feature_partitions(dsn))
+    keys = list(partitions) if partitions is not None else list(available)
+    unknown = [key for key in keys if key not in available]
+    if unknown or not keys:
+        raise ValueError(f"no features for partitions {unknown or keys}: build the features first")
+    rows = sum(available[key] for key in keys)
+    params = {**DEFAULT_PARAMS, "nthread": settings.threads, **(params or {})}
+    categories = feature_categories(dsn, spec)
+    encoder = FeatureEncoder(spec, categories)
+    if client is not None or use_dask(settings, rows):
+        engine = "dask"
+        with _client(settings, client) as dask_client:
+            booster = train_on_dask(dask_client, dsn, spec, keys, encoder, params=params, rounds=rounds)
+    else:
+        engine = "chunked"
+        booster = train_in_chunks(dsn, spec, keys, encoder, params=params, rounds=rounds)
+    sample = read_partition(dsn, spec, keys[0]).slice(0, 50).to_pandas()
+    pipeline = as_pipeline(booster, spec, categories, sample)
+    seconds = time.perf_counter() - started
+    log.info("trained on %d rows in %d partitions with %s in %.1f s", rows, len(keys), engine, seconds)
+    return LargeTraining(booster, pipeline, engine, rows, keys, seconds)
+
+
+class _client:
+    """The given Dask client, or one connected to the settings' scheduler (or a local cluster), closed after."""
+
+    def __init__(self, settings: Settings, client) -> None:  # noqa: ANN001
+        self.settings, self.given, self.owned = settings, client, []
+
+    def __enter__(self):  # noqa: ANN204
+        if self.given is not None:
+            return self.given
+        from distributed import Client, LocalCluster
+
+        if self.settings.dask_scheduler:
+            client = Client(self.settings.dask_scheduler)
+        else:
+            cluster = LocalCluster(n_workers=2, threads_per_worker=self.settings.threads, processes=True)
+            self.owned.append(cluster)
+            client = Client(cluster)
+        self.owned.insert(0, client)
+        return client
+
+    def __exit__(self, *exc: object) -> None:
+        for resource in self.owned:
+            resource.close()
+
+
+def predict_partitions(booster: xgb.Booster, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(log-price predictions, log-price labels) partition by partition, for evaluation at scale."""
+    for key in keys:
+        table = read_partition(dsn, spec, key)
+        yield booster.inplace_predict(encoder.matrix(table)), encoder.label(table)
+
+
+def rmsle(booster: xgb.Booster, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder) -> float:
+    """Root mean squared log error over the given partitions, computed without holding them all."""
+    total, count = 0.0, 0
+    for predicted, actual in predict_partitions(booster, dsn, spec, keys, encoder):
+        total += float(np.sum((predicted.astype("float64") - actual) ** 2))
+        count += len(actual)
+    return float(np.sqrt(total / count))
