@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-from dagster_dbt import DbtProject, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.features.project import build_vars
@@ -18,11 +18,19 @@ FEATURES = "features"
 _PREVIEW_COLUMNS = 8
 
 
+class FeaturesTranslator(DagsterDbtTranslator):
+    """dbt models follow their inputs: a newly loaded partition that passed its blocking checks is rebuilt."""
+
+    def get_automation_condition(self, dbt_resource_props: Any) -> dg.AutomationCondition:
+        return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+
+
 def build_dbt_assets(spec: DatasetSpec, project: DbtProject) -> dg.AssetsDefinition:
     """One ``@dbt_assets`` over the whole project; its dbt tests become asset checks.
 
     Monthly data sets backfill in one dbt run over the whole window (``min_partition`` ..
     ``max_partition``); arrival batches have no order between keys, so they run one per run.
+    Outside backfills the models are materialised eagerly (the latest month, every new batch).
     """
     backfill_policy = dg.BackfillPolicy.single_run() if spec.has_time else dg.BackfillPolicy.multi_run(1)
 
@@ -32,6 +40,7 @@ def build_dbt_assets(spec: DatasetSpec, project: DbtProject) -> dg.AssetsDefinit
         name="price_features_dbt",
         partitions_def=sales_partitions(spec),
         backfill_policy=backfill_policy,
+        dagster_dbt_translator=FeaturesTranslator(),
         pool="dbt",
     )
     def price_features_dbt(context: dg.AssetExecutionContext, dbt: PlatformDbt) -> Iterator[Any]:
