@@ -16,10 +16,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor, make_column_selector
+from sklearn.ensemble import VotingRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
 from xgboost import XGBRegressor
 
 from price_platform.datasets import DatasetSpec
@@ -139,6 +142,124 @@ def build_ridge_baseline(spec: DatasetSpec, alpha: float = 10.0) -> Pipeline:
         ]
     )
     model = TransformedTargetRegressor(regressor=Ridge(alpha=alpha), func=np.log, inverse_func=np.exp)
+    return Pipeline([("derive", DerivedFeatures(dict(spec.derived))), ("encode", encode), ("model", model)])
+
+
+#: Ordered grades used by quality/condition columns; a column whose every value is one of
+#: these (or a ``No_*`` marker for an absent part) is also fed to the models as a score.
+QUALITY_SCALE = {
+    "Very_Poor": 1, "Poor": 2, "Po": 2, "Fair": 3, "Fa": 3, "Below_Average": 4, "Average": 5, "Typical": 5,
+    "TA": 5, "Above_Average": 6, "Good": 7, "Gd": 7, "Very_Good": 8, "Excellent": 9, "Ex": 9,
+}  # fmt: skip
+
+#: XGBoost settings of the blend before tuning (the study's search space is centred on them).
+XGBOOST_DEFAULTS: dict[str, Any] = {
+    "n_estimators": 1200,
+    "learning_rate": 0.04,
+    "max_depth": 3,
+    "min_child_weight": 2.0,
+    "subsample": 0.7,
+    "colsample_bytree": 0.4,
+    "reg_lambda": 1.0,
+}
+KERNEL_DEFAULTS: dict[str, Any] = {"alpha": 0.5, "degree": 2, "coef0": 2.5}
+
+#: Encoded column groups each member of the blend reads (prefixes of the encoder's outputs).
+LINEAR_GROUPS = ("numeric", "log", "quality", "onehot")
+TREE_GROUPS = ("numeric", "quality", "ordinal", "segment")
+
+
+def quality_columns(spec: DatasetSpec, frame: pd.DataFrame) -> list[str]:
+    """Categorical columns whose values all lie on :data:`QUALITY_SCALE` (``No_*`` allowed)."""
+    found = []
+    for column in spec.categorical:
+        values = {v for v in frame[column].dropna().unique() if not str(v).startswith("No_")}
+        if values and values <= set(QUALITY_SCALE):
+            found.append(column)
+    return found
+
+
+def skewed_columns(spec: DatasetSpec, frame: pd.DataFrame, threshold: float = 0.75) -> list[str]:
+    """Non-negative numeric inputs skewed beyond ``threshold``: the linear model sees their log."""
+    derived = DerivedFeatures(dict(spec.derived)).fit(frame[spec.features]).transform(frame[spec.features])
+    columns = numeric_inputs(spec)
+    skew = derived[columns].skew()
+    return [c for c in columns if skew[c] > threshold and derived[c].min() >= 0]
+
+
+def quality_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """Grades as numbers on :data:`QUALITY_SCALE`; absent parts and unknown grades score 0."""
+    return frame.apply(lambda column: column.map(lambda value: QUALITY_SCALE.get(value, 0))).astype("float64")
+
+
+def log1p_nonnegative(frame: pd.DataFrame) -> pd.DataFrame:
+    """``log(1 + x)`` of sizes and counts (negative or missing values count as 0)."""
+    return np.log1p(frame.astype("float64").clip(lower=0).fillna(0))
+
+
+def _group_columns(groups: tuple[str, ...]) -> ColumnTransformer:
+    selector = make_column_selector(pattern=f"^(?:{'|'.join(groups)})__")
+    keep = ColumnTransformer([("keep", "passthrough", selector)], verbose_feature_names_out=False)
+    return keep.set_output(transform="pandas")
+
+
+def build_blend_pipeline(
+    spec: DatasetSpec,
+    frame: pd.DataFrame,
+    xgboost_params: Mapping[str, Any] | None = None,
+    kernel_params: Mapping[str, Any] | None = None,
+    *,
+    threads: int = 1,
+    seed: int = 0,
+) -> Pipeline:
+    """Derived features -> one encoder -> mean of kernel ridge and XGBoost on log(price).
+
+    ``frame`` (the training rows) decides which columns are grades and which are skewed.
+    The encoder's outputs are named ``<group>__<column>``; the kernel ridge reads the scaled
+    numerics, logs, grades and one-hot columns, XGBoost the numerics, grades, ordinal codes
+    and target-encoded segments. XGBoost is monotone increasing in the area column.
+    """
+    quality = quality_columns(spec, frame)
+    encode = ColumnTransformer(
+        [
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric_inputs(spec)),
+            (
+                "log",
+                Pipeline([("log1p", FunctionTransformer(log1p_nonnegative, feature_names_out="one-to-one")), ("scale", StandardScaler())]),
+                skewed_columns(spec, frame),
+            ),
+            (
+                "quality",
+                Pipeline([("score", FunctionTransformer(quality_scores, feature_names_out="one-to-one")), ("scale", StandardScaler())]),
+                quality,
+            ),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False), list(spec.categorical)),
+            (
+                "ordinal",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1),
+                list(spec.categorical),
+            ),
+            ("segment", TargetEncoder(random_state=seed), list(spec.segments)),
+        ],
+        sparse_threshold=0.0,
+    ).set_output(transform="pandas")
+    xgboost_settings = {
+        **XGBOOST_DEFAULTS,
+        "tree_method": "hist",
+        "n_jobs": threads,
+        "random_state": seed,
+        **dict(xgboost_params or {}),
+    }
+    if spec.area_column:
+        xgboost_settings["monotone_constraints"] = {f"numeric__{spec.area_column}": 1}
+    kernel = KernelRidge(kernel="polynomial", **{**KERNEL_DEFAULTS, **dict(kernel_params or {})})
+    blend = VotingRegressor(
+        [
+            ("kernel_ridge", Pipeline([("columns", _group_columns(LINEAR_GROUPS)), ("regressor", kernel)])),
+            ("xgboost", Pipeline([("columns", _group_columns(TREE_GROUPS)), ("regressor", XGBRegressor(**xgboost_settings))])),
+        ]
+    )
+    model = TransformedTargetRegressor(regressor=blend, func=np.log, inverse_func=np.exp)
     return Pipeline([("derive", DerivedFeatures(dict(spec.derived))), ("encode", encode), ("model", model)])
 
 

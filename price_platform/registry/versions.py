@@ -55,6 +55,7 @@ def register_candidate(
     metrics: Mapping[str, float] | None = None,
     params: Mapping[str, Any] | None = None,
     tags: Mapping[str, str] | None = None,
+    version_tags: Mapping[str, str] | None = None,
     figures: Mapping[str, Any] | None = None,
     tables: Mapping[str, pd.DataFrame] | None = None,
     experiment: str | None = None,
@@ -63,7 +64,8 @@ def register_candidate(
 
     The run carries ``params``, ``metrics``, ``figures`` (PNG), ``tables`` (JSON) and the tags
     that make it reproducible; the version carries the tags serving reads
-    (``interval_log_halfwidth``, ``data_version``, ``dbt_manifest_hash``, ``git_commit``).
+    (``interval_log_halfwidth``, ``data_version``, ``dbt_manifest_hash``, ``git_commit``)
+    and ``version_tags`` (the training window ``train_start``/``train_end`` monitoring reads).
     A NaN or infinite metric or half-width raises before anything is logged.
     """
     values = check_metrics({**(metrics or {}), "interval_log_halfwidth": interval_log_halfwidth})
@@ -97,12 +99,13 @@ def register_candidate(
                 registered_model_name=model_name,
             )
             version = str(logged.registered_model_version)
-            version_tags = {
+            serving_tags = {
                 "interval_log_halfwidth": repr(float(interval_log_halfwidth)),
                 "run_id": run.info.run_id,
                 **provenance,
+                **(version_tags or {}),
             }
-            for key, value in version_tags.items():
+            for key, value in serving_tags.items():
                 mlflow_client.set_model_version_tag(model_name, version, key, value)
             mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version)
     return CandidateVersion(model_name=model_name, version=version, run_id=run.info.run_id)
