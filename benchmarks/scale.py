@@ -1,0 +1,266 @@
+"""The platform at 1 and 10 million rows: ingestion, features, training, evaluation and drift.
+
+For each size (``PRICE_PLATFORM_BENCH_ROWS``, comma-separated; default ``1000000,10000000``)
+a fresh embedded PostgreSQL is started under ``benchmarks/.work/`` and the pipeline runs
+stage by stage:
+
+1. ``synth``: synthetic sales of that size as monthly Parquet files (not part of the pipeline);
+2. ``ingest``: ``bulk_load`` (chunked ``COPY``, two files at a time) into ``raw_sales``;
+3. ``features``: ``dbt build`` of the whole project (models and their tests), as the asset does;
+4. ``training``: the platform's step in a child process: features read partition by partition
+   from PostgreSQL into a ``QuantileDMatrix``, a fixed 100-tree depth-6 model (peak RSS of
+   that process is ``training_*_peak_gb``); its peer, bare ``xgboost.train`` with the same
+   parameters and threads on the same features already in memory as a float32 array (in its
+   own child process; only the DMatrix and the training are timed);
+5. ``evaluation``: holdout RMSLE, partition by partition;
+6. ``drift``: the monitoring domain's drift report of the last month against the training months.
+
+Result names for 10M rows are the issue's (``ingest_rows_per_second``,
+``training_10m_vs_bare_xgboost``, ``training_10m_peak_gb``, ``pipeline_10m_seconds``); the
+1M figures carry ``_1m``. Every stage's time is reported too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.results import Result
+
+WORK = Path(__file__).resolve().parent / ".work" / "scale"
+COMMAND = "make bench BENCH=scale  (PRICE_PLATFORM_BENCH_ROWS=1000000 for the 1M size only)"
+HOLDOUT_MONTHS = 6
+THREADS = int(os.environ.get("PRICE_PLATFORM_THREADS", "1"))
+
+
+def sizes() -> list[int]:
+    raw = os.environ.get("PRICE_PLATFORM_BENCH_ROWS", "1000000,10000000")
+    return [int(part.replace("_", "")) for part in raw.split(",") if part.strip()]
+
+
+def label(rows: int) -> str:
+    return f"{rows // 1_000_000}m" if rows % 1_000_000 == 0 else str(rows)
+
+
+def run() -> list[Result]:
+    results = []
+    for rows in sizes():
+        results.extend(run_size(rows))
+    return results
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_size(rows: int) -> list[Result]:
+    from sqlalchemy.engine import make_url
+
+    from price_platform.postgres import EmbeddedPostgres, PostgresServer
+    from price_platform.warehouse import migrate
+
+    name = label(rows)
+    folder = WORK / name
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    embedded = EmbeddedPostgres(folder / "postgres", _free_port())
+    embedded.start()
+    try:
+        server = PostgresServer(server_url=make_url(embedded.url), database_name="price_platform")
+        server.ensure_databases()
+        migrate(server.dsn())
+        stages = pipeline(rows, server, folder)
+    finally:
+        embedded.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    return report(rows, stages)
+
+
+def pipeline(rows: int, server, folder: Path) -> dict[str, float]:  # noqa: ANN001
+    """Run the stages on ``server``; return their seconds and the training figures."""
+    from price_platform.bulk_load import bulk_load
+    from price_platform.datasets import load_dataset
+    from price_platform.modeling import read_sample
+    from price_platform.settings import DEFAULT_DATASET
+    from price_platform.synth import SynthOptions, write
+
+    spec = load_dataset(DEFAULT_DATASET)
+    figures: dict[str, float] = {}
+
+    def timed(stage: str, action):  # noqa: ANN001, ANN202
+        started = time.perf_counter()
+        value = action()
+        figures[stage] = time.perf_counter() - started
+        print(f"  {label(rows)} {stage}: {figures[stage]:.1f} s", flush=True)
+        return value
+
+    files = timed("synth", lambda: write(spec, read_sample(spec), SynthOptions(rows=rows, drift=0.1, seed=0), folder / "landing"))
+    loads = timed("ingest", lambda: bulk_load(server.dsn(), spec, files, show_progress=False, workers=2))
+    figures["ingested_rows"] = sum(load.rows_loaded for load in loads)
+    shutil.rmtree(folder / "landing")
+    timed("features", lambda: build_features(server, spec))
+    keys = feature_keys(server.dsn())
+    train_keys, holdout_keys = keys[:-HOLDOUT_MONTHS], keys[-HOLDOUT_MONTHS:]
+    job = {"dsn": server.dsn(), "train": train_keys, "holdout": holdout_keys, "threads": THREADS, "model": str(folder / "model.ubj")}
+    platform = child("platform", job)
+    figures["training"] = platform["seconds"]
+    figures["training_peak_gb"] = platform["peak_gb"]
+    figures["training_rows"] = platform["rows"]
+    print(f"  {label(rows)} training: {platform['seconds']:.1f} s, peak {platform['peak_gb']:.2f} GB", flush=True)
+    bare = child("bare", job)
+    figures["bare_xgboost"] = bare["seconds"]
+    print(f"  {label(rows)} bare xgboost.train: {bare['seconds']:.1f} s", flush=True)
+    figures["holdout_rmsle"] = timed("evaluation", lambda: evaluate(server.dsn(), spec, holdout_keys, job["model"]))
+    timed("drift", lambda: drift(server.dsn(), spec, train_keys, holdout_keys[-1]))
+    return figures
+
+
+def build_features(server, spec) -> None:  # noqa: ANN001
+    from price_platform.defs.features.project import build_vars, dbt_executable, dbt_project
+    from price_platform.defs.features.resources import PlatformDbt
+    from price_platform.resources import Warehouse
+
+    warehouse = Warehouse(
+        database_url=server.server_url.render_as_string(hide_password=False), database_name=server.database_name
+    )
+    dbt = PlatformDbt(project_dir=dbt_project(), dbt_executable=dbt_executable(), warehouse=warehouse)
+    dbt.cli(["build", "--vars", json.dumps(build_vars(spec, None, None))]).wait()
+
+
+def feature_keys(dsn: str) -> list[str]:
+    from price_platform.training.distributed import feature_partitions
+
+    return [key for key, _ in feature_partitions(dsn)]
+
+
+def child(role: str, job: dict) -> dict:
+    """Run one training side in its own process, so its peak memory is its own."""
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scale", role, json.dumps(job)],
+        capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": str(job["threads"])},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{role} training failed: {result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def platform_training(job: dict) -> dict:
+    """The platform's training step: read features from PostgreSQL in partitions, fit 100 trees."""
+    from price_platform.datasets import load_dataset
+    from price_platform.settings import DEFAULT_DATASET, Settings
+    from price_platform.training.distributed import train_large
+
+    spec = load_dataset(DEFAULT_DATASET)
+    started = time.perf_counter()
+    trained = train_large(Settings(threads=job["threads"], dask_min_rows=10**12), job["dsn"], spec, job["train"])
+    seconds = time.perf_counter() - started
+    trained.booster.save_model(job["model"])
+    return {"seconds": seconds, "rows": trained.rows, "engine": trained.engine, "peak_gb": peak_gb()}
+
+
+def bare_training(job: dict) -> dict:
+    """Bare ``xgboost.train`` on the same features, already in memory as one float32 array."""
+    import numpy as np
+    import xgboost as xgb
+
+    from price_platform.datasets import load_dataset
+    from price_platform.settings import DEFAULT_DATASET
+    from price_platform.training.distributed import (
+        DEFAULT_PARAMS,
+        DEFAULT_ROUNDS,
+        FeatureEncoder,
+        feature_categories,
+        read_partition,
+    )
+
+    spec = load_dataset(DEFAULT_DATASET)
+    encoder = FeatureEncoder(spec, feature_categories(job["dsn"], spec))
+    parts = [read_partition(job["dsn"], spec, key) for key in job["train"]]
+    matrix = np.vstack([encoder.matrix(part) for part in parts])
+    target = np.concatenate([encoder.label(part) for part in parts])
+    del parts
+    params = {**DEFAULT_PARAMS, "nthread": job["threads"]}
+    started = time.perf_counter()
+    xgb.train(params, xgb.QuantileDMatrix(matrix, target, max_bin=params["max_bin"], nthread=job["threads"]), DEFAULT_ROUNDS)
+    return {"seconds": time.perf_counter() - started, "rows": len(target), "peak_gb": peak_gb()}
+
+
+def peak_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
+
+
+def evaluate(dsn: str, spec, keys: list[str], model: str) -> float:  # noqa: ANN001
+    import xgboost as xgb
+
+    from price_platform.training.distributed import FeatureEncoder, feature_categories, rmsle
+
+    booster = xgb.Booster(model_file=model)
+    return rmsle(booster, dsn, spec, keys, FeatureEncoder(spec, feature_categories(dsn, spec)))
+
+
+def drift(dsn: str, spec, reference_keys: list[str], current_key: str) -> None:  # noqa: ANN001
+    """The drift report of one month against the training months (columns read with Arrow, categories as codes)."""
+    import pandas as pd
+
+    from price_platform.monitoring.reports import Thresholds, measure
+    from price_platform.training.distributed import read_partition
+
+    def frame(keys: list[str]) -> pd.DataFrame:
+        parts = [read_partition(dsn, spec, key).to_pandas() for key in keys]
+        combined = pd.concat(parts, ignore_index=True)
+        for name in spec.categorical:
+            combined[name] = combined[name].astype("category")
+        return combined
+
+    report = measure(
+        spec, frame(reference_keys), frame([current_key]), partition_key=current_key, model_version=None,
+        thresholds=Thresholds(psi=0.2, share=0.3),
+    )
+    print(f"  drift: {int(report.features['drifted'].sum())} of {len(report.features)} features drifted", flush=True)
+
+
+def report(rows: int, figures: dict[str, float]) -> list[Result]:
+    name = label(rows)
+    big = rows >= 10_000_000
+    stages = ["ingest", "features", "training", "evaluation", "drift"]
+    total = sum(figures[stage] for stage in stages)
+    ingest_rate = figures["ingested_rows"] / figures["ingest"]
+    ratio = figures["training"] / figures["bare_xgboost"]
+
+    def named(base: str) -> str:
+        if big:
+            return base
+        return base.replace("10m", name) if "10m" in base else f"{base}_{name}"
+
+    results = [
+        Result(named("ingest_rows_per_second"), ingest_rate, "rows/s", ">= 100000 at 10M", ingest_rate >= 100_000, COMMAND),
+        Result(named("training_10m_vs_bare_xgboost"), ratio, "x", "<= 1.3", ratio <= 1.3, COMMAND),
+        Result(named("training_10m_peak_gb"), figures["training_peak_gb"], "GB", "<= 8", figures["training_peak_gb"] <= 8, COMMAND),
+        Result(named("pipeline_10m_seconds"), total, "s", "<= 3600", total <= 3600, COMMAND),
+    ]
+    for stage in ["synth", *stages]:
+        results.append(Result(f"scale_{name}_{stage}_seconds", figures[stage], "s", "stage time", True, COMMAND))
+    results.append(Result(f"scale_{name}_bare_xgboost_seconds", figures["bare_xgboost"], "s", "peer", True, COMMAND))
+    results.append(Result(f"scale_{name}_holdout_rmsle", figures["holdout_rmsle"], "log", "quality", True, COMMAND))
+    print(
+        f"  {name}: ingest {ingest_rate:,.0f} rows/s; training {figures['training']:.1f} s vs bare "
+        f"{figures['bare_xgboost']:.1f} s = {ratio:.2f}x; peak {figures['training_peak_gb']:.2f} GB; pipeline {total:.0f} s",
+        flush=True,
+    )
+    return results
+
+
+if __name__ == "__main__":  # a training child: python -m benchmarks.scale platform|bare JOB_JSON
+    role, job = sys.argv[1], json.loads(sys.argv[2])
+    print(json.dumps((platform_training if role == "platform" else bare_training)(job)))
