@@ -415,3 +415,74 @@ def test_replay_names_the_stage_a_month_stopped_at(platform):
     _, server = platform
     with pytest.raises(replay.ReplayError, match=r"2009-04 stopped at stage 'landed'"):
         replay.wait_for_drift(server.dsn(), "2009-04-01", datetime.now(UTC), timeout=0.5, poll=0.2)
+
+
+# --- the loop against a real registry: drift on the champion's window, retrain, worse challenger refused ---
+
+
+def test_drift_against_the_champions_window_retrains_and_a_worse_challenger_is_refused(
+    platform, spec, sample, mlflow_server
+):
+    """The retrain's own steps (train, register, gate) are the registry's; until the training
+    domain's ``retrain`` job exists they are called here for the run the sensor requested."""
+    import numpy as np
+    from mlflow import MlflowClient
+
+    from price_platform.modeling import build_ridge_baseline
+    from price_platform.registry.promotion import PromotionRefused, promote
+    from price_platform.registry.versions import register_candidate
+
+    settings, server = platform
+    model_name = f"loop-{uuid.uuid4().hex[:6]}"
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    train = sample[sample["year_sold"] <= 2008]
+    holdout = sample[sample["year_sold"] == 2009]
+
+    def register(alpha: float) -> str:
+        pipeline = build_ridge_baseline(spec, alpha=alpha).fit(train[spec.features], train[spec.target])
+        predicted = pipeline.predict(holdout[spec.features])
+        rmsle = float(np.sqrt(np.mean((np.log1p(predicted) - np.log1p(holdout[spec.target])) ** 2)))
+        version = register_candidate(mlflow_server, model_name, pipeline, train[spec.features],
+                                     interval_log_halfwidth=0.2, data_version="test",
+                                     metrics={"holdout_rmsle": rmsle}).version
+        client.set_model_version_tag(model_name, version, "train_start", "2006-01-01")
+        client.set_model_version_tag(model_name, version, "train_end", "2008-12-01")
+        return version
+
+    champion = register(alpha=10.0)
+    promote(mlflow_server, model_name, champion, dsn=server.dsn(), actor="test")
+    monitoring = {"tracking_uri": mlflow_server, "model_name": model_name}
+    with dg.instance_for_test() as instance:
+        run = dg.materialize(
+            [build_drift_report(spec)], partition_key=SHIFTED, instance=instance,
+            resources={**resources(settings), "monitoring": Monitoring(**monitoring)},
+        )
+        metadata = run.asset_materializations_for_node("drift_report")[0].metadata
+        assert metadata["champion_version"].value == champion
+        assert metadata["reference_window"].value == "2006-01-01 .. 2008-12-01"
+        assert metadata["drift_detected"].value is True
+
+        def evaluate_with(cursor):
+            context = dg.build_sensor_context(
+                instance=instance, cursor=cursor,
+                resources={"warehouse": Warehouse.from_settings(settings), "monitoring": Monitoring(**monitoring)},
+            )
+            return retrain_on_drift(context)
+
+        first = evaluate_with(None)
+        assert len(first.run_requests) == 1
+        # the requested retrain: a deliberately worse challenger (ridge shrunk to almost a constant)
+        challenger = register(alpha=1e7)
+        with pytest.raises(PromotionRefused, match="does not beat champion"):
+            promote(mlflow_server, model_name, challenger, dsn=server.dsn(), actor="retrain")
+        assert client.get_model_version_by_alias(model_name, "champion").version == champion
+        with connect(server.dsn()) as connection, connection.cursor() as cursor:
+            cursor.execute("select action, from_version, to_version from model_registry.deployments"
+                           " where model_name = %s order by id", (model_name,))
+            assert cursor.fetchall() == [("promote", None, champion), ("refuse", champion, challenger)]
+        # drift persists on the next month: a new event after the refusal, so one more retrain
+        dg.materialize([build_drift_report(spec)], partition_key=SHIFTED, instance=instance,
+                       resources={**resources(settings), "monitoring": Monitoring(**monitoring)})
+        second = evaluate_with(first.cursor)
+        assert len(second.run_requests) == 1
+        assert second.run_requests[0].run_key != first.run_requests[0].run_key
