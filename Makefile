@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # XGBoost's OpenMP threads oversubscribe small machines: one thread unless told otherwise.
 export OMP_NUM_THREADS ?= 1
+# Tools the platform runs as processes (dbt, mlflow, uvicorn, dagster) come from the venv.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: install system-deps up demo test bench clean
 
