@@ -19,6 +19,10 @@ def build_domain_definitions(settings: Settings) -> dg.Definitions:
     from price_platform.defs import features
 
     domains.append(features.build_definitions(settings, spec))
+    from price_platform.defs import registry, training
+
+    domains.append(training.build_definitions(settings))
+    domains.append(registry.build_definitions(settings))
     from price_platform.defs import monitoring
 
     domains.append(monitoring.build_definitions(settings, spec))

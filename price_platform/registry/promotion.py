@@ -160,6 +160,22 @@ def rollback(
     return row
 
 
+def record_refusal(
+    dsn: str,
+    model_name: str,
+    version: str,
+    verdict: Verdict,
+    *,
+    champion: str | None,
+    actor: str,
+    reason: str = "",
+    dagster_run_id: str | None = None,
+) -> Deployment:
+    """Write the ``refuse`` row of a challenger a gate outside :func:`promote` turned down."""
+    with connect(dsn) as connection, connection.cursor() as cursor:
+        return _insert(cursor, model_name, champion, version, "refuse", verdict, actor, reason, dagster_run_id)
+
+
 def deployments(dsn: str, model_name: str) -> list[Deployment]:
     """Every deployment row of ``model_name``, oldest first."""
     with connect(dsn) as connection, connection.cursor() as cursor:

@@ -1,0 +1,45 @@
+"""The production model: the challenger promoted to ``champion`` once its gate has passed."""
+
+
+import dagster as dg
+
+from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.registry.promotion import Verdict, metric_gate, promote
+from price_platform.resources import Warehouse
+from price_platform.training.evaluation import Evaluation
+
+GROUP = "registry"
+
+
+@dg.asset(group_name=GROUP, kinds={"mlflow", "postgres"})
+def production_model(
+    context: dg.AssetExecutionContext, model_evaluation: Evaluation, registry: ModelRegistry, warehouse: Warehouse
+) -> dg.MaterializeResult:
+    """The alias ``champion`` moved to the evaluated challenger, with its ``deployments`` row."""
+    margin = registry.promotion_margin
+
+    def check(champion: str | None) -> Verdict:
+        if champion == model_evaluation.champion_version:
+            return model_evaluation.verdict(margin)
+        # The champion changed since the evaluation: judge against the new one's recorded metrics.
+        return metric_gate(registry.tracking_uri, registry.model_name, model_evaluation.challenger_version, margin)(champion)
+
+    row = promote(
+        registry.tracking_uri,
+        registry.model_name,
+        model_evaluation.challenger_version,
+        dsn=warehouse.dsn,
+        actor="dagster",
+        reason=f"training run {context.run_id}",
+        check=check,
+        dagster_run_id=context.run_id,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "champion_version": row.to_version,
+            "replaced_version": row.from_version or "none",
+            "deployment_id": row.id,
+            "reason": row.reason,
+            "holdout_rmsle": model_evaluation.challenger["rmsle"],
+        }
+    )

@@ -1,0 +1,23 @@
+"""The MLflow tracking server and registered model, as a Dagster resource."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from price_platform.settings import Settings
+
+
+class ModelRegistry(dg.ConfigurableResource):
+    """MLflow tracking/registry server and the registered model the platform trains and serves."""
+
+    tracking_uri: str
+    model_name: str = "price-model"
+    promotion_margin: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ModelRegistry:
+        return cls(
+            tracking_uri=settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}",
+            model_name=settings.model_name,
+            promotion_margin=settings.promotion_margin,
+        )

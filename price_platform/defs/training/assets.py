@@ -1,0 +1,161 @@
+"""Training assets: the split features, the hyperparameter study, the candidate model and its evaluation."""
+
+
+import base64
+import io
+from pathlib import Path
+
+import dagster as dg
+import matplotlib.pyplot as plt
+
+from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.training.resources import TrainingConfig
+from price_platform.registry.champion import champion_version, load_version
+from price_platform.registry.versions import CandidateVersion
+from price_platform.resources import Dataset, Warehouse
+from price_platform.training import candidate, study
+from price_platform.training.dataset import TrainingSplit, manifest_hash, read_features, split
+from price_platform.training.evaluation import Evaluation, evaluate
+from price_platform.training.plots import importance_figure
+
+FEATURES = dg.AssetKey(["features"])
+GROUP = "training"
+
+
+def _markdown(frame, digits: int = 4) -> dg.MetadataValue:
+    return dg.MetadataValue.md(frame.round(digits).to_markdown())
+
+
+def _png(figure) -> dg.MetadataValue:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})")
+
+
+@dg.asset(deps=[FEATURES], group_name=GROUP, kinds={"postgres", "pandas"})
+def training_dataset(warehouse: Warehouse, dataset: Dataset, training: TrainingConfig) -> dg.Output[TrainingSplit]:
+    """Time-ordered train/validation/holdout windows of the features, with their data version."""
+    spec = dataset.spec
+    manifest = manifest_hash(Path(training.dbt_manifest_path))
+    data = split(
+        read_features(warehouse.engine, spec),
+        spec,
+        holdout_months=training.holdout_months,
+        validation_months=training.validation_months,
+        seed=training.seed,
+        dbt_manifest_hash=manifest,
+    )
+    return dg.Output(
+        data,
+        metadata={
+            "data_version": data.data_version,
+            "dbt_manifest_hash": manifest,
+            "dagster/row_count": len(data.train) + len(data.validation) + len(data.holdout),
+            "windows": _markdown(data.summary()),
+        },
+        data_version=dg.DataVersion(data.data_version),
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"optuna", "xgboost"})
+def hyperparameter_study(
+    training_dataset: TrainingSplit,
+    warehouse: Warehouse,
+    dataset: Dataset,
+    training: TrainingConfig,
+    registry: ModelRegistry,
+) -> dg.Output[study.StudyResult]:
+    """XGBoost settings tuned by a seeded, pruned Optuna study kept in PostgreSQL."""
+    result = study.run_study(
+        dataset.spec,
+        training_dataset,
+        storage_url=warehouse.server.url("optuna"),
+        study_name=f"{registry.model_name}-{training_dataset.data_version}",
+        n_trials=training.n_trials,
+        timeout=training.study_timeout_seconds,
+        seed=training.seed,
+        threads=training.threads,
+    )
+    return dg.Output(
+        result,
+        metadata={
+            "study": result.study_name,
+            "best_validation_rmsle": result.best_value,
+            "trials": result.trials,
+            "pruned": result.pruned,
+            "seconds": result.seconds,
+            "best_params": result.best_params,
+            "trials_table": _markdown(result.history.tail(50)),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"mlflow", "sklearn"})
+def candidate_model(
+    context: dg.AssetExecutionContext,
+    training_dataset: TrainingSplit,
+    hyperparameter_study: study.StudyResult,
+    dataset: Dataset,
+    training: TrainingConfig,
+    registry: ModelRegistry,
+) -> dg.Output[CandidateVersion]:
+    """The blend fitted with the study's best settings, logged to MLflow and registered as ``challenger``."""
+    spec = dataset.spec
+    trained = candidate.fit_candidate(
+        spec,
+        training_dataset,
+        hyperparameter_study.best_params,
+        coverage=training.interval_coverage,
+        seed=training.seed,
+        threads=training.threads,
+    )
+    registered = candidate.register(
+        trained,
+        spec,
+        training_dataset,
+        tracking_uri=registry.tracking_uri,
+        model_name=registry.model_name,
+        dbt_manifest_hash=manifest_hash(Path(training.dbt_manifest_path)),
+        run_tags={"dagster_run_id": context.run_id, "optuna_study": hyperparameter_study.study_name},
+    )
+    return dg.Output(
+        registered,
+        metadata={
+            "model_version": registered.version,
+            "mlflow_run_id": registered.run_id,
+            "holdout_rmsle": trained.metrics["holdout_rmsle"],
+            "baseline_ridge_rmsle": trained.metrics["baseline_ridge_rmsle"],
+            "baseline_median_rmsle": trained.metrics["baseline_median_rmsle"],
+            "interval_log_halfwidth": trained.interval_log_halfwidth,
+            "interval_coverage": trained.metrics["interval_coverage"],
+            "shap_importance": _png(importance_figure(trained.importance)),
+        },
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"mlflow"})
+def model_evaluation(
+    training_dataset: TrainingSplit,
+    candidate_model: CandidateVersion,
+    dataset: Dataset,
+    registry: ModelRegistry,
+) -> dg.Output[Evaluation]:
+    """Challenger and current champion measured on the same holdout rows, overall and per segment."""
+    challenger = load_version(registry.tracking_uri, registry.model_name, candidate_model.version)
+    current = champion_version(registry.tracking_uri, registry.model_name)
+    champion = None if current is None else load_version(registry.tracking_uri, registry.model_name, current)
+    result = evaluate(dataset.spec, training_dataset.holdout, challenger, champion)
+    return dg.Output(
+        result,
+        metadata={
+            "challenger_version": result.challenger_version,
+            "champion_version": result.champion_version or "none",
+            "challenger_rmsle": result.challenger["rmsle"],
+            "champion_rmsle": result.champion["rmsle"] if result.champion else float("nan"),
+            "interval_coverage": result.challenger["interval_coverage"],
+            "behaviour_failures": len(result.behaviour_failures),
+            "overall": _markdown(result.table()),
+            "per_segment": _markdown(result.segments),
+        },
+    )

@@ -1,0 +1,33 @@
+"""Budgets and windows of a training run, as a Dagster resource."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from price_platform.defs.features.project import DBT_DIR
+from price_platform.settings import Settings
+
+
+class TrainingConfig(dg.ConfigurableResource):
+    """Windows, study budgets, interval coverage, seed and threads of a training run."""
+
+    holdout_months: int = 12
+    validation_months: int = 6
+    n_trials: int = 30
+    study_timeout_seconds: float = 180.0
+    interval_coverage: float = 0.9
+    seed: int = 42
+    threads: int = 1
+    dbt_manifest_path: str = str(DBT_DIR / "target" / "manifest.json")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TrainingConfig:
+        return cls(
+            holdout_months=settings.holdout_months,
+            validation_months=settings.validation_months,
+            n_trials=settings.n_trials,
+            study_timeout_seconds=settings.study_timeout_seconds,
+            interval_coverage=settings.interval_coverage,
+            seed=settings.seed,
+            threads=settings.threads,
+        )
