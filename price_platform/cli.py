@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("serving.cli", "run the prediction API (uvicorn, N worker processes)"),
     "keys": ("serving.keys_cli", "create, revoke and list API keys"),
     "exporter": ("price_platform.monitoring.metrics", "serve the pipeline's metrics (drift, accuracy, training) for Prometheus"),
+    "promote": ("price_platform.registry.promote_command", "make a registered model version the champion (same checks as the gate)"),
+    "rollback": ("price_platform.registry.rollback_command", "give the champion alias back to the version it replaced"),
     "replay": ("price_platform.monitoring.replay", "play the bundled sales history forward month by month into the landing folder"),
 }
 

@@ -1,0 +1,35 @@
+"""``price-platform rollback``: give ``champion`` back to the version the current champion replaced."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+
+from price_platform.registry.manual_checks import ManualContext
+from price_platform.registry.promotion import PromotionRefused, rollback
+from price_platform.settings import get_settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reason", default="rolled back by hand", help="why (written to model_registry.deployments)")
+    parser.add_argument("--actor", default=getpass.getuser(), help="who (default: the current user)")
+
+
+def run(args: argparse.Namespace) -> int:
+    context = ManualContext.from_settings(get_settings())
+    registry = context.registry
+    try:
+        row = rollback(
+            registry.tracking_uri,
+            registry.model_name,
+            dsn=context.warehouse.dsn,
+            actor=args.actor,
+            reason=args.reason,
+            check=context.rollback_check(),
+        )
+    except PromotionRefused as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{registry.model_name} rolled back from version {row.from_version} to {row.to_version}: {row.reason}")
+    return 0
