@@ -249,3 +249,21 @@ def test_bad_rows_go_to_rejected_rows_with_reasons(dsn: str, sample: pd.DataFram
         dsn, "select record from price_data.rejected_rows where source_file = %s and row_number = 2", (str(path),)
     )[0][0]
     assert record["neighborhood"] == "Atlantis" and record["sale_type"] == "WD"
+
+
+def test_a_date_column_places_records_in_their_months(tmp_path: Path) -> None:
+    from price_platform.datasets import DatasetSpec
+    from price_platform.ingestion.records import PARTITION_KEY, typed_records
+    from price_platform.ingestion.sources import read_file
+
+    spec = DatasetSpec.model_validate(
+        {"name": "flats", "target": "price", "time": {"column": "sold_on", "start": "2020-01"},
+         "numeric": {"rooms": {"min": 1}}}
+    )
+    path = tmp_path / "flats.csv"
+    path.write_text("Sold On,Rooms,Price\n2020-01-31,2,100000\n2020-02-01 10:30,3,150000\n")
+    records = typed_records(spec, read_file(path))
+    assert list(records[PARTITION_KEY]) == ["2020-01-01", "2020-02-01"]
+    path.write_text("Sold On,Rooms,Price\n2020-01-31,2,100000\nsoon,3,150000\n")
+    with pytest.raises(IngestionError, match=r"flats.csv: column 'sold_on': not a date.*row 2: 'soon'"):
+        typed_records(spec, read_file(path))

@@ -88,13 +88,14 @@ def _months(spec: DatasetSpec, frame: pd.DataFrame, name: str, rows: pd.Series) 
     assert time is not None
     if time.column:
         text = frame[time.column].astype("string").str.strip()
-        dates = pd.to_datetime(text, errors="coerce")
+        dates = pd.to_datetime(text, errors="coerce", format="mixed")
         _fail_where(dates.isna(), time.column, "not a date", text, name, rows)
         return pd.Series([month_key(d.year, d.month) for d in dates], index=frame.index)
-    years = _number(frame[time.year_column], time.year_column, name, rows)  # type: ignore[index, arg-type]
-    months = _number(frame[time.month_column], time.month_column, name, rows)  # type: ignore[index, arg-type]
-    _fail_where(years.isna() | (years % 1 != 0), time.year_column, "not a year", years, name, rows)  # type: ignore[arg-type]
-    _fail_where(~months.between(1, 12) | (months % 1 != 0), time.month_column, "not a month", months, name, rows)  # type: ignore[arg-type]
+    year_column, month_column = time.columns
+    years = _number(frame[year_column], year_column, name, rows)
+    months = _number(frame[month_column], month_column, name, rows)
+    _fail_where(years.isna() | (years % 1 != 0), year_column, "not a year", years, name, rows)
+    _fail_where(~months.between(1, 12) | (months % 1 != 0), month_column, "not a month", months, name, rows)
     return pd.Series([month_key(int(y), int(m)) for y, m in zip(years, months, strict=True)], index=frame.index)
 
 

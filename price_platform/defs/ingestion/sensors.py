@@ -29,7 +29,12 @@ def build_landing_sensor(spec: DatasetSpec, landing: Path) -> dg.SensorDefinitio
     """A sensor on ``landing`` requesting one run per new or changed file and partition."""
     partitions = sales_partitions(spec)
 
-    @dg.sensor(name="landing_files", job_name=INGEST_SALES, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING)
+    @dg.sensor(
+        name="landing_files",
+        job_name=INGEST_SALES,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+    )
     def landing_files(context: dg.SensorEvaluationContext) -> dg.SensorResult:
         """Loads CSV/Parquet files dropped in the landing folder into their partitions (one run key per file)."""
         seen: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
