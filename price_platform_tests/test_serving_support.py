@@ -116,7 +116,9 @@ def add_versions(found: Champion, count: int) -> list[str]:
     template = client.get_model_version(name, "1")
     versions = []
     for _ in range(count):
-        created = client.create_model_version(name, source=template.source, run_id=template.run_id)
+        created = client.create_model_version(
+            name, source=template.source, run_id=template.run_id, model_id=getattr(template, "model_id", None)
+        )
         for key, value in template.tags.items():
             client.set_model_version_tag(name, created.version, key, value)
         versions.append(str(created.version))

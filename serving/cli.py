@@ -21,6 +21,7 @@ from typing import Any
 
 import uvicorn
 
+from price_platform.operations.tls import uvicorn_tls
 from price_platform.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,10 @@ def _services(app: Any) -> Any:
 
 
 def config(host: str, port: int) -> uvicorn.Config:
+    """uvicorn's configuration of one worker (HTTPS when the settings name a certificate and key)."""
     return uvicorn.Config(
         APP, factory=True, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-        access_log=False, timeout_graceful_shutdown=60, backlog=2048,
+        access_log=False, timeout_graceful_shutdown=60, backlog=2048, **uvicorn_tls(get_settings()),
     )
 
 

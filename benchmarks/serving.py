@@ -1,0 +1,298 @@
+"""Serving speed: this API beside ``mlflow models serve`` and a bare Litestar echo, on one champion.
+
+One run starts an embedded PostgreSQL and an MLflow server in a temporary folder, trains the
+default XGBoost pipeline (full size) on the bundled sample and registers it as ``champion``.
+Then ``price-platform serve``, ``mlflow models serve --env-manager local`` and a bare
+Litestar echo endpoint each run with one uvicorn worker, and the same load generator
+(Debian's ``wrk``, 32 connections, one-row JSON bodies that never repeat, so the prediction
+cache never answers) measures each on loopback. In-process figures: the compiled fast path
+against ``booster.inplace_predict`` on one row, a 1,000-row batch through the API per row
+against ``inplace_predict`` per row, and a cache hit against a miss.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import numpy as np
+
+from benchmarks.results import Result
+
+CONNECTIONS = 32
+SECONDS = 15
+COMMAND = "make bench BENCH=serving"
+BIN = Path(sys.executable).parent
+
+
+def echo_app() -> Any:
+    """The bare Litestar baseline: an endpoint that returns the body it got."""
+    from litestar import Litestar, Request, post
+
+    @post("/echo", status_code=200)
+    async def echo(request: Request) -> bytes:
+        return await request.body()
+
+    return Litestar([echo])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, process: subprocess.Popen, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:3]} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer 200")
+
+
+@contextmanager
+def started(command: list[str], env: dict[str, str], ready_url: str, log: Path):
+    with log.open("w") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_http(ready_url, process)
+            yield process
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def wrk(url: str, method_path: str, template: str, headers: dict[str, str], folder: Path) -> tuple[float, float, float]:
+    """(requests/s, p50 s, p99 s) of ``wrk`` posting ``template`` with a counter in place of ``%d``."""
+    header_lines = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
+    script = folder / "post.lua"
+    script.write_text(
+        f'wrk.method = "POST"\nwrk.path = "{method_path}"\n{header_lines}'
+        f"local template = [==[{template}]==]\nlocal counter = 0\n"
+        "request = function()\n  counter = counter + 1\n"
+        "  return wrk.format(nil, nil, nil, string.format(template, 1000 + counter % 600000))\nend\n"
+    )
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    )
+    text = result.stdout
+    if "Non-2xx" in text:
+        raise RuntimeError(f"wrk saw error responses against {url}{method_path}:\n{text}")
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+    return rps, _percentile(text, "50%"), _percentile(text, "99%")
+
+
+def _percentile(text: str, label: str) -> float:
+    value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", text).groups()
+    return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
+
+
+def p50(function: Any, repeats: int) -> float:
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def run() -> list[Result]:
+    if shutil.which("wrk") is None:
+        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
+        return _run(Path(folder))
+
+
+def _run(folder: Path) -> list[Result]:
+    from price_platform.datasets import load_dataset
+    from price_platform.modeling import build_xgboost_pipeline, read_sample
+    from price_platform.postgres import EmbeddedPostgres, PostgresServer
+    from price_platform.registry.promotion import Verdict, promote
+    from price_platform.registry.versions import register_candidate
+    from price_platform.settings import DEFAULT_DATASET
+    from price_platform.warehouse import migrate
+    from serving.auth import create_key
+    from sqlalchemy.engine import make_url
+
+    spec = load_dataset(DEFAULT_DATASET)
+    frame = read_sample(spec)
+    month = frame["year_sold"] * 12 + frame["mo_sold"]
+    train, holdout = frame[month <= month.max() - 12], frame[month > month.max() - 12]
+    pipeline = build_xgboost_pipeline(spec).fit(train[spec.features], train[spec.target])
+
+    database = EmbeddedPostgres(folder / "pg", free_port())
+    database.start()
+    try:
+        server = PostgresServer(server_url=make_url(database.url), database_name="bench")
+        server.ensure_databases()
+        migrate(server.dsn())
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+        mlflow_port = free_port()
+        tracking_uri = f"http://127.0.0.1:{mlflow_port}"
+        mlflow_command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+                          "--backend-store-uri", server.url("mlflow"), "--artifacts-destination",
+                          str(folder / "artifacts"), "--workers", "1"]
+        with started(mlflow_command, env, f"{tracking_uri}/health", folder / "mlflow.log"):
+            version = register_candidate(
+                tracking_uri, "bench-price-model", pipeline, train[spec.features], interval_log_halfwidth=0.2,
+                data_version="bench", metrics={"holdout_rmsle": 0.1},
+            ).version
+            promote(tracking_uri, "bench-price-model", version, dsn=server.dsn(), actor="bench",
+                    check=lambda _: Verdict(True, "benchmark"))
+            _, key = create_key(server.dsn(), "predict", "benchmark")
+            serve_env = {
+                **env, "PRICE_PLATFORM_HOME": str(folder), "PRICE_PLATFORM_DATABASE_URL": database.url,
+                "PRICE_PLATFORM_DATABASE_NAME": "bench", "PRICE_PLATFORM_MLFLOW_TRACKING_URI": tracking_uri,
+                "PRICE_PLATFORM_MODEL_NAME": "bench-price-model", "PRICE_PLATFORM_RATE_LIMIT_PER_MINUTE": "100000000",
+                "MLFLOW_TRACKING_URI": tracking_uri,
+            }
+            return _measure(folder, serve_env, key, spec, pipeline, holdout)
+    finally:
+        database.stop()
+
+
+def _measure(folder: Path, env: dict[str, str], key: str, spec: Any, pipeline: Any, holdout: Any) -> list[Result]:
+    record = {k: (v.item() if isinstance(v, np.generic) else v)
+              for k, v in holdout[spec.features].astype(object).where(holdout[spec.features].notna(), None).iloc[0].items()}
+    template = json.dumps({**record, "lot_area": 123456789}).replace("123456789", "%d")
+    lot_area_index = spec.features.index("lot_area")
+    row = [record[c] for c in spec.features]
+    row[lot_area_index] = 123456789
+    mlflow_template = json.dumps({"dataframe_split": {"columns": spec.features, "data": [row]}}).replace("123456789", "%d")
+    json_headers = {"Content-Type": "application/json"}
+
+    api_port, mlflow_port, echo_port = free_port(), free_port(), free_port()
+    api = [str(BIN / "price-platform"), "serve", "--workers", "1", "--port", str(api_port)]
+    with started(api, env, f"http://127.0.0.1:{api_port}/ready", folder / "api.log"):
+        api_rps, api_p50, api_p99 = wrk(f"http://127.0.0.1:{api_port}", "/predict", template,
+                                        {**json_headers, "X-API-Key": key}, folder)
+        batch = [record] * 1000
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", headers={"X-API-Key": key}, timeout=60) as client:
+            body = json.dumps(batch).encode()
+            batch_p50 = p50(lambda: client.post("/predict", content=body, headers=json_headers).raise_for_status(), 30)
+    print(f"price-platform: {api_rps:.0f} req/s, p50 {api_p50 * 1e3:.2f} ms, p99 {api_p99 * 1e3:.2f} ms", flush=True)
+
+    mlflow = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/bench-price-model@champion", "--env-manager",
+              "local", "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"]
+    with started(mlflow, env, f"http://127.0.0.1:{mlflow_port}/ping", folder / "mlflow-serve.log"):
+        ml_rps, ml_p50, ml_p99 = wrk(f"http://127.0.0.1:{mlflow_port}", "/invocations", mlflow_template, json_headers, folder)
+    print(f"mlflow models serve: {ml_rps:.0f} req/s, p50 {ml_p50 * 1e3:.2f} ms, p99 {ml_p99 * 1e3:.2f} ms", flush=True)
+
+    echo = [str(BIN / "python"), "-m", "uvicorn", "benchmarks.serving:echo_app", "--factory", "--port", str(echo_port),
+            "--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning"]
+    probe = f"http://127.0.0.1:{echo_port}/echo"
+    with started(echo, {**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, probe.replace("/echo", "/schema"),
+                 folder / "echo.log"):
+        echo_rps, _, _ = wrk(f"http://127.0.0.1:{echo_port}", "/echo", template, json_headers, folder)
+    print(f"litestar echo: {echo_rps:.0f} req/s", flush=True)
+
+    fast_p50, inplace_p50, inplace_row_1000 = in_process(spec, pipeline, holdout)
+    hit_p50, miss_p50 = cache_costs(spec, pipeline, holdout, env)
+    batch_per_row = batch_p50 / 1000
+    print(f"fast path p50 {fast_p50 * 1e6:.0f} us vs inplace_predict {inplace_p50 * 1e6:.0f} us; "
+          f"1,000-row batch {batch_per_row * 1e6:.1f} us/row vs inplace {inplace_row_1000 * 1e6:.1f} us/row; "
+          f"cache hit {hit_p50 * 1e6:.0f} us vs miss {miss_p50 * 1e6:.0f} us", flush=True)
+
+    def result(name: str, value: float, goal: str, met: bool) -> Result:
+        return Result(name=name, value=value, unit="ratio", goal=goal, met=met, command=COMMAND)
+
+    return [
+        result("predict_rps_vs_mlflow", api_rps / ml_rps, ">= 20", api_rps / ml_rps >= 20),
+        result("predict_p99_vs_mlflow", api_p99 / ml_p99, "<= 0.1", api_p99 / ml_p99 <= 0.1),
+        result("predict_rps_vs_echo", api_rps / echo_rps, ">= 0.2", api_rps / echo_rps >= 0.2),
+        result("fast_path_vs_inplace_p50", fast_p50 / inplace_p50, "<= 2", fast_p50 / inplace_p50 <= 2),
+        result("batch_per_row_vs_inplace", batch_per_row / inplace_row_1000, "<= 2", batch_per_row / inplace_row_1000 <= 2),
+        result("cache_hit_vs_miss_p50", hit_p50 / miss_p50, "<= 0.5", hit_p50 / miss_p50 <= 0.5),
+    ]
+
+
+def in_process(spec: Any, pipeline: Any, holdout: Any) -> tuple[float, float, float]:
+    """p50 of the compiled path and of ``inplace_predict`` on one row; ``inplace_predict`` per row on 1,000."""
+    from serving.fast_path import compile_pipeline
+
+    compiled = compile_pipeline(pipeline, spec.features)
+    rows = list(holdout[spec.features].astype(object).where(holdout[spec.features].notna(), None)
+                .itertuples(index=False, name=None))
+    one = rows[:1]
+    matrix = compiled.encode(one)
+    thousand = compiled.encode((rows * 4)[:1000])
+    return (
+        p50(lambda: compiled.predict(one), 2000),
+        p50(lambda: compiled.margin(matrix), 2000),
+        p50(lambda: compiled.margin(thousand), 50) / 1000,
+    )
+
+
+def cache_costs(spec: Any, pipeline: Any, holdout: Any, env: dict[str, str]) -> tuple[float, float]:
+    """p50 of a one-record prediction answered from the cache and of one that misses (Redis when it answers)."""
+    from price_platform.settings import Settings
+    from serving.cache import SharedStore, redis_client
+    from serving.model_store import LoadedModel
+    from serving.fast_path import compile_pipeline
+    from serving.schemas import build_schemas
+    from serving.services import Services
+
+    redis_url = os.environ.get("PRICE_PLATFORM_REDIS_URL", "redis://127.0.0.1:6379/0")
+    schemas = build_schemas(spec, 1000)
+    model = LoadedModel("bench", f"bench-{time.time_ns()}", compile_pipeline(pipeline, spec.features), pipeline, 0.2,
+                        {}, "", "", "")
+    record_values = holdout[spec.features].astype(object).where(holdout[spec.features].notna(), None).iloc[0].to_dict()
+    record_values = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in record_values.items()}
+
+    async def measure() -> tuple[float, float]:
+        redis = redis_client(redis_url)
+        try:
+            await redis.ping()
+        except Exception:  # noqa: BLE001 (no Redis here: the in-process store is what serves)
+            await redis.aclose()
+            redis = None
+        services = Services(Settings(), spec, schemas, None, SharedStore(redis, 10**9), None, None, None)  # type: ignore[arg-type]
+        hit = msgspec.convert(record_values, schemas.record)
+        await services.prices(model, [hit])
+        counter = iter(range(10**9))
+
+        async def timed(records_for: Any, repeats: int) -> float:
+            times = []
+            for _ in range(repeats):
+                records = records_for()
+                start = time.perf_counter()
+                await services.prices(model, records)
+                times.append(time.perf_counter() - start)
+            return float(np.median(times))
+
+        hit_p50 = await timed(lambda: [hit], 2000)
+        miss_p50 = await timed(
+            lambda: [msgspec.convert({**record_values, "lot_area": 1000 + next(counter)}, schemas.record)], 2000
+        )
+        await services.shared.close()
+        return hit_p50, miss_p50
+
+    return asyncio.run(measure())
