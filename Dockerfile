@@ -18,7 +18,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 RUN mkdir -p price_platform serving && touch price_platform/__init__.py serving/__init__.py \
  && python -m venv /opt/venv \
- && /opt/venv/bin/pip install . boto3 \
+ && /opt/venv/bin/pip install . boto3 "dask[distributed]>=2024.8" \
  && /opt/venv/bin/pip uninstall -y price-platform \
  && rm -rf price_platform serving build *.egg-info
 COPY --chown=app:app price_platform ./price_platform

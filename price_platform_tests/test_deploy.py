@@ -245,3 +245,12 @@ def test_the_postgres_init_creates_the_platforms_databases():
     text = (ROOT / "deploy" / "postgres" / "init.sql").read_text()
     name = Settings().database_name
     assert sorted(re.findall(r"create database (\w+);", text)) == sorted(name + suffix for suffix in DATABASES.values())
+
+
+@pytest.mark.parametrize("name", ["kubernetes.yaml", "celery.yaml"])
+def test_the_dagster_deployment_examples_keep_the_platforms_storage(name):
+    example = yaml.safe_load((ROOT / "docs" / "dagster" / name).read_text())
+    own = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    assert example["storage"] == own["storage"]
+    assert example["run_launcher"]["class"] in {"K8sRunLauncher", "DefaultRunLauncher"}
+    assert example["concurrency"]["pools"]["default_limit"] >= 1
