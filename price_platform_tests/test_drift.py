@@ -63,7 +63,9 @@ def test_numeric_psi_is_zero_on_the_same_sample_and_large_on_a_shift():
 def test_numeric_drift_skips_nans_and_reports_nothing_for_an_empty_batch():
     reference = NumericReference.from_values(np.array([1.0, 2.0, np.nan, 3.0]))
     assert reference.values.tolist() == [1.0, 2.0, 3.0]
-    assert numeric_drift(reference, np.array([np.nan, np.nan])) == {"psi": None, "ks": None, "ks_p": None}
+    assert numeric_drift(reference, np.array([np.nan, np.nan])) == {
+        "psi": None, "ks": None, "ks_p": None, "current_rows": 0
+    }
 
 
 def test_categorical_statistics_equal_scipy_and_count_unseen_categories():

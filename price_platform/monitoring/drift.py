@@ -62,8 +62,8 @@ class CategoricalReference:
 
     @classmethod
     def from_values(cls, values: pd.Series) -> CategoricalReference:
-        codes, categories = pd.factorize(values.astype(object).where(values.notna(), None), use_na_sentinel=True)
-        return cls(categories, np.bincount(codes[codes >= 0], minlength=len(categories)))
+        codes, categories = pd.factorize(values, use_na_sentinel=True)
+        return cls(pd.Index(categories), np.bincount(codes[codes >= 0], minlength=len(categories)))
 
 
 @dataclass(frozen=True)
@@ -119,25 +119,40 @@ def ks_statistic(reference_sorted: np.ndarray, current_sorted: np.ndarray) -> tu
 
 
 def numeric_drift(reference: NumericReference, current: np.ndarray) -> dict[str, float | None]:
-    """PSI and Kolmogorov-Smirnov of one numeric column (NaNs left out)."""
+    """PSI, Kolmogorov-Smirnov and the row count of one numeric column (NaNs left out)."""
     values = np.sort(current[~np.isnan(current)])
     if reference.values.size == 0 or values.size == 0:
-        return {"psi": None, "ks": None, "ks_p": None}
+        return {"psi": None, "ks": None, "ks_p": None, "current_rows": int(values.size)}
     counts = np.diff(np.searchsorted(values, reference.edges, side="left"), prepend=0, append=values.size)
     statistic, p_value = ks_statistic(reference.values, values)
-    return {"psi": psi(reference.shares, counts / values.size), "ks": statistic, "ks_p": p_value}
+    return {
+        "psi": psi(reference.shares, counts / values.size), "ks": statistic, "ks_p": p_value,
+        "current_rows": int(values.size),
+    }
+
+
+def categorical_counts(reference: CategoricalReference, current: pd.Series) -> np.ndarray:
+    """Counts of the current values per reference category, plus a last count of unseen ones (nulls left out).
+
+    The batch is factorised once (hashing each value once); only its distinct values are then
+    looked up among the reference's categories.
+    """
+    codes, uniques = pd.factorize(current, use_na_sentinel=True)
+    present = codes[codes >= 0]
+    per_unique = np.bincount(present, minlength=len(uniques))
+    position = reference.categories.get_indexer(pd.Index(uniques))
+    known = position >= 0
+    counts = np.bincount(position[known], weights=per_unique[known], minlength=len(reference.categories))
+    return np.append(counts, per_unique[~known].sum()).astype(np.int64)
 
 
 def categorical_drift(reference: CategoricalReference, current: pd.Series) -> dict[str, float | None]:
-    """PSI, Jensen-Shannon distance and chi-square p-value of one categorical column."""
-    values = current.astype(object).where(current.notna(), None)
-    codes = reference.categories.get_indexer(values)
-    known = codes[codes >= 0]
-    unseen = int((codes < 0).sum() - values.isna().sum())
-    current_counts = np.append(np.bincount(known, minlength=len(reference.categories)), unseen)
+    """PSI, Jensen-Shannon distance, chi-square p-value and the row count of one categorical column."""
+    current_counts = categorical_counts(reference, current)
     reference_counts = np.append(reference.counts, 0)
-    if reference_counts.sum() == 0 or current_counts.sum() == 0:
-        return {"psi": None, "js": None, "chi2_p": None}
+    rows = int(current_counts.sum())
+    if reference_counts.sum() == 0 or rows == 0:
+        return {"psi": None, "js": None, "chi2_p": None, "current_rows": rows}
     reference_shares = reference_counts / reference_counts.sum()
     current_shares = current_counts / current_counts.sum()
     seen = (reference_counts + current_counts) > 0
@@ -149,6 +164,7 @@ def categorical_drift(reference: CategoricalReference, current: pd.Series) -> di
         "psi": psi(reference_shares, current_shares),
         "js": float(np.sqrt(max(divergence, 0.0))),
         "chi2_p": chi2_p,
+        "current_rows": rows,
     }
 
 
@@ -161,20 +177,15 @@ def compare(
         raise DriftInputError(f"the batch to compare lacks the reference's columns {missing}")
     rows = []
     for name, column in reference.numeric.items():
-        values = _float_column(current, name)
-        found = numeric_drift(column, values)
+        found = numeric_drift(column, _float_column(current, name))
         drifted = found["psi"] is not None and found["psi"] >= psi_threshold and found["ks_p"] < p_value
-        rows.append(
-            {"feature": name, "kind": "numeric", **found, "reference_rows": column.values.size,
-             "current_rows": int((~np.isnan(values)).sum()), "drifted": bool(drifted)}
-        )
+        rows.append({"feature": name, "kind": "numeric", **found, "reference_rows": column.values.size,
+                     "drifted": bool(drifted)})
     for name, column in reference.categorical.items():
         found = categorical_drift(column, current[name])
         drifted = found["psi"] is not None and found["psi"] >= psi_threshold and found["chi2_p"] < p_value
-        rows.append(
-            {"feature": name, "kind": "categorical", **found, "reference_rows": int(column.counts.sum()),
-             "current_rows": int(current[name].notna().sum()), "drifted": bool(drifted)}
-        )
+        rows.append({"feature": name, "kind": "categorical", **found, "reference_rows": int(column.counts.sum()),
+                     "drifted": bool(drifted)})
     return pd.DataFrame(rows, columns=REPORT_COLUMNS)
 
 

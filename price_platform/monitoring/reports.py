@@ -248,8 +248,7 @@ def _numeric_row(name: str, kind: str, reference: np.ndarray, current: np.ndarra
     drifted = found["psi"] is not None and found["psi"] >= thresholds.psi and found["ks_p"] < thresholds.p_value
     return {
         "feature": name, "kind": kind, **found, "js": None, "chi2_p": None,
-        "reference_rows": int(prepared.values.size), "current_rows": int(np.isfinite(current).sum()),
-        "drifted": bool(drifted),
+        "reference_rows": int(prepared.values.size), "drifted": bool(drifted),
     }
 
 
@@ -259,8 +258,7 @@ def _numeric_row(name: str, kind: str, reference: np.ndarray, current: np.ndarra
     drifted = found["psi"] is not None and found["psi"] >= thresholds.psi and found["ks_p"] < thresholds.p_value
     return {
         "feature": name, "kind": kind, **found, "js": None, "chi2_p": None,
-        "reference_rows": int(prepared.values.size), "current_rows": int(np.isfinite(current).sum()),
-        "drifted": bool(drifted),
+        "reference_rows": int(prepared.values.size), "drifted": bool(drifted),
     }
 
 
