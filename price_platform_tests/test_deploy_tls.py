@@ -47,7 +47,7 @@ def make_certificate(folder: Path, name: str = "server") -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_the_api_serves_https_with_the_configured_certificate(settings, postgres, tmp_path):
+def test_price_platform_serve_answers_https_with_the_configured_certificate(settings, postgres, tmp_path):
     cert, key = make_certificate(tmp_path)
     port = free_port()
     env = {
@@ -59,14 +59,9 @@ def test_the_api_serves_https_with_the_configured_certificate(settings, postgres
         "PRICE_PLATFORM_TLS_CERT_FILE": str(cert),
         "PRICE_PLATFORM_TLS_KEY_FILE": str(key),
     }
-    script = (
-        "import uvicorn; from price_platform.operations.tls import uvicorn_tls; "
-        "from price_platform.settings import get_settings; "
-        f"uvicorn.run('serving.app:app_from_environment', factory=True, host='127.0.0.1', port={port}, "
-        "log_level='warning', **uvicorn_tls(get_settings()))"
-    )
     log = (tmp_path / "api.log").open("w")
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    command = [str(Path(sys.executable).parent / "price-platform"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(port, timeout=180, process=process)
         response = httpx.get(f"https://127.0.0.1:{port}/health", verify=str(cert), timeout=30)
