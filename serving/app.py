@@ -26,7 +26,7 @@ from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.postgres import ensure_server
 from price_platform.settings import Settings, get_settings
 from price_platform.warehouse import migrate
-from serving import auth
+from serving import auth, metrics
 from serving.cache import SharedStore, redis_client
 from serving.controllers.admin import AdminController
 from serving.controllers.feedback import FeedbackController
@@ -97,8 +97,9 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         route_handlers=[PredictionsController, FeedbackController, ModelController, HealthController, AdminController],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False, use_cache=True)},
         lifespan=[lifespan],
+        middleware=[metrics.count_requests],
         after_request=close_when_draining,
-        compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=5),
+        compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=1),
         request_max_body_size=settings.max_body_bytes,
         stores=StoreRegistry({"prediction-cache": shared.cache_store}),
         openapi_config=OpenAPIConfig(

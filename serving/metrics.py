@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     REGISTRY,
@@ -36,7 +37,38 @@ LOG_BUFFER = Gauge("prediction_log_buffer_rows", "Prediction log rows waiting fo
 SHARED_STORE_FALLBACKS = Counter(
     "shared_store_fallbacks_total", "Times Redis failed and the cache and rate limits fell back to this process."
 )
+HTTP_REQUESTS = Counter("http_requests_total", "Every HTTP request by endpoint and status code.", ["endpoint", "status"])
 RATE_LIMITED = Counter("rate_limited_total", "Requests refused by the per-key rate limit.")
+
+
+def count_requests(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware counting every response in ``http_requests_total`` (unknown paths as ``other``)."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_and_note)
+        finally:
+            path = scope.get("path", "")
+            endpoint = path if path in ENDPOINTS or path.startswith("/schema") else "other"
+            HTTP_REQUESTS.labels(endpoint=endpoint, status=str(status)).inc()
+
+    return middleware
+
+
+ENDPOINTS = frozenset(
+    ["/predict", "/explain", "/feedback", "/model-info", "/health", "/ready", "/metrics", "/admin/reload", "/admin/rollback"]
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -25,6 +26,12 @@ HOW_TO_READ = (
 )
 
 
+def new_ids(count: int) -> list[uuid.UUID]:
+    """Random (version 4) UUIDs, from one read of the system's random source."""
+    entropy = os.urandom(16 * count)
+    return [uuid.UUID(bytes=entropy[i : i + 16], version=4) for i in range(0, 16 * count, 16)]
+
+
 def serving_model(services: Services) -> LoadedModel:
     model = services.store.current
     if model is None:
@@ -33,7 +40,7 @@ def serving_model(services: Services) -> LoadedModel:
 
 
 def invalid(error: InvalidInput, model: LoadedModel) -> ValidationException:
-    metrics.PREDICTIONS.labels(model_version=model.version, outcome="invalid").inc()
+    metrics.PREDICTIONS.labels(model_version=model.version, outcome="error").inc()
     return ValidationException(str(error), extra={"record": error.record, "field": error.field})
 
 
@@ -60,9 +67,9 @@ class PredictionsController(Controller):
         prices = await services.prices(model, records)
         spread = math.exp(model.interval_log_halfwidth)
         predictions = [
-            Prediction(prediction_id=uuid.uuid4(), price=price, lower=price / spread, upper=price * spread,
+            Prediction(prediction_id=prediction_id, price=price, lower=price / spread, upper=price * spread,
                        model_version=model.version)
-            for price in prices
+            for price, prediction_id in zip(prices, new_ids(len(prices)), strict=True)
         ]
         elapsed = time.perf_counter() - started
         principal = request.state.principal

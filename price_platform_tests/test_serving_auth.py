@@ -1,0 +1,106 @@
+"""API keys and roles: hashed storage, 401/403, revocation, admin actions audited, rollback, the keys CLI."""
+
+from __future__ import annotations
+
+import uuid
+
+import psycopg2
+import pytest
+from litestar.testing import TestClient
+
+from price_platform import cli
+from price_platform.settings import get_settings
+from serving.app import create_app
+from serving.auth import create_key, list_keys, revoke_key
+from test_serving_support import Champion, add_versions, champion, records, wait_ready  # noqa: F401 (fixture)
+
+
+@pytest.fixture(scope="module")
+def secured(champion: Champion):
+    settings = champion.settings.model_copy(update={"model_name": f"secured-{uuid.uuid4().hex[:6]}", "auth_enabled": True})
+    own = Champion(settings, champion.spec, champion.pipeline, champion.train, champion.holdout, champion.tracking_uri, champion.dsn)
+    own.promote(own.register())
+    predict_id, predict_key = create_key(champion.dsn, "predict", "auth test")
+    admin_id, admin_key = create_key(champion.dsn, "admin", "auth test admin")
+    with TestClient(create_app(settings, spec=champion.spec, dsn=champion.dsn)) as client:
+        wait_ready(client)
+        yield own, client, {"predict": (predict_id, predict_key), "admin": (admin_id, admin_key)}
+
+
+def audit_rows(dsn: str, actor: str) -> list[tuple]:
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("select action, detail from model_registry.audit_log where actor = %s order by id", (actor,))
+        return cursor.fetchall()
+
+
+def test_keys_are_stored_hashed_and_checked(secured, champion: Champion) -> None:
+    _, client, keys = secured
+    record = records(champion.spec, champion.holdout.head(1))[0]
+    key_id, key = keys["predict"]
+    assert client.post("/predict", json=record).status_code == 401
+    assert client.post("/predict", json=record, headers={"X-API-Key": key[:-1] + "x"}).status_code == 401
+    assert client.post("/predict", json=record, headers={"X-API-Key": "ppk_nosuch_key"}).status_code == 401
+    assert client.post("/predict", json=record, headers={"X-API-Key": key}).status_code == 200
+    assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
+    with psycopg2.connect(champion.dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("select key_hash from model_registry.api_keys where key_id = %s", (key_id,))
+        [(stored,)] = cursor.fetchall()
+    assert stored != key and key not in stored and len(stored) == 64
+
+
+def test_predict_keys_cannot_use_admin_endpoints(secured) -> None:
+    _, client, keys = secured
+    response = client.post("/admin/reload", headers={"X-API-Key": keys["predict"][1]})
+    assert response.status_code == 403 and "'admin' is needed" in response.json()["detail"]
+
+
+def test_admin_reload_is_audited(secured) -> None:
+    own, client, keys = secured
+    key_id, key = keys["admin"]
+    response = client.post("/admin/reload", json={"reason": "check"}, headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    assert response.json()["to_version"] == "1"
+    assert ("reload", {"reason": "check", "serving": "1"}) in audit_rows(own.dsn, f"api-key:{key_id}")
+
+
+def test_admin_rollback_moves_the_alias_back_and_is_audited(secured) -> None:
+    own, client, keys = secured
+    key_id, key = keys["admin"]
+    [second] = add_versions(own, 1)
+    own.promote(second)
+    reloaded = client.post("/admin/reload", headers={"X-API-Key": key}).json()
+    assert reloaded["to_version"] == second
+    response = client.post("/admin/rollback", json={"reason": "bad numbers"}, headers={"X-API-Key": key})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"action": "rollback", "from_version": second, "to_version": "1", "actor": f"api-key:{key_id}"}
+    assert client.get("/ready").json()["model_version"] == "1"
+    assert ("rollback", {"reason": "bad numbers"}) in audit_rows(own.dsn, f"api-key:{key_id}")
+    again = client.post("/admin/rollback", headers={"X-API-Key": key})
+    assert again.status_code == 409 and "nothing to roll back" in again.json()["detail"]
+
+
+def test_revoked_keys_stop_working(secured, champion: Champion) -> None:
+    _, client, _ = secured
+    key_id, key = create_key(champion.dsn, "predict", "to revoke")
+    record = records(champion.spec, champion.holdout.head(1))[0]
+    assert client.post("/predict", json=record, headers={"X-API-Key": key}).status_code == 200
+    assert revoke_key(champion.dsn, key_id) and not revoke_key(champion.dsn, key_id)
+    client.app.state.services.keys.refresh()
+    assert client.post("/predict", json=record, headers={"X-API-Key": key}).status_code == 401
+
+
+def test_keys_command_creates_lists_and_revokes(champion: Champion, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("PRICE_PLATFORM_DATABASE_URL", champion.settings.database_url)
+    monkeypatch.setenv("PRICE_PLATFORM_DATABASE_NAME", champion.settings.database_name)
+    get_settings.cache_clear()
+    try:
+        assert cli.main(["keys", "create", "--role", "admin", "--description", "from the cli"]) == 0
+        created = capsys.readouterr().out
+        key_id = created.split("key id:")[1].split()[0]
+        assert "ppk_" in created and any(row["key_id"] == key_id for row in list_keys(champion.dsn))
+        assert cli.main(["keys", "list"]) == 0 and key_id in capsys.readouterr().out
+        assert cli.main(["keys", "revoke", key_id]) == 0
+        assert cli.main(["keys", "revoke", key_id]) == 1
+        assert "no active key" in capsys.readouterr().out
+    finally:
+        get_settings.cache_clear()
