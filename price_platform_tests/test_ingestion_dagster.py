@@ -157,3 +157,31 @@ def test_the_daily_schedule_reloads_the_latest_month() -> None:
     request = schedule(dg.build_schedule_context(scheduled_execution_time=datetime(2026, 11, 26, 3, tzinfo=UTC)))
     assert request.partition_key == RAW_SALES_ASSET.partitions_def.get_last_partition_key()
     assert request.partition_key == f"{SPEC.time.end}-01"
+
+
+def test_a_bad_file_fails_the_run_with_its_message_and_writes_nothing(resources, sample, tmp_path: Path) -> None:
+    rows = month(sample, 2008, 10, 600_000)
+    rows.loc[6, "Gr_Liv_Area"] = "big"
+    path = tmp_path / "october.csv"
+    rows.to_csv(path, index=False)
+    from price_platform.ingestion.loading import ingest_partition
+
+    ingest_partition(resources["warehouse"].dsn, SPEC, "2008-10-01")  # rows the failed load must leave alone
+    with psycopg2.connect(resources["warehouse"].dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("select (select count(*) from price_data.raw_sales), (select count(*) from price_data.loads)")
+        before = cursor.fetchone()
+    result = dg.materialize(
+        [RAW_SALES_ASSET],
+        partition_key="2008-10-01",
+        resources=resources,
+        instance=dg.DagsterInstance.ephemeral(),
+        run_config={"ops": {"raw_sales": {"config": {"source_file": str(path)}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    message = failure.step_failure_data.user_failure_data.description
+    assert f"{path}: column 'gr_liv_area': values that are not numbers: row 7: 'big'" == message
+    with psycopg2.connect(resources["warehouse"].dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("select (select count(*) from price_data.raw_sales), (select count(*) from price_data.loads)")
+        assert cursor.fetchone() == before
