@@ -14,6 +14,7 @@ import sys
 #: sub-command -> (module implementing it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "up": ("price_platform.launcher", "start the platform on embedded defaults and print its URLs"),
+    "demo": ("price_platform.demo", "run the whole loop headless (backfill, train, serve, replay a year), then exit"),
     "synth": ("price_platform.synth", "write realistic synthetic sales of any size as Parquet into the landing folder"),
     "bulk-load": ("price_platform.bulk_load", "load big Parquet files into price_data.raw_sales with COPY"),
     "backup": ("price_platform.operations.backup", "back up the platform's databases (pg_dump) and artifact folder"),

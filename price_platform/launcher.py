@@ -1,9 +1,10 @@
 """``price-platform up``: the whole platform on one machine, started with one command.
 
-Starts (or reuses) the PostgreSQL server, applies migrations, then runs the MLflow tracking
-server, Dagster (webserver + daemon, instance storage in PostgreSQL) and the prediction API
-as child processes, launches the initial backfill of the asset graph through Dagster's
-GraphQL API and prints the URLs. Ctrl-C (or SIGTERM) stops everything it started.
+:class:`Stack` starts (or reuses) the PostgreSQL server, applies migrations, then runs the
+MLflow tracking server, Dagster (webserver + daemon, instance storage in PostgreSQL), the
+prediction API and the pipeline-metrics exporter as child processes. ``up`` launches the
+initial backfill of the asset graph through Dagster's GraphQL API, prints the URLs and an
+admin API key, and stops everything it started on Ctrl-C or SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
@@ -29,6 +31,19 @@ from price_platform.settings import Settings, get_settings
 from price_platform.warehouse import migrate
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+#: Asset groups the initial backfill materialises: data, features, training and promotion.
+BACKFILL_GROUPS = ("ingestion", "features", "training", "registry")
+
+BACKFILL_STATUS_QUERY = """
+query($id: String!) {
+  partitionBackfillOrError(backfillId: $id) {
+    __typename
+    ... on PartitionBackfill { status }
+    ... on PythonError { message }
+  }
+}
+"""
 
 
 @dataclass
@@ -49,6 +64,9 @@ class Service:
             start_new_session=True,
         )
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def wait_until_listening(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -61,112 +79,187 @@ class Service:
         raise TimeoutError(f"{self.name} did not listen on port {self.port} within {timeout:.0f} s")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if not self.running():
             return
+        assert self.process is not None
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
 
 
-def stack_environment(settings: Settings, server: PostgresServer) -> dict[str, str]:
-    """Environment of the child processes: the same settings, pointed at the running server."""
-    bin_dir = str(Path(sys.executable).parent)
-    dagster_home = settings.home / "dagster"
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
-    return {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(settings.threads)),
-        "DAGSTER_HOME": str(dagster_home),
-        "PRICE_PLATFORM_HOME": str(settings.home),
-        "PRICE_PLATFORM_DATABASE_URL": server.url("platform"),
-        "PRICE_PLATFORM_DAGSTER_STORAGE_URL": server.url("dagster"),
-        "PRICE_PLATFORM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri
-        or f"http://127.0.0.1:{settings.mlflow_port}",
-    }
+class Stack:
+    """The platform's processes on this machine, started together and stopped together."""
 
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.server: PostgresServer = ensure_server(settings)
+        migrate(self.server.dsn())
+        self.log_dir = settings.home / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.env = self._environment()
+        self.services = self._services()
 
-def stack_services(settings: Settings, server: PostgresServer, env: dict[str, str]) -> list[Service]:
-    """MLflow, Dagster and the prediction API, in the order they start."""
-    bin_dir = Path(sys.executable).parent
-    services = []
-    if not settings.mlflow_tracking_uri:
-        services.append(
-            Service(
-                name="mlflow",
-                command=[
-                    str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(settings.mlflow_port),
-                    "--backend-store-uri", server.url("mlflow"),
-                    "--artifacts-destination", str(settings.artifacts), "--workers", "1",
-                ],
-                port=settings.mlflow_port,
-                url=f"http://127.0.0.1:{settings.mlflow_port}",
-                env=env,
+    @property
+    def tracking_uri(self) -> str:
+        return self.env["PRICE_PLATFORM_MLFLOW_TRACKING_URI"]
+
+    @property
+    def dagster_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.dagster_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.settings.api_host}:{self.settings.api_port}"
+
+    def __enter__(self) -> Stack:
+        try:
+            for service in self.services:
+                service.start(self.log_dir)
+            for service in self.services:
+                service.wait_until_listening(timeout=300)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+
+    def healthy(self) -> bool:
+        return all(service.running() for service in self.services)
+
+    def _environment(self) -> dict[str, str]:
+        """Environment of the child processes: the same settings, pointed at the running server."""
+        settings, server = self.settings, self.server
+        bin_dir = str(Path(sys.executable).parent)
+        dagster_home = settings.home / "dagster"
+        dagster_home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+        return {
+            **os.environ,
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(settings.threads)),
+            "DAGSTER_HOME": str(dagster_home),
+            "PRICE_PLATFORM_HOME": str(settings.home),
+            "PRICE_PLATFORM_DATABASE_URL": server.server_url.render_as_string(hide_password=False),
+            "PRICE_PLATFORM_DATABASE_NAME": settings.database_name,
+            "PRICE_PLATFORM_DAGSTER_STORAGE_URL": server.url("dagster"),
+            "PRICE_PLATFORM_AUTH_ENABLED": str(settings.auth_enabled).lower(),
+            "PRICE_PLATFORM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri
+            or f"http://127.0.0.1:{settings.mlflow_port}",
+        }
+
+    def _services(self) -> list[Service]:
+        """MLflow (unless a tracking server is configured), Dagster, the API and the exporter."""
+        settings, server, env = self.settings, self.server, self.env
+        bin_dir = Path(sys.executable).parent
+        services = []
+        if not settings.mlflow_tracking_uri:
+            services.append(
+                Service(
+                    name="mlflow",
+                    command=[
+                        str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(settings.mlflow_port),
+                        "--backend-store-uri", server.url("mlflow"),
+                        "--artifacts-destination", str(settings.artifacts), "--workers", "1",
+                    ],
+                    port=settings.mlflow_port,
+                    url=f"http://127.0.0.1:{settings.mlflow_port}",
+                    env=env,
+                )
             )
-        )
-    services.append(
-        Service(
-            name="dagster",
-            command=[
-                str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"),
-                "-h", "127.0.0.1", "-p", str(settings.dagster_port),
-            ],
-            port=settings.dagster_port,
-            url=f"http://127.0.0.1:{settings.dagster_port}",
-            env=env,
-        )
-    )
-    services.append(
-        Service(
-            name="api",
-            command=[str(bin_dir / "price-platform"), "serve", "--workers", "1"],
-            port=settings.api_port,
-            url=f"http://{settings.api_host}:{settings.api_port}/schema/swagger",
-            env=env,
-        )
-    )
-    return services
+        services += [
+            Service(
+                name="dagster",
+                command=[
+                    str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"),
+                    "-h", "127.0.0.1", "-p", str(settings.dagster_port),
+                ],
+                port=settings.dagster_port,
+                url=self.dagster_url,
+                env=env,
+            ),
+            Service(
+                name="api",
+                command=[str(bin_dir / "price-platform"), "serve", "--workers", "1"],
+                port=settings.api_port,
+                url=f"{self.api_url}/schema/swagger",
+                env=env,
+            ),
+            Service(
+                name="exporter",
+                command=[str(bin_dir / "price-platform"), "exporter"],
+                port=settings.exporter_port,
+                url=f"http://{settings.api_host}:{settings.exporter_port}/metrics",
+                env=env,
+            ),
+        ]
+        return services
+
+    def launch_backfill(self, until: str | None = None) -> str:
+        """Ask Dagster to materialise data, features, training and promotion; return the backfill id.
+
+        ``until`` (``YYYY-MM``) stops the data partitions at that month, so that the rest of the
+        history can be replayed later.
+        """
+        from price_platform.definitions import build_definitions
+
+        graph = build_definitions(self.settings).resolve_asset_graph()
+        keys = [
+            {"path": key.path}
+            for key in graph.get_all_asset_keys()
+            if graph.get(key).group_name in BACKFILL_GROUPS
+        ]
+        params: dict[str, object] = {"assetSelection": keys, "title": "initial backfill"}
+        partitions = sales_partitions(load_dataset(self.settings.dataset))
+        if until:
+            params["partitionNames"] = [key for key in partitions.get_partition_keys() if key[:7] <= until]
+        else:
+            params["allPartitions"] = True
+        result = self._graphql(LAUNCH_PARTITION_BACKFILL_MUTATION, {"backfillParams": params})
+        outcome = result["launchPartitionBackfill"]
+        if outcome["__typename"] != "LaunchBackfillSuccess":
+            raise RuntimeError(f"Dagster refused the backfill: {outcome}")
+        return outcome["backfillId"]
+
+    def backfill_status(self, backfill_id: str) -> str:
+        """Dagster's status of a backfill (``REQUESTED``, ``COMPLETED_SUCCESS``, ``COMPLETED_FAILED``, ...)."""
+        outcome = self._graphql(BACKFILL_STATUS_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
+        if outcome["__typename"] != "PartitionBackfill":
+            raise RuntimeError(f"cannot read backfill {backfill_id}: {outcome}")
+        return outcome["status"]
+
+    def _graphql(self, query: str, variables: dict[str, object]) -> dict:
+        response = httpx.post(f"{self.dagster_url}/graphql", json={"query": query, "variables": variables}, timeout=300)
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise RuntimeError(f"Dagster GraphQL error: {body['errors']}")
+        return body["data"]
 
 
-def launch_backfill(dagster_url: str, settings: Settings) -> str:
-    """Ask Dagster to materialise the whole asset graph (up to ``backfill_until``); return its id."""
-    from price_platform.definitions import build_definitions
+def create_admin_key(dsn: str) -> str:
+    """A fresh admin API key for the person who ran ``up`` (stored hashed)."""
+    from serving.auth import create_key
 
-    defs = build_definitions(settings)
-    keys = [{"path": key.path} for key in defs.resolve_asset_graph().get_all_asset_keys()]
-    params: dict[str, object] = {"assetSelection": keys, "title": "initial backfill"}
-    if settings.backfill_until:
-        partitions = sales_partitions(load_dataset(settings.dataset))
-        params["partitionNames"] = [k for k in partitions.get_partition_keys() if k[:7] <= settings.backfill_until]
-    else:
-        params["allPartitions"] = True
-    response = httpx.post(
-        f"{dagster_url}/graphql",
-        json={"query": LAUNCH_PARTITION_BACKFILL_MUTATION, "variables": {"backfillParams": params}},
-        timeout=120,
-    )
-    response.raise_for_status()
-    result = response.json()["data"]["launchPartitionBackfill"]
-    if result["__typename"] != "LaunchBackfillSuccess":
-        raise RuntimeError(f"Dagster refused the backfill: {result}")
-    return result["backfillId"]
+    key, _key_id = create_key(dsn, "admin", "created by price-platform up")
+    return key
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-backfill", action="store_true", help="start the stack without the initial backfill")
+    parser.add_argument("--until", default=None, help="backfill data up to this month, YYYY-MM (default: settings)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    server = ensure_server(settings)
-    migrate(server.dsn())
-    env = stack_environment(settings, server)
-    log_dir = settings.home / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    services = stack_services(settings, server, env)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -175,23 +268,21 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    try:
-        for service in services:
-            service.start(log_dir)
-        for service in services:
-            service.wait_until_listening(timeout=180)
+    with Stack(settings) as stack:
         print("\nprice-platform is up:")
-        for service in services:
-            print(f"  {service.name:<8} {service.url}")
-        print(f"  postgres {server.dsn()}")
-        print(f"  logs     {log_dir}")
+        for service in stack.services:
+            print(f"  {service.name:<9} {service.url}")
+        print(f"  postgres  {stack.server.dsn()}")
+        print(f"  logs      {stack.log_dir}")
+        if settings.auth_enabled:
+            print(f"  API key   {create_admin_key(stack.server.dsn())}  (role admin; header X-API-Key)")
         if not args.no_backfill:
-            backfill = launch_backfill(services[-2].url, settings)
-            print(f"  backfill {services[-2].url}/runs/b/{backfill}")
+            backfill = stack.launch_backfill(args.until or settings.backfill_until)
+            print(f"  backfill  {stack.dagster_url}/runs/b/{backfill}")
         print("Ctrl-C stops everything.", flush=True)
-        while not stopping and all(s.process and s.process.poll() is None for s in services):
+        while not stopping and stack.healthy():
             time.sleep(1)
-    finally:
-        for service in reversed(services):
-            service.stop()
+        if not stack.healthy():
+            print(f"a service stopped; see {stack.log_dir}", file=sys.stderr)
+            return 1
     return 0

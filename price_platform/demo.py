@@ -1,0 +1,99 @@
+"""``price-platform demo`` (``make demo``): the whole loop, headless, then exit 0.
+
+Starts the local stack (embedded defaults), backfills the sales up to ``--train-until``
+(2008-12: a platform trained on 2006-2008), waits until Dagster has ingested, validated,
+built features, trained and promoted a champion and the API serves it, replays the next
+``--months`` months of history through the landing folder (drift, retraining, promotion or
+refusal, all by the Dagster daemon's sensors), waits for the runs to settle and prints a
+summary of drift, registry decisions, holdout errors and the version the API ends on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import UTC, datetime
+
+import httpx
+from tqdm import tqdm
+
+from price_platform.launcher import Stack
+from price_platform.monitoring.replay import ReplayError, decisions, replay, summary
+from price_platform.registry.champion import champion_version
+from price_platform.settings import get_settings
+
+ACTIVE_RUNS_QUERY = """
+{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
+    ... on Runs { results { runId jobName } } } }
+"""
+DONE = {"COMPLETED_SUCCESS", "COMPLETED", "COMPLETED_FAILED", "FAILED", "CANCELED"}
+
+
+class DemoError(RuntimeError):
+    """A stage of the demo that did not finish, with where to look."""
+
+
+def wait_for(what: str, ready: callable, timeout: float, poll: float = 5.0) -> None:
+    """Poll ``ready()`` until it is true, with a progress line; raise :class:`DemoError` on timeout."""
+    deadline = time.monotonic() + timeout
+    with tqdm(desc=what, unit="s", bar_format="{desc}: {elapsed}") as bar:
+        while not ready():
+            if time.monotonic() > deadline:
+                raise DemoError(f"{what}: not done after {timeout:.0f} s")
+            time.sleep(poll)
+            bar.update(poll)
+
+
+def api_version(stack: Stack) -> str | None:
+    """The model version the API serves, or None while it is not ready."""
+    try:
+        response = httpx.get(f"{stack.api_url}/model-info", timeout=10)
+    except httpx.HTTPError:
+        return None
+    return response.json().get("version") if response.status_code == 200 else None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--train-until", default="2008-12", help="last month of the initial backfill, YYYY-MM")
+    parser.add_argument("--months", type=int, default=12, help="months of history to replay after it")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds each stage may take")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return play(args)
+    except DemoError as error:
+        print(f"demo failed: {error}", file=sys.stderr)
+        return 1
+
+
+def play(args: argparse.Namespace) -> int:
+    """Run the demo; raise :class:`DemoError` naming the stage that did not finish."""
+    settings = get_settings().model_copy(update={"auth_enabled": False})
+    started = datetime.now(UTC)
+    with Stack(settings) as stack:
+        backfill = stack.launch_backfill(until=args.train_until)
+        print(f"backfill {backfill}: sales up to {args.train_until}, features, training, promotion")
+        wait_for("backfill", lambda: stack.backfill_status(backfill) in DONE, args.timeout)
+        status = stack.backfill_status(backfill)
+        if status not in {"COMPLETED_SUCCESS", "COMPLETED"}:
+            raise DemoError(f"backfill ended {status}; see {stack.dagster_url}/runs/b/{backfill}")
+        first = champion_version(stack.tracking_uri, settings.model_name)
+        if first is None:
+            raise DemoError("the backfill finished without a champion")
+        wait_for("API serves the champion", lambda: api_version(stack) == first, args.timeout)
+        print(f"champion v{first} serving at {stack.api_url}")
+        try:
+            outcomes = replay(settings, stack.server.dsn(), args.months, None, timeout=args.timeout)
+        except ReplayError as error:
+            raise DemoError(str(error)) from error
+        wait_for("retraining runs settle", lambda: not stack._graphql(ACTIVE_RUNS_QUERY, {})["runsOrError"]["results"],
+                 args.timeout)
+        final = champion_version(stack.tracking_uri, settings.model_name)
+        wait_for("API follows the champion", lambda: api_version(stack) == final, args.timeout)
+        print()
+        print(summary(outcomes, decisions(stack.server.dsn(), settings.model_name, started)))
+        print(f"\nfirst champion v{first}; champion now v{final}; the API serves v{api_version(stack)}")
+    return 0
+
