@@ -126,6 +126,7 @@ def run_study(
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space(trial)
+        trial.set_user_attr("worker", worker)
         callback = PruneOnValidation(trial)
         xgb.train(
             {**params, "objective": "reg:squarederror", "eval_metric": "rmse", "nthread": threads, "seed": seed},

@@ -76,6 +76,7 @@ def hyperparameter_study(
         timeout=training.study_timeout_seconds,
         seed=training.seed,
         threads=training.threads,
+        rounds=training.boosting_rounds,
     )
     return dg.Output(
         result,

@@ -9,12 +9,13 @@ from price_platform.settings import Settings
 
 
 class TrainingConfig(dg.ConfigurableResource):
-    """Windows, study budgets, interval coverage, seed and threads of a training run."""
+    """Windows, study budgets (trials, seconds, most boosting rounds), interval coverage, seed and threads."""
 
     holdout_months: int = 12
     validation_months: int = 6
     n_trials: int = 30
     study_timeout_seconds: float = 180.0
+    boosting_rounds: int = 1200
     interval_coverage: float = 0.9
     seed: int = 42
     threads: int = 1
