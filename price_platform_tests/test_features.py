@@ -111,7 +111,7 @@ def test_dataset_vars_follow_the_description(tmp_path: Path) -> None:
         "name: dated\ntarget: price\ntime: {column: sold_on, start: '2020-01'}\nnumeric: {rooms: {}}\n"
     )
     dated = dataset_vars(load_dataset(spec_file))
-    assert dated["other_columns"] == {"sold_on": "date"}
+    assert dated["other_columns"] == {"sold_on": "text"}  # months come from ingestion's partition keys
     assert dated["segments"] == [] and dated["area_column"] is None
 
 
@@ -370,3 +370,53 @@ def test_dagster_loads_and_builds_an_arrival_batch_through_ingestion_and_dbt(
     raw = read_sql(warehouse, "select * from price_data.raw_sales where _partition_key = 'batch-2'")
     assert len(features) == len(raw) == 30 and raw._load_id.nunique() == 1
     assert (features.prior_sales_by_make > 0).all()  # batch-1, loaded before, is its history
+
+
+FLATS_YAML = """\
+name: flats
+description: Made-up flat sales with one date column written in several formats.
+source:
+  path: flats.csv
+target: price
+id_column: listing
+time: {column: sold_on, start: '2024-01', end: '2024-02'}
+numeric:
+  rooms: {min: 1, max: 10, integer: true}
+  floor_area: {min: 10, max: 500}
+categorical:
+  district: {allowed: [east, west]}
+segments: [district]
+area_column: floor_area
+derived:
+  area_per_room: floor_area / rooms
+"""
+
+FLATS_CSV = """\
+Listing,Sold On,Rooms,Floor Area,District,Price
+a1,2024-01-05,2,50,east,100000
+a2,01/20/2024,3,80,east,180000
+a3,2024-01-31T18:30:00,4,100,west,150000
+b1,2024-02-03,2,40,east,90000
+b2,Feb 14 2024,3,90,west,200000
+"""
+
+
+def test_a_data_set_with_a_date_column_gets_its_months_from_ingestion(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Dates in mixed formats: sale months and prior prices follow the months ingestion parsed."""
+    (tmp_path / "flats.yaml").write_text(FLATS_YAML)
+    (tmp_path / "flats.csv").write_text(FLATS_CSV)
+    spec = load_dataset(tmp_path / "flats.yaml")
+    with own_warehouse(settings, "flats") as (_, warehouse):
+        for month in ("2024-01-01", "2024-02-01"):
+            ingest_partition(warehouse.dsn, spec, month)
+        invocation = dbt_build(warehouse, spec)
+        assert invocation.is_successful(), invocation.get_error()
+        features = read_sql(warehouse, "select * from price_data.features").set_index("record_id").sort_index()
+    months = pd.to_datetime(features.sale_month).dt.strftime("%Y-%m").to_dict()
+    assert months == {"a1": "2024-01", "a2": "2024-01", "a3": "2024-01", "b1": "2024-02", "b2": "2024-02"}
+    assert features.area_per_room.to_dict() == {"a1": 25.0, "a2": 80 / 3, "a3": 25.0, "b1": 20.0, "b2": 30.0}
+    assert features.loc[["a1", "a2", "a3"], "prior_price_per_area_by_district"].isna().all()
+    assert features.loc["b1", "prior_price_per_area_by_district"] == pytest.approx(280_000 / 130)  # a1 + a2
+    assert features.loc["b2", "prior_price_per_area_by_district"] == pytest.approx(150_000 / 100)  # a3

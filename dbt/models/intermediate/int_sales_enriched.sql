@@ -20,7 +20,8 @@ dated as (
         {% if time is none -%}
         cast(null as date)
         {%- elif time.column -%}
-        cast(date_trunc('month', {{ adapter.quote(time.column) }}) as date)
+        {#- ingestion parsed the date (in whatever format it came) into the month's partition key -#}
+        cast(partition_key as date)
         {%- else -%}
         make_date(
             cast({{ adapter.quote(time.year_column) }} as integer),

@@ -64,7 +64,7 @@ def dataset_vars(spec: DatasetSpec) -> dict[str, Any]:
     if spec.time is not None:
         for column in spec.time.columns:
             if column not in spec.numeric:
-                other_columns[column] = "date" if column == spec.time.column else "double precision"
+                other_columns[column] = "text" if column == spec.time.column else "double precision"
     return {
         "target": spec.target,
         "target_min": spec.target_min,
