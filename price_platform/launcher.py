@@ -152,6 +152,8 @@ class Stack:
             "PRICE_PLATFORM_DATABASE_NAME": settings.database_name,
             "PRICE_PLATFORM_DAGSTER_STORAGE_URL": server.url("dagster"),
             "PRICE_PLATFORM_AUTH_ENABLED": str(settings.auth_enabled).lower(),
+            # MLflow's server otherwise starts a pool of background job workers nobody here uses.
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "PRICE_PLATFORM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri
             or f"http://127.0.0.1:{settings.mlflow_port}",
         }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -76,6 +77,11 @@ class Settings(BaseSettings):
     exporter_port: int = Field(default=9108, description="Port of `price-platform exporter` (pipeline metrics).")
 
     # --- scale-out and operations -------------------------------------------------------
+    executor: Literal["in_process", "multiprocess"] = Field(
+        default="in_process",
+        description="How a Dagster run executes its steps: in the run's process (fast start on a small machine)"
+        " or one process per step (parallel steps, concurrency pools).",
+    )
     dask_scheduler: str | None = Field(default=None, description="Dask scheduler address; set: training runs on Dask.")
     dask_min_rows: int = Field(default=5_000_000, ge=1, description="Feature rows from which training runs on Dask.")
     tls_cert_file: Path | None = Field(default=None, description="PEM certificate: the API serves HTTPS when set.")

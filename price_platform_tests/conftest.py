@@ -127,7 +127,11 @@ def mlflow_server(postgres: PostgresServer, session_home: Path) -> Iterator[str]
     artifacts = session_home / "mlartifacts"
     artifacts.mkdir(exist_ok=True)
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
     log_file = (session_home / "mlflow-server.log").open("w")
     process = subprocess.Popen(
         [

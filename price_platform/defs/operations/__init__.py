@@ -6,10 +6,17 @@ import dagster as dg
 
 from price_platform.settings import Settings
 
-#: Steps run as separate processes, at most this many at once; heavy steps also take a slot of
-#: their concurrency pool (``dagster.yaml`` → ``concurrency.pools``), so two trainings or a training
-#: and a bulk load never run side by side on a small machine.
+#: With ``executor=multiprocess``, steps run as separate processes, at most this many at once;
+#: heavy steps also take a slot of their concurrency pool (``dagster.yaml`` → ``concurrency.pools``),
+#: so two trainings or a training and a bulk load never run side by side on a small machine.
 MAX_CONCURRENT_STEPS = 2
+
+
+def run_executor(settings: Settings) -> dg.ExecutorDefinition:
+    """The platform's executor: in-process by default; one process per step when configured."""
+    if settings.executor == "multiprocess":
+        return dg.multiprocess_executor.configured({"max_concurrent": MAX_CONCURRENT_STEPS})
+    return dg.in_process_executor
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -23,5 +30,5 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         jobs=[BACKUP_JOB],
         schedules=[build_daily_backup(settings)],
         resources={"backups": Backups.from_settings(settings)},
-        executor=dg.multiprocess_executor.configured({"max_concurrent": MAX_CONCURRENT_STEPS}),
+        executor=run_executor(settings),
     )
