@@ -155,12 +155,26 @@ def _typed(batch: pa.RecordBatch, names: dict[str, str], spec: DatasetSpec) -> p
         column = batch.column(batch.schema.get_field_index(names[name]))
         kind = "a number" if target == pa.float64() else "text"
         try:
-            columns[name] = pc.cast(column, target)
-            if target == pa.string():
-                columns[name] = pc.utf8_trim_whitespace(columns[name])
+            columns[name] = _text(column) if target == pa.string() else pc.cast(column, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             raise BulkLoadError(f"column {name!r} cannot be read as {kind}: {error}") from error
     return pa.table(columns)
+
+
+def _text(column: pa.Array) -> pa.Array:
+    """Text without surrounding blanks, empty meaning missing (as ingestion reads it).
+
+    Dictionary-encoded columns (categories, read so from Parquet) are trimmed in their
+    dictionary only and stay encoded: the CSV writer expands them.
+    """
+    if pa.types.is_dictionary(column.type) and pa.types.is_string(column.type.value_type):
+        dictionary = pc.utf8_trim_whitespace(column.dictionary)
+        if not pc.any(pc.equal(dictionary, "")).as_py():
+            return pa.DictionaryArray.from_arrays(column.indices, dictionary)
+        column = pa.DictionaryArray.from_arrays(column.indices, dictionary).dictionary_decode()
+    else:
+        column = pc.utf8_trim_whitespace(pc.cast(column, pa.string()))
+    return pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column)
 
 
 def _copy(cursor, table: pa.Table, columns: list[str]) -> None:  # noqa: ANN001
@@ -188,7 +202,9 @@ def load_file(
     each partition it touches are deleted first.
     """
     names = _read_schema(path, spec)
-    parquet = pq.ParquetFile(path)
+    schema = pq.read_schema(path)
+    categories = [names[c] for c in spec.categorical if pa.types.is_string(schema.field(names[c]).type)]
+    parquet = pq.ParquetFile(path, read_dictionary=categories)
     keys, duplicates = _scan(parquet, names, spec, path)
     load_ids = {key: str(uuid.uuid4()) for key in keys}
     for key in keys:

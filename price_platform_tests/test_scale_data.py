@@ -273,3 +273,23 @@ def test_arrow_string_columns_stay_text(spec, database, synth_dir, tmp_path):
     pq.write_table(table, path)
     (load,) = bulk_load(database, spec, [path], show_progress=False)
     assert load.rows_loaded == table.num_rows
+
+
+def test_bulk_load_trims_text_and_reads_empty_text_as_missing(spec, synth_dir, database, tmp_path):
+    """As ingestion does: surrounding blanks go, an empty value is a missing one."""
+
+    def blanks(frame: pd.DataFrame) -> None:
+        frame.loc[0, "mas_vnr_type"] = ""  # nullable: loads as NULL
+        frame.loc[1, "neighborhood"] = "  North_Ames "
+        frame.loc[2, "sale_type"] = " "  # not nullable: a missing value, rejected
+
+    path = _bad_copy(sorted(synth_dir.glob("*.parquet"))[5], tmp_path, blanks)
+    (load,) = bulk_load(database, spec, [path], show_progress=False, max_rejected_share=0.5)
+    assert load.rows_rejected == 1
+    with psycopg2.connect(database) as connection, connection.cursor() as cursor:
+        cursor.execute("select mas_vnr_type from price_data.raw_sales where _row_number = 1")
+        assert cursor.fetchall() == [(None,)]
+        cursor.execute("select neighborhood from price_data.raw_sales where _row_number = 2")
+        assert cursor.fetchall() == [("North_Ames",)]
+        cursor.execute("select reasons from price_data.rejected_rows")
+        assert cursor.fetchall() == [(["sale_type is missing"],)]
