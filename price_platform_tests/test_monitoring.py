@@ -442,9 +442,10 @@ def test_drift_against_the_champions_window_retrains_and_a_worse_challenger_is_r
         pipeline = build_ridge_baseline(spec, alpha=alpha).fit(train[spec.features], train[spec.target])
         predicted = pipeline.predict(holdout[spec.features])
         rmsle = float(np.sqrt(np.mean((np.log1p(predicted) - np.log1p(holdout[spec.target])) ** 2)))
+        mape = float(np.mean(np.abs(predicted - holdout[spec.target]) / holdout[spec.target]))
         version = register_candidate(mlflow_server, model_name, pipeline, train[spec.features],
                                      interval_log_halfwidth=0.2, data_version="test",
-                                     metrics={"holdout_rmsle": rmsle}).version
+                                     metrics={"holdout_rmsle": rmsle, "holdout_mape": mape}).version
         client.set_model_version_tag(model_name, version, "train_start", "2006-01-01")
         client.set_model_version_tag(model_name, version, "train_end", "2008-12-01")
         return version
@@ -486,3 +487,19 @@ def test_drift_against_the_champions_window_retrains_and_a_worse_challenger_is_r
         second = evaluate_with(first.cursor)
         assert len(second.run_requests) == 1
         assert second.run_requests[0].run_key != first.run_requests[0].run_key
+        # live accuracy of the champion, measured against its training run's holdout MAPE
+        with connect(server.dsn()) as connection, connection.cursor() as cursor:
+            partitions.ensure_month_partitions(connection, datetime.now(UTC).date(), datetime.now(UTC).date())
+            record = _records(spec, holdout.head(1))[0]
+            prediction_id = _insert_prediction(cursor, datetime.now(UTC), record, version=champion, prediction=1.0)
+            cursor.execute("insert into monitoring.actuals (prediction_id, actual) values (%s, 200000)",
+                           (str(prediction_id),))
+        live_run = dg.materialize([live_performance], instance=instance,
+                                  resources={**resources(settings), "monitoring": Monitoring(**monitoring)})
+        assert live_run.asset_materializations_for_node("live_performance")[0].metadata["accuracy_drops"].value >= 1
+    with connect(server.dsn()) as connection, connection.cursor() as cursor:
+        cursor.execute("select value from monitoring.model_metrics where model_version = %s and source = 'holdout'",
+                       (champion,))
+        stored = cursor.fetchall()
+    expected = client.get_run(client.get_model_version(model_name, champion).run_id).data.metrics["holdout_mape"]
+    assert stored == [(pytest.approx(expected),)]

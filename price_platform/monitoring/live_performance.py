@@ -119,6 +119,27 @@ def store(connection: psycopg2.extensions.connection, errors: pd.DataFrame) -> i
     return len(errors)
 
 
+def versions_without_holdout(connection: psycopg2.extensions.connection, versions: list[str]) -> list[str]:
+    """Which of ``versions`` have no holdout MAPE in ``monitoring.model_metrics`` yet."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "select distinct model_version from monitoring.model_metrics"
+            " where source = 'holdout' and metric = 'mape' and segment is null and model_version = any(%s)",
+            (versions,),
+        )
+        known = {row[0] for row in cursor.fetchall()}
+    return [version for version in versions if version not in known]
+
+
+def record_holdout(connection: psycopg2.extensions.connection, version: str, mape: float) -> None:
+    """Store a version's holdout MAPE (from its training run) as the baseline of its live accuracy."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "insert into monitoring.model_metrics (model_version, metric, value, source) values (%s, 'mape', %s, 'holdout')",
+            (version, mape),
+        )
+
+
 def accuracy_drops(
     connection: psycopg2.extensions.connection, errors: pd.DataFrame, threshold: float
 ) -> list[AccuracyDrop]:

@@ -107,7 +107,13 @@ def prediction_log_partitions(warehouse: Warehouse, monitoring: Monitoring) -> d
     )
 
 
-@dg.asset(key=LIVE_PERFORMANCE, deps=[PREDICTION_LOG_PARTITIONS], group_name="monitoring", kinds={"postgres"})
+@dg.asset(
+    key=LIVE_PERFORMANCE,
+    deps=[PREDICTION_LOG_PARTITIONS],
+    group_name="monitoring",
+    kinds={"postgres"},
+    retry_policy=NETWORK_RETRY,
+)
 def live_performance(
     context: dg.AssetExecutionContext, warehouse: Warehouse, dataset: Dataset, monitoring: Monitoring
 ) -> dg.MaterializeResult:
@@ -119,6 +125,10 @@ def live_performance(
         matched = live.matched_predictions(connection, dataset.spec)
         errors = live.weekly_errors(matched)
         written = live.store(connection, errors)
+        for version in live.versions_without_holdout(connection, sorted(errors["model_version"].unique())):
+            mape = monitoring.holdout_mape(version)
+            if mape is not None:
+                live.record_holdout(connection, version, mape)
         drops = live.accuracy_drops(connection, errors, monitoring.accuracy_drop_threshold)
     for drop in drops:
         send_alert(

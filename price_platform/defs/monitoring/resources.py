@@ -36,6 +36,16 @@ class Monitoring(dg.ConfigurableResource):
     def thresholds(self) -> Thresholds:
         return Thresholds(psi=self.psi_threshold, share=self.drift_share_threshold)
 
+    def holdout_mape(self, version: str) -> float | None:
+        """The ``holdout_mape`` metric of the run that trained ``version`` (``None`` if unknown)."""
+        if not self.tracking_uri:
+            return None
+        from price_platform.registry import tracking
+
+        client = tracking.client(self.tracking_uri)
+        run_id = client.get_model_version(self.model_name, version).run_id
+        return client.get_run(run_id).data.metrics.get("holdout_mape") if run_id else None
+
     def champion(self) -> ModelVersion | None:
         """The registered version holding the alias ``champion``; ``None`` before the first promotion."""
         if not self.tracking_uri:
