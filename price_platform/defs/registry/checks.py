@@ -23,8 +23,8 @@ def challenger_beats_champion(
             verdict,
             champion=model_evaluation.champion_version,
             actor="dagster",
-            reason=f"training run {context.run_id}",
-            dagster_run_id=context.run_id,
+            reason=f"training run {context.run.run_id}",
+            dagster_run_id=context.run.run_id,
         )
     return dg.AssetCheckResult(
         passed=verdict.passed,
