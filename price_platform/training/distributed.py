@@ -4,7 +4,8 @@ Two engines, both XGBoost's own:
 
 - **one process**: an :class:`xgboost.DataIter` reads ``price_data.features`` one partition
   at a time (``COPY ... TO STDOUT``, parsed by Arrow), encodes it to a float32 matrix and
-  feeds an :class:`xgboost.QuantileDMatrix`, so memory holds the quantised matrix and one
+  feeds an :class:`xgboost.QuantileDMatrix` (spilling the encoded partitions to a temporary
+  folder for XGBoost's later passes), so memory holds the quantised matrix and one
   partition, never the table as Python objects;
 - **Dask** (``xgboost.dask``) when ``PRICE_PLATFORM_DASK_SCHEDULER`` names a scheduler or the
   features exceed ``dask_min_rows``: each Dask partition is one feature partition, read by
@@ -20,9 +21,11 @@ from __future__ import annotations
 
 import io
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -123,18 +126,33 @@ def read_partition(dsn: str, spec: DatasetSpec, partition_key: str) -> pa.Table:
 
 
 class PartitionIter(xgb.DataIter):
-    """Feeds XGBoost one encoded feature partition at a time."""
+    """Feeds XGBoost one encoded feature partition at a time.
 
-    def __init__(self, read: Callable[[str], pa.Table], keys: Sequence[str], encoder: FeatureEncoder) -> None:
-        self.read, self.keys, self.encoder = read, list(keys), encoder
+    ``QuantileDMatrix`` walks its input several times (four with XGBoost 3: sketch, then
+    pages); the first walk reads PostgreSQL and spills each encoded partition as ``.npy``
+    into ``spill``, the later ones read those files back, so the database is read once and
+    memory holds one partition.
+    """
+
+    def __init__(self, read: Callable[[str], pa.Table], keys: Sequence[str], encoder: FeatureEncoder, spill: Path) -> None:
+        self.read, self.keys, self.encoder, self.spill = read, list(keys), encoder, spill
         self.position = 0
+        self.rows = 0
         super().__init__(release_data=True)
 
     def next(self, input_data: Callable) -> bool:
         if self.position == len(self.keys):
             return False
-        table = self.read(self.keys[self.position])
-        input_data(data=self.encoder.matrix(table), label=self.encoder.label(table))
+        data_file, label_file = self.spill / f"{self.position}.x.npy", self.spill / f"{self.position}.y.npy"
+        if data_file.exists():
+            data, label = np.load(data_file), np.load(label_file)
+        else:
+            table = self.read(self.keys[self.position])
+            data, label = self.encoder.matrix(table), self.encoder.label(table)
+            np.save(data_file, data)
+            np.save(label_file, label)
+            self.rows += len(label)
+        input_data(data=data, label=label)
         self.position += 1
         return True
 
@@ -146,8 +164,9 @@ def train_in_chunks(
     dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder, *, params: dict, rounds: int
 ) -> xgb.Booster:
     """One process: a ``QuantileDMatrix`` built partition by partition, then ``xgboost.train``."""
-    iterator = PartitionIter(lambda key: read_partition(dsn, spec, key), keys, encoder)
-    matrix = xgb.QuantileDMatrix(iterator, max_bin=params.get("max_bin", 256), nthread=params.get("nthread"))
+    with tempfile.TemporaryDirectory(prefix="price-platform-train-") as spill:
+        iterator = PartitionIter(lambda key: read_partition(dsn, spec, key), keys, encoder, Path(spill))
+        matrix = xgb.QuantileDMatrix(iterator, max_bin=params.get("max_bin", 256), nthread=params.get("nthread"))
     return xgb.train(params, matrix, num_boost_round=rounds)
 
 
