@@ -503,3 +503,19 @@ def test_drift_against_the_champions_window_retrains_and_a_worse_challenger_is_r
         stored = cursor.fetchall()
     expected = client.get_run(client.get_model_version(model_name, champion).run_id).data.metrics["holdout_mape"]
     assert stored == [(pytest.approx(expected),)]
+
+
+def test_the_partitions_asset_makes_the_coming_months(platform):
+    from price_platform.defs.monitoring.assets import prediction_log_partitions
+
+    settings, server = platform
+    today = datetime.now(UTC).date()
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([prediction_log_partitions], instance=instance,
+                                resources=resources(settings, partitions_ahead=2))
+    metadata = result.asset_materializations_for_node("prediction_log_partitions")[0].metadata
+    with connect(server.dsn()) as connection:
+        names = {p.name for p in partitions.attached_partitions(connection)}
+    wanted = {partitions.partition_name(partitions.month_start(today, ahead)) for ahead in range(3)}
+    assert wanted <= names
+    assert "predictions_default" in metadata["partitions"].value
