@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -163,7 +164,7 @@ def champion(mlflow_server, settings):
 
 @pytest.fixture(scope="module")
 def stored_monitoring_rows(postgres, champion):
-    """Rows the exporter reads: a drift report, holdout and live model metrics, this month's log partition."""
+    """Rows the exporter reads: a drift report, model metrics, a sales load, this month's log partition."""
     from price_platform.monitoring import partitions, reports
     from price_platform.warehouse import connect
 
@@ -181,6 +182,11 @@ def stored_monitoring_rows(postgres, champion):
                 "insert into monitoring.model_metrics (model_version, period_start, metric, value, source) values"
                 " (%s, null, 'mape', 0.12, 'holdout'), (%s, date_trunc('week', now())::date, 'mape', 0.15, 'live')",
                 (version, version),
+            )
+            cursor.execute(
+                "insert into price_data.loads (load_id, partition_key, source, rows_loaded, rows_rejected)"
+                " values (%s, '2010-01-01', 'landing', 120, 3)",
+                (str(uuid.uuid4()),),
             )
     return report
 
@@ -318,7 +324,9 @@ def test_every_dashboard_and_alert_query_evaluates_on_exported_metrics(prometheu
     assert len(queries) > 30
 
 
-def test_pipeline_figures_reach_prometheus_as_stored(prometheus, stored_monitoring_rows, champion):
+def test_pipeline_figures_reach_prometheus_as_stored(prometheus, stored_monitoring_rows, champion, postgres):
+    from price_platform.warehouse import connect
+
     _, _, version = champion
 
     def value(expression: str) -> float:
@@ -333,3 +341,10 @@ def test_pipeline_figures_reach_prometheus_as_stored(prometheus, stored_monitori
     assert value(f'model_version_info{{alias="champion"}}') == 1.0
     assert value("time() - last_successful_training_timestamp_seconds") < 3600
     assert value('sum(predictions_total)') >= 3
+    with connect(postgres.dsn()) as connection, connection.cursor() as cursor:  # other tests may have loaded sales
+        cursor.execute("select sum(rows_loaded), sum(rows_rejected) from (select distinct on (partition_key) *"
+                       " from price_data.loads order by partition_key, loaded_at desc) as latest")
+        loaded, rejected = cursor.fetchone()
+    assert value("sales_rows_rejected / (sales_rows_loaded + sales_rows_rejected)") == pytest.approx(
+        rejected / (loaded + rejected)
+    )

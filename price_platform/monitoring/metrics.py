@@ -64,6 +64,7 @@ class PipelineCollector(Collector):
                     *_drift_families(cursor),
                     *_accuracy_families(cursor),
                     *_business_families(cursor),
+                    *_ingestion_families(cursor),
                 ]
         finally:
             connection.close()
@@ -168,6 +169,25 @@ def _business_families(cursor: psycopg2.extensions.cursor) -> list[GaugeMetricFa
     total, with_actual = cursor.fetchone()
     coverage.add_metric([], with_actual / total if total else 0.0)
     return [logged, value, coverage]
+
+
+def _ingestion_families(cursor: psycopg2.extensions.cursor) -> list[GaugeMetricFamily]:
+    loaded = GaugeMetricFamily("sales_rows_loaded", "Sales rows stored by the latest load of each partition.")
+    rejected = GaugeMetricFamily("sales_rows_rejected", "Sales rows set aside by the latest load of each partition.")
+    last = GaugeMetricFamily("last_ingestion_timestamp_seconds", "When sales were last loaded (Unix time).")
+    cursor.execute(
+        """
+        select coalesce(sum(rows_loaded), 0), coalesce(sum(rows_rejected), 0), max(loaded_at)
+        from (select distinct on (partition_key) rows_loaded, rows_rejected, loaded_at
+              from price_data.loads order by partition_key, loaded_at desc) as latest
+        """
+    )
+    rows_loaded, rows_rejected, loaded_at = cursor.fetchone()
+    loaded.add_metric([], rows_loaded)
+    rejected.add_metric([], rows_rejected)
+    if loaded_at is not None:
+        last.add_metric([], loaded_at.timestamp())
+    return [loaded, rejected, last]
 
 
 def build_registry(dsn: str, tracking_uri: str | None, model_name: str) -> CollectorRegistry:
