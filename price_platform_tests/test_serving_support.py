@@ -117,7 +117,7 @@ def add_versions(found: Champion, count: int) -> list[str]:
     versions = []
     for _ in range(count):
         created = client.create_model_version(
-            name, source=template.source, run_id=template.run_id, model_id=getattr(template, "model_id", None)
+            name, source=template.source, run_id=template.run_id, model_id=template.source.rsplit("/", 1)[-1]
         )
         for key, value in template.tags.items():
             client.set_model_version_tag(name, created.version, key, value)

@@ -143,7 +143,7 @@ class PredictionLog:
                     connection = psycopg2.connect(self.dsn, connect_timeout=3)
                 self._write(connection, predictions, actuals)
                 pause = FLUSH_SECONDS
-            except psycopg2.Error as error:
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
                 self._predictions.extendleft(reversed(predictions))
                 self._actuals.extendleft(reversed(actuals))
                 if connection is not None:
@@ -154,6 +154,9 @@ class PredictionLog:
                     break
                 time.sleep(pause)
                 pause = min(pause * 2, MAX_PAUSE_SECONDS)
+            except psycopg2.Error as error:  # the rows themselves are refused: retrying cannot help
+                self._drop(len(predictions) + len(actuals))
+                log.error("dropped %d log rows PostgreSQL refuses: %s", len(predictions) + len(actuals), str(error).strip())
             metrics.LOG_BUFFER.set(len(self))
             if not stopping and len(self._predictions) < BATCH_ROWS:
                 self._wake.wait(FLUSH_SECONDS)
@@ -168,9 +171,8 @@ class PredictionLog:
                     cursor, _INSERT_PREDICTIONS, [self._row(row) for row in predictions], page_size=len(predictions)
                 )
             if actuals:
-                psycopg2.extras.execute_values(
-                    cursor, _INSERT_ACTUALS, [(str(pid), actual) for pid, actual in actuals], page_size=len(actuals)
-                )
+                latest = {str(pid): actual for pid, actual in actuals}  # one row per id: the last report wins
+                psycopg2.extras.execute_values(cursor, _INSERT_ACTUALS, list(latest.items()), page_size=len(latest))
         self.written += len(predictions)
         metrics.LOGS_WRITTEN.inc(len(predictions))
 
