@@ -172,6 +172,10 @@ def test_promote_and_rollback_commands_apply_the_gate_checks(
         monkeypatch.setenv(f"PRICE_PLATFORM_{name}", value)
     get_settings.cache_clear()
     try:
+        rows_before = deployments(warehouse.dsn, model_name)
+        assert cli.main(["promote", "999", "--actor", "tester"]) == 1
+        assert "999" in capsys.readouterr().err
+        assert deployments(warehouse.dsn, model_name) == rows_before
         # Its recorded metric claims 0.01; measured on the holdout it is worse than the champion.
         assert cli.main(["promote", poor_version, "--actor", "tester"]) == 1
         assert "does not beat champion's" in capsys.readouterr().err

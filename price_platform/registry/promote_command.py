@@ -6,9 +6,12 @@ import argparse
 import getpass
 import sys
 
+from mlflow.exceptions import MlflowException
+
 from price_platform.registry.manual_checks import ManualContext
 from price_platform.registry.promotion import PromotionRefused, promote
 from price_platform.settings import get_settings
+from price_platform.training.dataset import TrainingDataError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
             reason=args.reason,
             check=context.promotion_check(args.version),
         )
-    except PromotionRefused as error:
+    except (PromotionRefused, TrainingDataError, MlflowException) as error:
         print(error, file=sys.stderr)
         return 1
     print(f"{registry.model_name} version {row.to_version} is the champion (was {row.from_version or 'none'}): {row.reason}")

@@ -6,9 +6,12 @@ import argparse
 import getpass
 import sys
 
+from mlflow.exceptions import MlflowException
+
 from price_platform.registry.manual_checks import ManualContext
 from price_platform.registry.promotion import PromotionRefused, rollback
 from price_platform.settings import get_settings
+from price_platform.training.dataset import TrainingDataError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
             reason=args.reason,
             check=context.rollback_check(),
         )
-    except PromotionRefused as error:
+    except (PromotionRefused, TrainingDataError, MlflowException) as error:
         print(error, file=sys.stderr)
         return 1
     print(f"{registry.model_name} rolled back from version {row.from_version} to {row.to_version}: {row.reason}")

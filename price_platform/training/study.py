@@ -2,9 +2,10 @@
 
 The study lives in PostgreSQL (the ``<name>_optuna`` database), so any number of processes
 or machines can add trials to one study: each calls :func:`run_study` with the same study
-name and its own ``worker`` number (which offsets the sampler's seed). A trial trains the
-blend's XGBoost member on the training window and reports its RMSLE on the validation
-window every few rounds; the pruner stops trials that fall behind.
+name and its own ``worker`` number (which offsets the sampler's seed). The first trial of a
+new study tries the blend's default settings. A trial trains the blend's XGBoost member on
+the training window and reports its RMSLE on the validation window every few rounds; the
+pruner stops trials that fall behind.
 """
 
 from __future__ import annotations
@@ -123,6 +124,9 @@ def run_study(
     rounds = rounds or int(XGBOOST_DEFAULTS["n_estimators"])
     train, validation = tree_matrices(spec, data, seed)
     study = open_study(storage_url, study_name, seed=seed + worker, pruning=pruning, rounds=rounds)
+    if not study.get_trials(deepcopy=False):
+        # The hand-set defaults are the first point tried: the study can only improve on them.
+        study.enqueue_trial({k: v for k, v in XGBOOST_DEFAULTS.items() if k != "n_estimators"}, skip_if_exists=True)
 
     def objective(trial: optuna.Trial) -> float:
         params = search_space(trial)

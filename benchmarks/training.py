@@ -1,0 +1,174 @@
+"""Training benchmarks: holdout quality and interval coverage of the default chain, its wall time, pruning's gain.
+
+Runs the whole chain (dataset -> study -> candidate -> evaluation -> promotion) with the
+settings' default budget on the bundled Ames sales in throwaway databases of the platform's
+PostgreSQL server, against a real MLflow server started for the run. Peers on the same rows:
+the plain XGBoost pipeline and the ridge baseline (``ames_holdout_rmsle``), and the same
+Optuna study without pruning at an equal number of trials (``pruning_*``).
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+from sqlalchemy.engine import make_url
+
+from benchmarks.results import Result
+from price_platform.datasets import load_dataset
+from price_platform.defs.registry.assets import production_model
+from price_platform.defs.registry.checks import challenger_beats_champion
+from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.training.assets import candidate_model, hyperparameter_study, model_evaluation, training_dataset
+from price_platform.defs.training.resources import TrainingConfig
+from price_platform.modeling import build_ridge_baseline, build_xgboost_pipeline
+from price_platform.postgres import DATABASES, PostgresServer, ensure_server
+from price_platform.registry import tracking
+from price_platform.registry.champion import champion_version
+from price_platform.resources import Dataset, Warehouse
+from price_platform.settings import get_settings
+from price_platform.training.dataset import split
+from price_platform.training.metrics import regression_metrics
+from price_platform.training.study import run_study
+
+COMMAND = "python -m benchmarks training"
+PRUNING_TRIALS = 16
+
+
+def _features(spec):
+    from price_platform_tests.training_support import sample_features
+
+    return sample_features(spec)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _start_mlflow(backend: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    bin_dir = Path(sys.executable).parent
+    process = subprocess.Popen(
+        [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", backend, "--artifacts-destination", str(artifacts), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return process, f"http://127.0.0.1:{port}"
+        if process.poll() is not None:
+            raise RuntimeError("the MLflow server exited at start")
+        time.sleep(0.5)
+    process.kill()
+    raise TimeoutError("the MLflow server did not listen within 180 s")
+
+
+def _drop(server: PostgresServer) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(server.server_url.set(drivername="postgresql").render_as_string(hide_password=False))
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        for suffix in DATABASES.values():
+            cursor.execute(f'drop database if exists "{server.database_name}{suffix}" with (force)')
+    connection.close()
+
+
+def run() -> list[Result]:
+    settings = get_settings()
+    platform = ensure_server(settings)
+    server = PostgresServer(server_url=platform.server_url, database_name=f"pp_bench_{uuid.uuid4().hex[:8]}")
+    server.ensure_databases()
+    try:
+        return _measure(settings, server)
+    finally:
+        _drop(server)
+
+
+def _measure(settings, server: PostgresServer) -> list[Result]:
+    spec = load_dataset(settings.dataset)
+    name = server.database_name
+    url = server.server_url.render_as_string(hide_password=False)
+    warehouse = Warehouse(database_url=url, database_name=name, home=str(settings.home))
+    features = _features(spec)
+    from price_platform_tests.training_support import write_features
+
+    write_features(warehouse.engine, features)
+    results: list[Result] = []
+    with tempfile.TemporaryDirectory(prefix="bench-mlflow-") as artifacts:
+        mlflow, tracking_uri = _start_mlflow(server.url("mlflow"), Path(artifacts))
+        try:
+            resources = {
+                "warehouse": warehouse,
+                "dataset": Dataset(path=str(settings.dataset)),
+                "training": TrainingConfig.from_settings(settings),
+                "registry": ModelRegistry(tracking_uri=tracking_uri, model_name=settings.model_name),
+            }
+            started = time.perf_counter()
+            outcome = dg.materialize(
+                [training_dataset, hyperparameter_study, candidate_model, model_evaluation, production_model,
+                 challenger_beats_champion],
+                resources=resources,
+            )  # fmt: skip
+            chain_seconds = time.perf_counter() - started
+            version = champion_version(tracking_uri, settings.model_name)
+            assert outcome.success and version is not None, "the training chain did not promote a champion"
+            client = tracking.client(tracking_uri)
+            metrics = client.get_run(client.get_model_version(settings.model_name, version).tags["run_id"]).data.metrics
+        finally:
+            mlflow.terminate()
+            mlflow.wait(30)
+
+    data = split(features, spec, holdout_months=settings.holdout_months, validation_months=settings.validation_months, seed=settings.seed)
+    fit_rows, holdout = data.fit_rows, data.holdout
+    actual = holdout[spec.target].to_numpy(float)
+    peers = {}
+    for peer, pipeline in {
+        "xgboost": build_xgboost_pipeline(spec, threads=settings.threads),
+        "ridge": build_ridge_baseline(spec),
+    }.items():
+        pipeline.fit(fit_rows[spec.features], fit_rows[spec.target])
+        peers[peer] = regression_metrics(actual, pipeline.predict(holdout[spec.features]))["rmsle"]
+    rmsle = metrics["holdout_rmsle"]
+    print(
+        f"holdout RMSLE {rmsle:.4f} on {len(holdout)} sales; plain XGBoost {peers['xgboost']:.4f} "
+        f"(ratio {rmsle / peers['xgboost']:.3f}), ridge {peers['ridge']:.4f} (ratio {rmsle / peers['ridge']:.3f})"
+    )
+    coverage = metrics["interval_coverage"]
+    print(f"interval coverage {coverage:.3f} (nominal {settings.interval_coverage}); chain {chain_seconds:.0f} s")
+    results += [
+        Result("ames_holdout_rmsle", rmsle, "rmsle", "<= 0.135", rmsle <= 0.135, COMMAND),
+        Result("interval_coverage", coverage, "share", "0.90 +- 0.03", abs(coverage - 0.9) <= 0.03, COMMAND),
+        Result("training_chain_seconds", chain_seconds, "s", "<= 300", chain_seconds <= 300, COMMAND),
+    ]
+
+    studies = {}
+    for pruning in (True, False):
+        studies[pruning] = run_study(
+            spec, data, storage_url=server.url("optuna"), study_name=f"pruning-{pruning}-{uuid.uuid4().hex[:6]}",
+            n_trials=PRUNING_TRIALS, timeout=3600, seed=settings.seed, threads=settings.threads, pruning=pruning,
+        )  # fmt: skip
+    wall_ratio = studies[True].seconds / studies[False].seconds
+    score_ratio = studies[True].best_value / studies[False].best_value
+    print(
+        f"study of {PRUNING_TRIALS} trials: pruned {studies[True].pruned}, {studies[True].seconds:.0f} s vs "
+        f"{studies[False].seconds:.0f} s without pruning (ratio {wall_ratio:.2f}); best validation RMSLE "
+        f"{studies[True].best_value:.4f} vs {studies[False].best_value:.4f} (ratio {score_ratio:.3f})"
+    )
+    results += [
+        Result("pruning_wall_time_ratio", wall_ratio, "ratio", "<= 0.6", wall_ratio <= 0.6, COMMAND),
+        Result("pruning_best_score_ratio", score_ratio, "ratio", "<= 1.01", bool(np.isfinite(score_ratio) and score_ratio <= 1.01), COMMAND),
+    ]
+    warehouse.engine.dispose()
+    return results
