@@ -102,3 +102,49 @@ def test_drift_retrains_through_the_real_job_and_the_gate_refuses_a_challenger_t
         second = drift_then_sensor(first.cursor)
         assert len(second.run_requests) == 1
         assert second.run_requests[0].run_key != request.run_key
+
+
+def test_the_drift_check_job_rebuilds_a_new_months_features_and_measures_its_drift(settings):
+    """The job ``drift_on_new_sales`` starts, from the full Definitions: dbt for the month, then drift."""
+    import json
+
+    from price_platform.definitions import build_definitions
+    from price_platform.defs.features.project import build_vars, dbt_executable, dbt_project
+    from price_platform.defs.features.resources import PlatformDbt
+    from price_platform.defs.monitoring.jobs import DRIFT_JOB
+    from price_platform.ingestion.records import PARTITION_KEY, typed_records
+    from price_platform.ingestion.sources import read_source
+    from price_platform.ingestion.tables import PartitionLoad, ensure_raw_sales, replace_partition
+
+    own = settings.model_copy(update={"database_name": f"pp_check_{uuid.uuid4().hex[:8]}", "mlflow_tracking_uri": None})
+    warehouse = Warehouse.from_settings(own)
+    try:
+        spec = load_dataset(own.dataset)
+        records = typed_records(spec, read_source(spec))
+        moved = records[PARTITION_KEY] == SHIFTED
+        for column in [*AREAS, spec.target]:
+            records[column] = records[column].astype(float)
+            records.loc[moved, column] = records.loc[moved, column] * (1.8 if column == spec.target else 1.6)
+        with warehouse.connect() as connection, connection.cursor() as cursor:
+            ensure_raw_sales(cursor, spec)
+            for key, rows in records[records[PARTITION_KEY] <= SHIFTED].groupby(PARTITION_KEY):
+                replace_partition(cursor, spec, PartitionLoad(
+                    load_id=uuid.uuid4(), partition_key=str(key), source_kind="bundled", source_name="sample",
+                    accepted=rows, rejected=rows.iloc[0:0], reasons={},
+                ))
+        dbt = PlatformDbt(project_dir=dbt_project(), dbt_executable=dbt_executable(), warehouse=warehouse)
+        built = dbt.cli(["build", "--vars", json.dumps(build_vars(spec, None, "2009-12-01"))], raise_on_error=False)
+        assert built.wait().is_successful()
+
+        job = build_definitions(own).get_job_def(DRIFT_JOB)
+        result = job.execute_in_process(partition_key=SHIFTED, instance=dg.DagsterInstance.ephemeral())
+        assert result.success
+        materialized = {e.asset_key.to_user_string(): e.partition for e in result.get_asset_materialization_events()}
+        assert materialized["features"] == materialized["drift_report"] == SHIFTED
+        assert "raw_sales" not in materialized
+        report = result.asset_materializations_for_node("drift_report")[0].metadata
+        assert report["drift_detected"].value is True
+        assert report["reference_window"].value == f"... .. {SHIFTED}"  # every earlier month: no champion yet
+    finally:
+        warehouse.engine.dispose()
+        drop_databases(warehouse.server)
