@@ -136,22 +136,25 @@ class Stack:
         return all(service.running() for service in self.services)
 
     def _environment(self) -> dict[str, str]:
-        """Environment of the child processes: the same settings, pointed at the running server."""
+        """Environment of the child processes: these settings, pointed at the running server."""
         settings, server = self.settings, self.server
         bin_dir = str(Path(sys.executable).parent)
         dagster_home = settings.home / "dagster"
         dagster_home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PROJECT_DIR / "dagster.yaml", dagster_home / "dagster.yaml")
+        inherited = {
+            f"PRICE_PLATFORM_{name.upper()}": str(value).lower() if isinstance(value, bool) else str(value)
+            for name, value in settings.model_dump().items()
+            if value is not None
+        }
         return {
             **os.environ,
+            **inherited,
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(settings.threads)),
             "DAGSTER_HOME": str(dagster_home),
-            "PRICE_PLATFORM_HOME": str(settings.home),
             "PRICE_PLATFORM_DATABASE_URL": server.server_url.render_as_string(hide_password=False),
-            "PRICE_PLATFORM_DATABASE_NAME": settings.database_name,
             "PRICE_PLATFORM_DAGSTER_STORAGE_URL": server.url("dagster"),
-            "PRICE_PLATFORM_AUTH_ENABLED": str(settings.auth_enabled).lower(),
             # MLflow's server otherwise starts a pool of background job workers nobody here uses.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "PRICE_PLATFORM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri

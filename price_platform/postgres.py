@@ -141,21 +141,31 @@ class PostgresServer:
             connection.close()
 
 
-_embedded: EmbeddedPostgres | None = None
+#: Embedded servers this process has asked for, by data folder.
+_embedded: dict[Path, EmbeddedPostgres] = {}
+
+
+def embedded_server(settings: Settings) -> EmbeddedPostgres:
+    """The embedded server of ``settings.home``, started (or reused) once per process.
+
+    One this process started is stopped when the process exits.
+    """
+    data_dir = settings.home / "postgres"
+    if data_dir not in _embedded:
+        server = EmbeddedPostgres(data_dir, settings.embedded_port)
+        server.start()
+        if server.started_here:
+            atexit.register(server.stop)
+        _embedded[data_dir] = server
+    return _embedded[data_dir]
 
 
 def ensure_server(settings: Settings) -> PostgresServer:
     """The platform's server, started if it is embedded, with all of its databases created."""
-    global _embedded
     if settings.database_url:
         server_url = make_url(settings.database_url)
     else:
-        if _embedded is None:
-            _embedded = EmbeddedPostgres(settings.home / "postgres", settings.embedded_port)
-            _embedded.start()
-            if _embedded.started_here:
-                atexit.register(_embedded.stop)
-        server_url = make_url(_embedded.url)
+        server_url = make_url(embedded_server(settings).url)
     server = PostgresServer(server_url=server_url, database_name=settings.database_name)
     server.ensure_databases()
     return server

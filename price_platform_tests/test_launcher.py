@@ -1,0 +1,60 @@
+"""`make up`'s stack: every service answers on embedded defaults, and stopping leaves nothing running."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from price_platform.launcher import Stack
+from price_platform.postgres import embedded_server
+from price_platform.settings import Settings
+from price_platform_tests.conftest import free_port
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    # Not pytest's tmp_path: another pytest starting meanwhile resets that tree to owner-only
+    # permissions, which locks the embedded server's own OS user out of its data folder.
+    folder = Path(tempfile.mkdtemp(prefix="pp-stack-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_the_stack_starts_on_embedded_defaults_and_stops_everything(home: Path) -> None:
+    settings = Settings(
+        home=home,
+        database_url=None,
+        embedded_port=free_port(),
+        dagster_port=free_port(),
+        mlflow_port=free_port(),
+        api_port=free_port(),
+        exporter_port=free_port(),
+        auth_enabled=False,
+    )
+    stack = Stack(settings)
+    try:
+        with stack:
+            assert {service.name for service in stack.services} == {"mlflow", "dagster", "api", "exporter"}
+            graphql = httpx.post(f"{stack.dagster_url}/graphql", json={"query": "{ version }"}, timeout=60)
+            assert graphql.json()["data"]["version"]
+            assets = httpx.post(
+                f"{stack.dagster_url}/graphql",
+                json={"query": "{ assetNodes { assetKey { path } } }"},
+                timeout=120,
+            ).json()["data"]["assetNodes"]
+            keys = {"/".join(node["assetKey"]["path"]) for node in assets}
+            assert {"raw_sales", "features", "candidate_model", "production_model", "drift_report"} <= keys
+            assert httpx.get(f"{stack.tracking_uri}/health", timeout=30).status_code == 200
+            assert httpx.get(f"{stack.api_url}/health", timeout=30).status_code == 200
+            assert httpx.get(f"{stack.api_url}/ready", timeout=30).status_code == 503  # no champion yet
+            assert httpx.get(f"http://127.0.0.1:{settings.exporter_port}/metrics", timeout=30).status_code == 200
+        assert not any(service.running() for service in stack.services)
+    finally:
+        embedded_server(settings).stop()
+    assert not embedded_server(settings).is_running()
