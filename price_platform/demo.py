@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import httpx
@@ -23,18 +24,12 @@ from price_platform.monitoring.replay import ReplayError, decisions, replay, sum
 from price_platform.registry.champion import champion_version
 from price_platform.settings import get_settings
 
-ACTIVE_RUNS_QUERY = """
-{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
-    ... on Runs { results { runId jobName } } } }
-"""
-DONE = {"COMPLETED_SUCCESS", "COMPLETED", "COMPLETED_FAILED", "FAILED", "CANCELED"}
-
 
 class DemoError(RuntimeError):
     """A stage of the demo that did not finish, with where to look."""
 
 
-def wait_for(what: str, ready: callable, timeout: float, poll: float = 5.0) -> None:
+def wait_for(what: str, ready: Callable[[], bool], timeout: float, poll: float = 5.0) -> None:
     """Poll ``ready()`` until it is true, with a progress line; raise :class:`DemoError` on timeout."""
     deadline = time.monotonic() + timeout
     with tqdm(desc=what, unit="s", bar_format="{desc}: {elapsed}") as bar:
@@ -73,12 +68,11 @@ def play(args: argparse.Namespace) -> int:
     settings = get_settings().model_copy(update={"auth_enabled": False})
     started = datetime.now(UTC)
     with Stack(settings) as stack:
-        backfill = stack.launch_backfill(until=args.train_until)
-        print(f"backfill {backfill}: sales up to {args.train_until}, features, training, promotion")
-        wait_for("backfill", lambda: stack.backfill_status(backfill) in DONE, args.timeout)
-        status = stack.backfill_status(backfill)
-        if status not in {"COMPLETED_SUCCESS", "COMPLETED"}:
-            raise DemoError(f"backfill ended {status}; see {stack.dagster_url}/runs/b/{backfill}")
+        print(f"backfill: sales up to {args.train_until}, then features, training and promotion")
+        try:
+            stack.backfill(args.train_until, report=print)
+        except RuntimeError as error:
+            raise DemoError(str(error)) from error
         first = champion_version(stack.tracking_uri, settings.model_name)
         if first is None:
             raise DemoError("the backfill finished without a champion")
@@ -88,8 +82,7 @@ def play(args: argparse.Namespace) -> int:
             outcomes = replay(settings, stack.server.dsn(), args.months, None, timeout=args.timeout)
         except ReplayError as error:
             raise DemoError(str(error)) from error
-        wait_for("retraining runs settle", lambda: not stack._graphql(ACTIVE_RUNS_QUERY, {})["runsOrError"]["results"],
-                 args.timeout)
+        wait_for("retraining runs settle", lambda: stack.active_runs() == 0, args.timeout)
         final = champion_version(stack.tracking_uri, settings.model_name)
         wait_for("API follows the champion", lambda: api_version(stack) == final, args.timeout)
         print()

@@ -16,7 +16,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -32,8 +34,11 @@ from price_platform.warehouse import migrate
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-#: Asset groups the initial backfill materialises: data, features, training and promotion.
-BACKFILL_GROUPS = ("ingestion", "features", "training", "registry")
+#: Asset groups of the initial backfill's two stages: the data, then features, training and promotion.
+INGESTION_GROUPS = ("ingestion",)
+MODEL_GROUPS = ("features", "training", "registry")
+BACKFILL_SUCCEEDED = {"COMPLETED_SUCCESS", "COMPLETED"}
+BACKFILL_DONE = BACKFILL_SUCCEEDED | {"COMPLETED_FAILED", "FAILED", "CANCELED"}
 
 BACKFILL_STATUS_QUERY = """
 query($id: String!) {
@@ -43,6 +48,11 @@ query($id: String!) {
     ... on PythonError { message }
   }
 }
+"""
+
+ACTIVE_RUNS_QUERY = """
+{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) {
+    ... on Runs { results { runId } } } }
 """
 
 
@@ -208,8 +218,8 @@ class Stack:
         ]
         return services
 
-    def launch_backfill(self, until: str | None = None) -> str:
-        """Ask Dagster to materialise data, features, training and promotion; return the backfill id.
+    def launch_backfill(self, groups: tuple[str, ...], until: str | None = None) -> str:
+        """Ask Dagster to materialise the assets of ``groups``; return the backfill id.
 
         ``until`` (``YYYY-MM``) stops the data partitions at that month, so that the rest of the
         history can be replayed later.
@@ -217,12 +227,8 @@ class Stack:
         from price_platform.definitions import build_definitions
 
         graph = build_definitions(self.settings).resolve_asset_graph()
-        keys = [
-            {"path": key.path}
-            for key in graph.get_all_asset_keys()
-            if graph.get(key).group_name in BACKFILL_GROUPS
-        ]
-        params: dict[str, object] = {"assetSelection": keys, "title": "initial backfill"}
+        keys = [{"path": key.path} for key in graph.get_all_asset_keys() if graph.get(key).group_name in groups]
+        params: dict[str, object] = {"assetSelection": keys, "title": f"initial backfill: {', '.join(groups)}"}
         partitions = sales_partitions(load_dataset(self.settings.dataset))
         if until:
             params["partitionNames"] = [key for key in partitions.get_partition_keys() if key[:7] <= until]
@@ -234,12 +240,32 @@ class Stack:
             raise RuntimeError(f"Dagster refused the backfill: {outcome}")
         return outcome["backfillId"]
 
+    def backfill(self, until: str | None, report: Callable[[str], None], poll: float = 5.0) -> None:
+        """The initial backfill in two stages: every month's ingestion first, then the rest.
+
+        Dagster's asset backfill starts downstream work as soon as an upstream partition is
+        done, which would run dbt once per month; after the ingestion stage, dbt builds the
+        whole window in one run and training follows once.
+        """
+        for groups in (INGESTION_GROUPS, MODEL_GROUPS):
+            backfill_id = self.launch_backfill(groups, until)
+            report(f"backfill {', '.join(groups)}: {self.dagster_url}/runs/b/{backfill_id}")
+            while (status := self.backfill_status(backfill_id)) not in BACKFILL_DONE:
+                time.sleep(poll)
+            if status not in BACKFILL_SUCCEEDED:
+                raise RuntimeError(f"backfill {backfill_id} ended {status}: {self.dagster_url}/runs/b/{backfill_id}")
+            report(f"backfill {', '.join(groups)}: done")
+
     def backfill_status(self, backfill_id: str) -> str:
         """Dagster's status of a backfill (``REQUESTED``, ``COMPLETED_SUCCESS``, ``COMPLETED_FAILED``, ...)."""
         outcome = self._graphql(BACKFILL_STATUS_QUERY, {"id": backfill_id})["partitionBackfillOrError"]
         if outcome["__typename"] != "PartitionBackfill":
             raise RuntimeError(f"cannot read backfill {backfill_id}: {outcome}")
         return outcome["status"]
+
+    def active_runs(self) -> int:
+        """How many Dagster runs are queued or running."""
+        return len(self._graphql(ACTIVE_RUNS_QUERY, {})["runsOrError"]["results"])
 
     def _graphql(self, query: str, variables: dict[str, object]) -> dict:
         response = httpx.post(f"{self.dagster_url}/graphql", json={"query": query, "variables": variables}, timeout=300)
@@ -281,10 +307,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"  logs      {stack.log_dir}")
         if settings.auth_enabled:
             print(f"  API key   {create_admin_key(stack.server.dsn())}  (role admin; header X-API-Key)")
-        if not args.no_backfill:
-            backfill = stack.launch_backfill(args.until or settings.backfill_until)
-            print(f"  backfill  {stack.dagster_url}/runs/b/{backfill}")
         print("Ctrl-C stops everything.", flush=True)
+        if not args.no_backfill:
+            threading.Thread(
+                target=stack.backfill,
+                args=(args.until or settings.backfill_until, lambda line: print(line, flush=True)),
+                name="initial-backfill",
+                daemon=True,
+            ).start()
         while not stopping and stack.healthy():
             time.sleep(1)
         if not stack.healthy():
