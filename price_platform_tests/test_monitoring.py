@@ -519,3 +519,36 @@ def test_the_partitions_asset_makes_the_coming_months(platform):
     wanted = {partitions.partition_name(partitions.month_start(today, ahead)) for ahead in range(3)}
     assert wanted <= names
     assert "predictions_default" in metadata["partitions"].value
+
+
+def test_prediction_drift_compares_the_champions_answers_since_the_last_report_with_earlier_ones(
+    platform, spec, sample
+):
+    from price_platform.monitoring import reports
+
+    _, server = platform
+    now = datetime.now(UTC)
+    with connect(server.dsn()) as connection, connection.cursor() as cursor:
+        partitions.ensure_month_partitions(connection, (now - timedelta(days=3)).date(), (now + timedelta(days=1)).date())
+        cursor.execute(
+            "insert into monitoring.drift_summaries (report_id, partition_key, reference_rows, current_rows,"
+            " features_checked, features_drifted, drifted_share, drift_detected, created_at)"
+            " values (%s, '2009-01-01', 1, 1, 1, 0, 0, false, %s)",
+            (str(uuid.uuid4()), now - timedelta(days=1)),
+        )
+        for number in range(60):
+            _insert_prediction(cursor, now - timedelta(days=2, minutes=number), {"n": number}, "p9", 150_000 + 900 * number)
+            _insert_prediction(cursor, now + timedelta(minutes=number), {"n": number}, "p9", 260_000 + 900 * number)
+        _insert_prediction(cursor, now + timedelta(minutes=1), {"n": 0}, "other-version", 1.0)
+    with connect(server.dsn()) as connection:
+        before, after = reports.read_predictions(connection, "p9")
+        assert reports.read_predictions(connection, None) is None
+    assert len(before) == len(after) == 60
+    frame = sample[sample["year_sold"] == 2008]
+    thresholds = reports.Thresholds(psi=0.2, share=0.3)
+    report = reports.measure(spec, frame, frame, partition_key="2008-01-01", model_version="p9",
+                             thresholds=thresholds, predictions=(before, after))
+    assert report.prediction["drifted"] and report.drift_detected and not report.target_drifted
+    few = reports.measure(spec, frame, frame, partition_key="2008-01-01", model_version="p9",
+                          thresholds=thresholds, predictions=(before, after[:10]))
+    assert few.prediction is None and not few.drift_detected
