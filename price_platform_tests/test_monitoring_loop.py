@@ -104,7 +104,7 @@ def test_drift_retrains_through_the_real_job_and_the_gate_refuses_a_challenger_t
         assert second.run_requests[0].run_key != request.run_key
 
 
-def test_the_drift_check_job_rebuilds_a_new_months_features_and_measures_its_drift(settings):
+def test_the_drift_check_job_rebuilds_a_new_months_features_and_measures_its_drift(settings, mlflow_server):
     """The job ``drift_on_new_sales`` starts, from the full Definitions: dbt for the month, then drift."""
     import json
 
@@ -116,7 +116,10 @@ def test_the_drift_check_job_rebuilds_a_new_months_features_and_measures_its_dri
     from price_platform.ingestion.sources import read_source
     from price_platform.ingestion.tables import PartitionLoad, ensure_raw_sales, replace_partition
 
-    own = settings.model_copy(update={"database_name": f"pp_check_{uuid.uuid4().hex[:8]}", "mlflow_tracking_uri": None})
+    own = settings.model_copy(update={  # a registry without this model: no champion yet
+        "database_name": f"pp_check_{uuid.uuid4().hex[:8]}", "mlflow_tracking_uri": mlflow_server,
+        "model_name": f"none-{uuid.uuid4().hex[:6]}",
+    })
     warehouse = Warehouse.from_settings(own)
     try:
         spec = load_dataset(own.dataset)

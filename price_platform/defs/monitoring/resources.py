@@ -25,7 +25,7 @@ class Monitoring(dg.ConfigurableResource):
             psi_threshold=settings.psi_threshold,
             drift_share_threshold=settings.drift_share_threshold,
             accuracy_drop_threshold=settings.accuracy_drop_threshold,
-            tracking_uri=settings.mlflow_tracking_uri,
+            tracking_uri=settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}",
             model_name=settings.model_name,
             alert_webhook_url=settings.alert_webhook_url,
             partitions_ahead=settings.prediction_partitions_ahead,
