@@ -19,14 +19,18 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-from sqlalchemy.engine import make_url
 
 from benchmarks.results import Result
 from price_platform.datasets import load_dataset
 from price_platform.defs.registry.assets import production_model
 from price_platform.defs.registry.checks import challenger_beats_champion
 from price_platform.defs.registry.resources import ModelRegistry
-from price_platform.defs.training.assets import candidate_model, hyperparameter_study, model_evaluation, training_dataset
+from price_platform.defs.training.assets import (
+    candidate_model,
+    hyperparameter_study,
+    model_evaluation,
+    training_dataset,
+)
 from price_platform.defs.training.resources import TrainingConfig
 from price_platform.modeling import build_ridge_baseline, build_xgboost_pipeline
 from price_platform.postgres import DATABASES, PostgresServer, ensure_server

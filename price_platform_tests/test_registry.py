@@ -7,14 +7,22 @@ import threading
 import uuid
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from price_platform.datasets import load_dataset
 from price_platform.modeling import build_xgboost_pipeline, read_sample
 from price_platform.registry import ARCHIVED_TAG, CHALLENGER, CHAMPION, tracking
-from price_platform.registry.champion import NoChampionError, champion_version, load_champion
-from price_platform.registry.promotion import PromotionRefused, deployments, promote, rollback
+from price_platform.registry.champion import (
+    NoChampionError,
+    champion_version,
+    load_champion,
+)
+from price_platform.registry.promotion import (
+    PromotionRefused,
+    deployments,
+    promote,
+    rollback,
+)
 from price_platform.registry.versions import InvalidMetricError, register_candidate
 from price_platform.settings import Settings
 

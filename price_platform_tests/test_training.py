@@ -17,7 +17,11 @@ from price_platform.settings import Settings
 from price_platform.training.behaviour import behaviour_failures
 from price_platform.training.dataset import TrainingDataError, data_version, split
 from price_platform.training.evaluation import Evaluation
-from price_platform.training.metrics import conformal_halfwidth, interval_coverage, regression_metrics
+from price_platform.training.metrics import (
+    conformal_halfwidth,
+    interval_coverage,
+    regression_metrics,
+)
 from price_platform.training.study import run_study
 from price_platform_tests.training_support import sample_features
 

@@ -23,7 +23,12 @@ from price_platform.datasets import load_dataset
 from price_platform.defs.registry.assets import production_model
 from price_platform.defs.registry.checks import challenger_beats_champion
 from price_platform.defs.registry.resources import ModelRegistry
-from price_platform.defs.training.assets import candidate_model, hyperparameter_study, model_evaluation, training_dataset
+from price_platform.defs.training.assets import (
+    candidate_model,
+    hyperparameter_study,
+    model_evaluation,
+    training_dataset,
+)
 from price_platform.defs.training.resources import TrainingConfig
 from price_platform.modeling import build_ridge_baseline
 from price_platform.postgres import PostgresServer

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 
 import mlflow
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
 
 def client(tracking_uri: str) -> MlflowClient:

@@ -12,18 +12,31 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from price_platform.datasets import DatasetSpec
 from price_platform.modeling import build_blend_pipeline, build_ridge_baseline
-from price_platform.registry.versions import CandidateVersion, check_metrics, register_candidate
+from price_platform.registry.versions import (
+    CandidateVersion,
+    check_metrics,
+    register_candidate,
+)
 from price_platform.training.behaviour import behaviour_failures
 from price_platform.training.dataset import TrainingSplit
-from price_platform.training.metrics import conformal_halfwidth, interval_coverage, regression_metrics, segment_metrics
-from price_platform.training.plots import importance_figure, predicted_actual_figure, residual_figure, shap_importance
+from price_platform.training.metrics import (
+    conformal_halfwidth,
+    interval_coverage,
+    regression_metrics,
+    segment_metrics,
+)
+from price_platform.training.plots import (
+    importance_figure,
+    predicted_actual_figure,
+    residual_figure,
+    shap_importance,
+)
 
 
 class BehaviourError(RuntimeError):
@@ -108,25 +121,21 @@ def register(
         "predicted_vs_actual": predicted_actual_figure(actual, predicted),
     }
     train_start, train_end = data.window("fit")
-    try:
-        return register_candidate(
-            tracking_uri,
-            model_name,
-            trained.pipeline,
-            data.fit_rows[spec.features],
-            interval_log_halfwidth=trained.interval_log_halfwidth,
-            data_version=data.data_version,
-            dbt_manifest_hash=dbt_manifest_hash,
-            metrics=trained.metrics,
-            params=trained.params,
-            tags=dict(run_tags or {}),
-            version_tags={"train_start": train_start or "", "train_end": train_end or ""},
-            figures=figures,
-            tables={
-                "segment_metrics": trained.segments,
-                "shap_importance": trained.importance.rename_axis("feature").reset_index(name="mean_abs_shap"),
-            },
-        )
-    finally:
-        for figure in figures.values():
-            plt.close(figure)
+    return register_candidate(
+        tracking_uri,
+        model_name,
+        trained.pipeline,
+        data.fit_rows[spec.features],
+        interval_log_halfwidth=trained.interval_log_halfwidth,
+        data_version=data.data_version,
+        dbt_manifest_hash=dbt_manifest_hash,
+        metrics=trained.metrics,
+        params=trained.params,
+        tags=dict(run_tags or {}),
+        version_tags={"train_start": train_start or "", "train_end": train_end or ""},
+        figures=figures,
+        tables={
+            "segment_metrics": trained.segments,
+            "shap_importance": trained.importance.rename_axis("feature").reset_index(name="mean_abs_shap"),
+        },
+    )

@@ -37,7 +37,11 @@ from psycopg2 import sql
 from sklearn.pipeline import Pipeline
 
 from price_platform.datasets import DatasetSpec
-from price_platform.modeling import build_xgboost_pipeline, compile_expression, numeric_inputs
+from price_platform.modeling import (
+    build_xgboost_pipeline,
+    compile_expression,
+    numeric_inputs,
+)
 from price_platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -179,7 +183,7 @@ def _encoded_partition(dsn: str, spec: DatasetSpec, categories: dict[str, list[s
 
 
 def train_on_dask(
-    client, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder, *, params: dict, rounds: int  # noqa: ANN001
+    client, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder, *, params: dict, rounds: int
 ) -> xgb.Booster:
     """``xgboost.dask`` over a Dask frame with one partition per feature partition, read by the workers."""
     import dask.dataframe as dd
@@ -232,7 +236,7 @@ def train_large(
     *,
     params: dict | None = None,
     rounds: int = DEFAULT_ROUNDS,
-    client=None,  # noqa: ANN001 (a distributed.Client; one is made from the settings when needed)
+    client=None,
 ) -> LargeTraining:
     """Fit the model on the given feature partitions (default: all) with the engine the size calls for."""
     started = time.perf_counter()
@@ -262,10 +266,10 @@ def train_large(
 class _client:
     """The given Dask client, or one connected to the settings' scheduler (or a local cluster), closed after."""
 
-    def __init__(self, settings: Settings, client) -> None:  # noqa: ANN001
+    def __init__(self, settings: Settings, client) -> None:
         self.settings, self.given, self.owned = settings, client, []
 
-    def __enter__(self):  # noqa: ANN204
+    def __enter__(self):
         if self.given is not None:
             return self.given
         from distributed import Client, LocalCluster

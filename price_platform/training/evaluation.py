@@ -11,7 +11,11 @@ from price_platform.datasets import DatasetSpec
 from price_platform.registry.champion import ChampionModel
 from price_platform.registry.promotion import Verdict, beats
 from price_platform.training.behaviour import behaviour_failures
-from price_platform.training.metrics import interval_coverage, regression_metrics, segment_metrics
+from price_platform.training.metrics import (
+    interval_coverage,
+    regression_metrics,
+    segment_metrics,
+)
 
 
 @dataclass(frozen=True)

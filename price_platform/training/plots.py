@@ -1,12 +1,11 @@
-"""Figures of a trained model for MLflow and Dagster: SHAP importance, residuals, predicted vs actual."""
+"""Figures of a trained model for MLflow and Dagster: SHAP importance, residuals, predicted vs actual.
+
+Figures are built as bare ``matplotlib.figure.Figure`` objects (rendered by Agg when saved),
+so no pyplot state or display backend is involved.
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")  # noqa: E402 - files only, never a display
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import xgboost as xgb
@@ -27,7 +26,8 @@ def shap_importance(pipeline: Pipeline, rows: pd.DataFrame) -> pd.Series:
 def importance_figure(importance: pd.Series, top: int = 20) -> Figure:
     """Horizontal bars of the largest mean |SHAP| values."""
     shown = importance.head(top)[::-1]
-    figure, axis = plt.subplots(figsize=(7, 0.3 * len(shown) + 1.2))
+    figure = Figure(figsize=(7, 0.3 * len(shown) + 1.2))
+    axis = figure.subplots()
     axis.barh(shown.index, shown.to_numpy())
     axis.set_xlabel("mean |SHAP value| (log price)")
     axis.set_title("Feature importance (XGBoost member)")
@@ -37,7 +37,8 @@ def importance_figure(importance: pd.Series, top: int = 20) -> Figure:
 
 def residual_figure(actual: np.ndarray, predicted: np.ndarray) -> Figure:
     """Log residuals against the actual price."""
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
     axis.scatter(actual, np.log(actual) - np.log(predicted), s=6, alpha=0.5)
     axis.axhline(0.0, color="black", linewidth=0.8)
     axis.set_xscale("log")
@@ -50,7 +51,8 @@ def residual_figure(actual: np.ndarray, predicted: np.ndarray) -> Figure:
 
 def predicted_actual_figure(actual: np.ndarray, predicted: np.ndarray) -> Figure:
     """Predicted against actual price, with the diagonal."""
-    figure, axis = plt.subplots(figsize=(5, 5))
+    figure = Figure(figsize=(5, 5))
+    axis = figure.subplots()
     axis.scatter(actual, predicted, s=6, alpha=0.5)
     low, high = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     axis.plot([low, high], [low, high], color="black", linewidth=0.8)

@@ -9,7 +9,12 @@ from price_platform.settings import Settings
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     """The training assets and the ``training`` resource built from ``settings``."""
-    from price_platform.defs.training.assets import candidate_model, hyperparameter_study, model_evaluation, training_dataset
+    from price_platform.defs.training.assets import (
+        candidate_model,
+        hyperparameter_study,
+        model_evaluation,
+        training_dataset,
+    )
     from price_platform.defs.training.resources import TrainingConfig
 
     return dg.Definitions(

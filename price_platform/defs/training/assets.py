@@ -6,7 +6,6 @@ import io
 from pathlib import Path
 
 import dagster as dg
-import matplotlib.pyplot as plt
 
 from price_platform.defs.registry.resources import ModelRegistry
 from price_platform.defs.training.resources import TrainingConfig
@@ -14,7 +13,12 @@ from price_platform.registry.champion import champion_version, load_version
 from price_platform.registry.versions import CandidateVersion
 from price_platform.resources import Dataset, Warehouse
 from price_platform.training import candidate, study
-from price_platform.training.dataset import TrainingSplit, manifest_hash, read_features, split
+from price_platform.training.dataset import (
+    TrainingSplit,
+    manifest_hash,
+    read_features,
+    split,
+)
 from price_platform.training.evaluation import Evaluation, evaluate
 from price_platform.training.plots import importance_figure
 
@@ -29,7 +33,6 @@ def _markdown(frame, digits: int = 4) -> dg.MetadataValue:
 def _png(figure) -> dg.MetadataValue:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80)
-    plt.close(figure)
     return dg.MetadataValue.md(f"![plot](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})")
 
 
