@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -141,7 +142,7 @@ class ModelStore:
     spec: DatasetSpec
     record_type: type[msgspec.Struct]
     current: LoadedModel | None = None
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _lock: Any = field(default_factory=threading.Lock)  # (not `threading.Lock`: Litestar inspects these types)
     _rows: list[tuple[Any, ...]] = field(default_factory=list)
     _refused: dict[str, float] = field(default_factory=dict)  # version -> when it may be tried again
 
@@ -153,10 +154,17 @@ class ModelStore:
         return self.settings.model_name
 
     async def refresh(self, reason: str) -> LoadedModel | None:
-        """Load the version the alias points to now, unless it is the one serving."""
-        async with self._lock:
+        """Load the version the alias points to now, unless it is the one serving (off the event loop)."""
+        return await asyncio.to_thread(self._refresh, reason)
+
+    async def load(self, version: str, reason: str) -> LoadedModel:
+        """Load a given version now (admin rollback); raise :class:`ModelRefused` if it fails."""
+        return await asyncio.to_thread(self._load_required, version, reason)
+
+    def _refresh(self, reason: str) -> LoadedModel | None:
+        with self._lock:  # one load at a time, whichever event loop or thread asks
             try:
-                version = await asyncio.to_thread(champion_version, tracking_uri(self.settings), self.name)
+                version = champion_version(tracking_uri(self.settings), self.name)
             except Exception as error:  # noqa: BLE001 (registry unreachable: keep serving, try again later)
                 log.warning("cannot resolve %s@champion (%s): %s", self.name, reason, error)
                 return None
@@ -164,20 +172,19 @@ class ModelStore:
                 return None
             if time.monotonic() < self._refused.get(version, 0.0):
                 return None
-            return await self._load(version, reason)
+            return self._load(version, reason)
 
-    async def load(self, version: str, reason: str) -> LoadedModel:
-        """Load a given version now (admin reload/rollback); raise :class:`ModelRefused` if it fails."""
-        async with self._lock:
-            loaded = await self._load(version, reason)
-            if loaded is None:
-                raise ModelRefused(f"version {version} was refused; see the server log")
-            return loaded
+    def _load_required(self, version: str, reason: str) -> LoadedModel:
+        with self._lock:
+            loaded = self._load(version, reason)
+        if loaded is None:
+            raise ModelRefused(f"version {version} was refused; see the server log")
+        return loaded
 
-    async def _load(self, version: str, reason: str) -> LoadedModel | None:
+    def _load(self, version: str, reason: str) -> LoadedModel | None:
         started = time.perf_counter()
         try:
-            model = await asyncio.to_thread(self._load_blocking, version)
+            model = self._load_blocking(version)
         except Exception as error:  # noqa: BLE001 (any failure refuses the version; the old one serves on)
             metrics.MODEL_LOADS.labels(outcome="refused").inc()
             self._refused[version] = time.monotonic() + RETRY_REFUSED_SECONDS
@@ -185,7 +192,7 @@ class ModelStore:
             log.error("refused %s version %s (%s): %s; still serving %s", self.name, version, reason, error, serving)
             return None
         previous = self.current.version if self.current else None
-        self.current = model
+        self.current = model  # the swap: one reference assignment
         metrics.MODEL_LOADS.labels(outcome="loaded").inc()
         metrics.MODEL_INFO.labels(version=model.version).set(time.time())
         log.info(

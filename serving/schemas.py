@@ -20,6 +20,8 @@ import msgspec
 
 from price_platform.datasets import DatasetSpec
 
+#: Text fields refuse the NUL character, which PostgreSQL cannot store.
+NO_NUL = "^[^\\x00]*$"
 _LOCATION = re.compile(r" - at `\$(?:\[(?P<record>\d+)\])?(?:\.(?P<field>[A-Za-z_][A-Za-z0-9_]*))?[^`]*`$")
 _UNKNOWN_FIELD = re.compile(r"`(?P<field>[^`]+)`")
 
@@ -99,10 +101,9 @@ class Status(msgspec.Struct, kw_only=True):
 
 
 class AdminRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """An optional registry version to reload or roll back to, and why."""
+    """Why an admin action is taken (written to the audit log)."""
 
-    version: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{1,9}$")] | None = None
-    reason: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    reason: Annotated[str, msgspec.Meta(max_length=500, pattern=NO_NUL)] = ""
 
 
 class AdminResult(msgspec.Struct, kw_only=True):
@@ -158,7 +159,7 @@ def _numeric_type(column: Any) -> Any:
 
 
 def _categorical_type(column: Any) -> Any:
-    annotated = Literal[tuple(column.allowed)] if column.allowed else Annotated[str, msgspec.Meta(max_length=200)]
+    annotated = Literal[tuple(column.allowed)] if column.allowed else Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)]
     return annotated | None if column.nullable else annotated
 
 
