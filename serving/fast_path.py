@@ -4,11 +4,13 @@
 ``ColumnTransformer.transform``) many times over the cost of the trees. :func:`compile_pipeline`
 reads the *fitted* steps (derived-feature expressions, the column layout of the
 ``ColumnTransformer``, the ordinal encoders' categories, the booster and the target
-transform) and builds :class:`CompiledPipeline`, which encodes records into a float32 array
+transform) and builds :class:`CompiledBooster`, which encodes records into a float32 array
 and calls ``booster.inplace_predict``. Nothing is re-implemented from the training code:
 every number comes from the fitted object, and a test checks agreement with
-``pipeline.predict`` on a whole holdout. A pipeline of any other shape raises
-:class:`NotCompilable` and is served by :class:`PipelinePredictor` instead.
+``pipeline.predict`` on a whole holdout. The blend of kernel ridge and XGBoost
+(``build_blend_pipeline``) is compiled by :mod:`serving.blend` into :class:`serving.blend.CompiledBlend`.
+A pipeline of any other shape raises :class:`NotCompilable` and is served by
+:class:`PipelinePredictor` instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
+from sklearn.ensemble import VotingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 from xgboost import XGBRegressor
@@ -54,8 +57,21 @@ class _Categorical:
     missing: float  # code of a float NaN
 
 
-@dataclass
 class CompiledPipeline:
+    """A model compiled from its fitted pipeline: prices and per-feature explanations without scikit-learn."""
+
+    fast: bool = True
+
+    def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
+        raise NotImplementedError
+
+    def explain(self, row: tuple[Any, ...]) -> tuple[dict[str, float], dict[str, float], float, float]:
+        """(per input feature, per model column, base value, log price); base + per-input sum = log price."""
+        raise NotImplementedError
+
+
+@dataclass
+class CompiledBooster(CompiledPipeline):
     """Derived features, column layout, ordinal codes and booster taken from one fitted pipeline."""
 
     features: list[str]
@@ -163,7 +179,7 @@ class PipelinePredictor:
 
 
 def compile_pipeline(pipeline: Any, features: Sequence[str], *, threads: int = 1) -> CompiledPipeline:
-    """Compile ``Pipeline([derive?, ColumnTransformer, TransformedTargetRegressor(XGBRegressor)])``."""
+    """Compile ``Pipeline([derive?, ColumnTransformer, TransformedTargetRegressor(XGBRegressor or the blend)])``."""
     features = list(features)
     if not isinstance(pipeline, Pipeline):
         raise NotCompilable(f"expected a scikit-learn Pipeline, got {type(pipeline).__name__}")
@@ -178,12 +194,17 @@ def compile_pipeline(pipeline: Any, features: Sequence[str], *, threads: int = 1
             raise NotCompilable("only a log/exp (or identity) target transform is compiled")
         log_target = model.func is np.log
         model = model.regressor_
+    if isinstance(model, VotingRegressor):
+        from serving.blend import compile_blend
+
+        if not log_target:
+            raise NotCompilable("the blend is compiled only on a log target")
+        return compile_blend(derive, encode, model, features, threads=threads)
     if not isinstance(model, XGBRegressor):
         raise NotCompilable(f"the regressor is {type(model).__name__}, not XGBRegressor")
     if not (model.missing is None or (isinstance(model.missing, float) and math.isnan(model.missing))):
         raise NotCompilable(f"XGBoost's missing value is {model.missing!r}, not NaN")
 
-    derived_expressions = dict(derive.expressions or {}) if derive is not None else {}
     derived = dict(derive.functions_) if derive is not None else {}
     numeric_names = _numeric_features(encode, features)
     n_numeric = len(numeric_names)
@@ -212,21 +233,26 @@ def compile_pipeline(pipeline: Any, features: Sequence[str], *, threads: int = 1
     if booster.num_features() != len(layout):
         raise NotCompilable(f"the booster expects {booster.num_features()} columns, the encoder gives {len(layout)}")
     booster.set_param({"nthread": threads})
-    derived_inputs = {
-        name: [source for source in dict.fromkeys(_NAME.findall(text)) if source in features]
-        for name, text in derived_expressions.items()
-    }
-    return CompiledPipeline(
+    return CompiledBooster(
         features=features,
         n_numeric=n_numeric,
         derived=derived,
-        derived_inputs=derived_inputs,
+        derived_inputs=derived_sources(derive, features),
         layout=layout,
         output_names=output_names,
         booster=booster,
         iteration_range=model._get_iteration_range(None),
         log_target=log_target,
     )
+
+
+def derived_sources(derive: DerivedFeatures | None, features: list[str]) -> dict[str, list[str]]:
+    """Input features each derived feature's expression names."""
+    expressions = dict(derive.expressions or {}) if derive is not None else {}
+    return {
+        name: [source for source in dict.fromkeys(_NAME.findall(text)) if source in features]
+        for name, text in expressions.items()
+    }
 
 
 def _numeric_features(encode: ColumnTransformer, features: list[str]) -> list[str]:

@@ -22,7 +22,9 @@ from serving.services import Services
 HOW_TO_READ = (
     "contributions are SHAP values of the model's log-price output, one per input feature (a derived "
     "feature's value is shared equally by the inputs it is computed from); base_value + sum(contributions) "
-    "= log_price and price = exp(log_price)."
+    "= log_price and price = exp(log_price). For the blend of kernel ridge and XGBoost, the tree member's "
+    "SHAP values and base value are scaled by its voting share, and the kernel ridge member's log prediction "
+    "times its share is the one term named 'kernel_ridge'."
 )
 
 

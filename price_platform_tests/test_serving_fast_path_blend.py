@@ -1,0 +1,133 @@
+"""The compiled blend (kernel ridge + XGBoost) agrees with ``pipeline.predict``, explains itself, and falls back when it cannot."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_serving_support import split
+
+from price_platform.datasets import DatasetSpec, load_dataset
+from price_platform.modeling import build_blend_pipeline, read_sample
+from price_platform.settings import Settings
+from serving.blend import KERNEL_TERM, CompiledBlend
+from serving.fast_path import (
+    NotCompilable,
+    PipelinePredictor,
+    build_predictor,
+    compile_pipeline,
+)
+from serving.model_store import prepare
+
+TREES = 40
+
+
+@pytest.fixture(scope="module")
+def blend(settings: Settings) -> SimpleNamespace:
+    """The default model's shape fitted on the sample's train window (few trees), and the holdout."""
+    spec = load_dataset(settings.dataset)
+    train, holdout = split(spec, read_sample(spec))
+    pipeline = build_blend_pipeline(spec, train, {"n_estimators": TREES})
+    pipeline.fit(train[spec.features], train[spec.target])
+    return SimpleNamespace(spec=spec, pipeline=pipeline, train=train, holdout=holdout)
+
+
+def rows_of(spec: DatasetSpec, frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """Records as the API hands them to the predictor: feature order, missing values as None."""
+    return list(frame[spec.features].astype(object).where(frame[spec.features].notna(), None).itertuples(index=False, name=None))
+
+
+def worst_relative(got: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.max(np.abs(got - expected) / np.abs(expected)))
+
+
+def test_compiled_blend_agrees_with_the_pipeline_on_the_whole_holdout(blend: SimpleNamespace) -> None:
+    compiled = compile_pipeline(blend.pipeline, blend.spec.features)
+    assert isinstance(compiled, CompiledBlend) and compiled.fast
+    assert isinstance(build_predictor(blend.pipeline, blend.spec.features), CompiledBlend)
+    expected = blend.pipeline.predict(blend.holdout[blend.spec.features])
+    rows = rows_of(blend.spec, blend.holdout)
+    assert len(rows) == len(blend.holdout) > 100
+    assert worst_relative(compiled.predict(rows), expected) < 1e-6
+    assert worst_relative(np.array([compiled.predict([row])[0] for row in rows]), expected) < 1e-6
+
+
+def test_compiled_encoder_matches_the_fitted_column_transformer(blend: SimpleNamespace) -> None:
+    compiled = compile_pipeline(blend.pipeline, blend.spec.features)
+    frame = blend.holdout[blend.spec.features]
+    expected = blend.pipeline[:-1].transform(frame).to_numpy(dtype=np.float64)
+    np.testing.assert_allclose(compiled.encode(rows_of(blend.spec, blend.holdout)), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_compiled_blend_agrees_on_missing_unseen_and_out_of_range_values(blend: SimpleNamespace) -> None:
+    spec = blend.spec
+    frame = blend.holdout.head(60).copy()
+    quality = next(c for c in spec.categorical if c.endswith(("_qc", "_cond")))
+    frame.loc[frame.index[:10], "mas_vnr_type"] = None
+    frame.loc[frame.index[10:20], "neighborhood"] = "Never_Seen_Before"  # a segment: target mean; one-hot: zeros
+    frame.loc[frame.index[20:30], "lot_frontage"] = np.nan  # imputed median, and log1p's own fill
+    frame.loc[frame.index[30:40], quality] = "Not_A_Grade"  # grade score 0
+    frame.loc[frame.index[40:50], "bldg_type"] = None
+    frame.loc[frame.index[50:60], "lot_area"] = -5.0  # log1p of a negative size counts as 0
+    compiled = compile_pipeline(blend.pipeline, spec.features)
+    expected = blend.pipeline.predict(frame[spec.features])
+    rows = rows_of(spec, frame)
+    assert worst_relative(compiled.predict(rows), expected) < 1e-6
+    assert worst_relative(np.array([compiled.predict([row])[0] for row in rows]), expected) < 1e-6
+
+
+def test_voting_weights_are_applied(blend: SimpleNamespace) -> None:
+    weighted = copy.deepcopy(blend.pipeline)
+    weighted.named_steps["model"].regressor_.weights = [1.0, 3.0]
+    frame = blend.holdout.head(50)
+    expected = weighted.predict(frame[blend.spec.features])
+    assert worst_relative(expected, blend.pipeline.predict(frame[blend.spec.features])) > 1e-4  # the weights matter
+    compiled = compile_pipeline(weighted, blend.spec.features)
+    assert worst_relative(compiled.predict(rows_of(blend.spec, frame)), expected) < 1e-6
+
+
+@pytest.mark.parametrize("weights", [None, [1.0, 3.0]])
+def test_explanation_adds_up_to_the_log_price_with_a_kernel_ridge_term(blend: SimpleNamespace, weights: list[float] | None) -> None:
+    pipeline = copy.deepcopy(blend.pipeline)
+    voting = pipeline.named_steps["model"].regressor_
+    voting.weights = weights
+    kernel_share = 0.5 if weights is None else weights[0] / sum(weights)
+    compiled = compile_pipeline(pipeline, blend.spec.features)
+    frame = blend.holdout.head(5)
+    encoded = pipeline[:-1].transform(frame[blend.spec.features])
+    kernel_log = voting.estimators_[0].predict(encoded)
+    prices = pipeline.predict(frame[blend.spec.features])
+    for index, row in enumerate(rows_of(blend.spec, frame)):
+        per_input, per_column, base, log_price = compiled.explain(row)
+        assert set(per_input) == {*blend.spec.features, KERNEL_TERM}
+        assert per_input[KERNEL_TERM] == pytest.approx(kernel_share * kernel_log[index], rel=1e-9)
+        assert per_column[KERNEL_TERM] == per_input[KERNEL_TERM]
+        assert base + sum(per_input.values()) == pytest.approx(log_price, abs=1e-9)
+        assert base + sum(per_column.values()) == pytest.approx(log_price, abs=1e-9)
+        assert log_price == pytest.approx(np.log(prices[index]), abs=1e-5)  # SHAP values are float32 sums
+
+
+def test_a_blend_it_cannot_reproduce_is_served_by_the_pipeline(blend: SimpleNamespace) -> None:
+    other = copy.deepcopy(blend.pipeline)
+    other.named_steps["model"].regressor_.estimators_[0].named_steps["regressor"].kernel = "rbf"
+    with pytest.raises(NotCompilable, match="rbf"):
+        compile_pipeline(other, blend.spec.features)
+    predictor = build_predictor(other, blend.spec.features)
+    assert isinstance(predictor, PipelinePredictor) and not predictor.fast
+    frame = blend.holdout.head(20)
+    np.testing.assert_allclose(predictor.predict(rows_of(blend.spec, frame)), other.predict(frame[blend.spec.features]))
+
+
+def test_the_model_store_serves_the_blend_through_the_compiled_path(blend: SimpleNamespace) -> None:
+    loaded = SimpleNamespace(
+        pipeline=blend.pipeline, interval_log_halfwidth=0.2, metrics={}, data_version="test", run_id="test"
+    )
+    rows = rows_of(blend.spec, blend.holdout.head(16))
+    model = prepare("blend", "1", loaded=loaded, spec=blend.spec, rows=rows, threads=1)
+    assert model.predictor.fast and model.explainable is model.predictor
+    expected = blend.pipeline.predict(blend.holdout.head(16)[blend.spec.features])
+    assert worst_relative(model.predict(rows), expected) < 1e-6

@@ -1,0 +1,403 @@
+"""The compiled form of the blend: one encoder into numpy, then kernel ridge and the booster, averaged.
+
+:func:`compile_blend` reads the fitted ``ColumnTransformer`` of
+:func:`price_platform.modeling.build_blend_pipeline` (imputer medians, scaler means and
+scales, the ``log1p`` and grade transforms, one-hot categories with their infrequent
+groups, ordinal codes, target encodings and their unknown-category means) and the fitted
+``VotingRegressor`` (kernel ridge's training matrix, dual coefficients and kernel
+parameters, the booster, the voting weights). :class:`CompiledBlend` then encodes records
+into one float64 matrix and evaluates both members with plain numpy and
+``booster.inplace_predict``. A step of any other kind raises :class:`NotCompilable`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import VotingRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.kernel_ridge import KernelRidge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    OneHotEncoder,
+    OrdinalEncoder,
+    StandardScaler,
+    TargetEncoder,
+)
+from xgboost import XGBRegressor
+
+from price_platform.modeling import (
+    QUALITY_SCALE,
+    DerivedFeatures,
+    log1p_nonnegative,
+    quality_scores,
+)
+from serving.fast_path import CompiledPipeline, NotCompilable, derived_sources
+
+#: Name of the kernel ridge member's (weighted) log prediction among ``/explain``'s contributions.
+KERNEL_TERM = "kernel_ridge"
+
+
+@dataclass(frozen=True)
+class _Numeric:
+    """Numeric columns: fill missing, optionally ``log1p`` of the non-negative part, then scale."""
+
+    sources: list[str]  # input or derived feature names
+    fill: np.ndarray  # value of a missing entry (after log1p_nonnegative's own fill when log)
+    log: bool
+    mean: np.ndarray
+    scale: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One categorical input column as rows of a lookup table (categories, then unknown, then missing)."""
+
+    source: int  # index of the input feature in the record
+    rows: dict[Any, int]  # category (None included) -> row of ``table``
+    unknown: int
+    missing: int  # row of a float NaN
+    table: np.ndarray  # (categories + 2, output width)
+
+
+@dataclass
+class CompiledBlend(CompiledPipeline):
+    """Derived features, encoder tables and both members of one fitted blend."""
+
+    features: list[str]
+    derived: dict[str, Callable[[Any], Any]]
+    derived_inputs: dict[str, list[str]]
+    blocks: list[_Numeric | _Table]  # in the encoder's output order
+    width: int
+    sources: list[str]  # per encoded column: the input (or derived) feature it comes from
+    kernel_columns: np.ndarray
+    kernel_fit: np.ndarray
+    kernel_dual: np.ndarray
+    kernel_gamma: float
+    kernel_coef0: float
+    kernel_degree: float
+    tree_columns: np.ndarray
+    tree_names: list[str]
+    booster: xgb.Booster
+    iteration_range: tuple[int, int]
+    weights: list[float] | None  # VotingRegressor.weights (None: plain mean), kernel ridge first
+    fast: bool = True
+
+    def encode(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
+        """The encoder's float64 output, one row per record."""
+        columns = list(zip(*rows, strict=True))
+        numeric: dict[str, np.ndarray] = {}
+        matrix = np.empty((len(rows), self.width), dtype=np.float64)
+        start = 0
+        for block in self.blocks:
+            if isinstance(block, _Numeric):
+                values = np.column_stack([self._numeric(name, columns, numeric) for name in block.sources])
+                values = np.where(np.isnan(values), block.fill, values)
+                if block.log:
+                    values = np.log1p(np.maximum(values, 0.0))
+                end = start + len(block.sources)
+                matrix[:, start:end] = (values - block.mean) / block.scale
+            else:
+                index = [
+                    block.rows.get(value, block.unknown) if value == value else block.missing  # noqa: PLR0124 (NaN test)
+                    for value in columns[block.source]
+                ]
+                end = start + block.table.shape[1]
+                matrix[:, start:end] = block.table[index]
+            start = end
+        return matrix
+
+    def _numeric(self, name: str, columns: list[tuple[Any, ...]], cache: dict[str, np.ndarray]) -> np.ndarray:
+        if name not in cache:
+            if name in self.derived:
+                named = {feature: self._numeric(feature, columns, cache) for feature in self.derived_inputs[name]}
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    cache[name] = np.asarray(self.derived[name](named), dtype=np.float64)
+            else:
+                cache[name] = np.array(columns[self.features.index(name)], dtype=np.float64)
+        return cache[name]
+
+    def members(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(kernel ridge, XGBoost) log predictions for an encoded matrix."""
+        kernel = matrix[:, self.kernel_columns] @ self.kernel_fit.T
+        kernel *= self.kernel_gamma
+        kernel += self.kernel_coef0
+        kernel **= self.kernel_degree
+        trees = self.booster.inplace_predict(
+            matrix[:, self.tree_columns].astype(np.float32),
+            iteration_range=self.iteration_range,
+            missing=np.nan,
+            validate_features=False,
+        )
+        return kernel @ self.kernel_dual, trees
+
+    def margin(self, matrix: np.ndarray) -> np.ndarray:
+        """The blend's log price, averaged as ``VotingRegressor.predict`` does."""
+        return np.average(np.asarray(self.members(matrix)).T, axis=1, weights=self.weights)
+
+    def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
+        return np.exp(self.margin(self.encode(rows)))
+
+    def explain(self, row: tuple[Any, ...]) -> tuple[dict[str, float], dict[str, float], float, float]:
+        """(per input feature, per model column, base value, log price) of one record.
+
+        The booster's SHAP values and bias are scaled by its share of the vote; the kernel
+        ridge member's log prediction, scaled by its share, is the one term ``kernel_ridge``.
+        Base value plus all contributions is the blend's log price.
+        """
+        matrix = self.encode([row])
+        kernel, _ = self.members(matrix)
+        kernel_share, tree_share = _shares(self.weights)
+        contributions = self.booster.predict(
+            xgb.DMatrix(matrix[:, self.tree_columns].astype(np.float32), missing=np.nan),
+            pred_contribs=True,
+            iteration_range=self.iteration_range,
+            validate_features=False,
+        )[0].astype(np.float64)
+        per_column = {name: tree_share * value for name, value in zip(self.tree_names, contributions[:-1].tolist(), strict=True)}
+        per_input = {name: 0.0 for name in self.features}
+        for column, value in zip(self.tree_columns.tolist(), contributions[:-1].tolist(), strict=True):
+            sources = self.derived_inputs.get(self.sources[column], [self.sources[column]])
+            for source in sources:
+                per_input[source] += tree_share * value / len(sources)
+        kernel_term = kernel_share * float(kernel[0])
+        per_column[KERNEL_TERM] = per_input[KERNEL_TERM] = kernel_term
+        base = tree_share * float(contributions[-1])
+        return per_input, per_column, base, base + kernel_term + tree_share * float(contributions[:-1].sum())
+
+
+def _shares(weights: list[float] | None) -> tuple[float, float]:
+    kernel, trees = weights if weights is not None else (1.0, 1.0)
+    return kernel / (kernel + trees), trees / (kernel + trees)
+
+
+def compile_blend(
+    derive: DerivedFeatures | None, encode: ColumnTransformer, blend: VotingRegressor, features: list[str], *, threads: int
+) -> CompiledBlend:
+    """Compile ``ColumnTransformer -> VotingRegressor([kernel ridge pipeline, XGBoost pipeline])``."""
+    derived = dict(derive.functions_) if derive is not None else {}
+    derived_inputs = derived_sources(derive, features)
+    if KERNEL_TERM in features:
+        raise NotCompilable(f"an input feature is named {KERNEL_TERM!r}")
+    blocks, sources = _encoder_blocks(encode, features, [*features, *derived])
+    names = list(encode.get_feature_names_out())
+    if len(sources) != len(names):
+        raise NotCompilable(f"the encoder gives {len(names)} columns, the compiled blocks {len(sources)}")
+    members = dict(zip([name for name, _ in blend.estimators], blend.estimators_, strict=True))
+    if set(members) != {"kernel_ridge", "xgboost"}:
+        raise NotCompilable(f"the blend's members are {sorted(members)}, not kernel_ridge and xgboost")
+    weights = None if blend.weights is None else [float(w) for w in blend.weights]
+    if [name for name, _ in blend.estimators] != ["kernel_ridge", "xgboost"]:
+        raise NotCompilable("the blend's members are not in the order kernel_ridge, xgboost")
+    kernel_columns, kernel = _member(members["kernel_ridge"], names, KernelRidge)
+    trees_columns, trees = _member(members["xgboost"], names, XGBRegressor)
+    if kernel.kernel != "polynomial" or kernel.kernel_params:
+        raise NotCompilable(f"kernel ridge's kernel is {kernel.kernel!r}, not a plain polynomial")
+    if not (trees.missing is None or (isinstance(trees.missing, float) and math.isnan(trees.missing))):
+        raise NotCompilable(f"XGBoost's missing value is {trees.missing!r}, not NaN")
+    booster = trees.get_booster()
+    if booster.num_features() != len(trees_columns):
+        raise NotCompilable(f"the booster expects {booster.num_features()} columns, the member selects {len(trees_columns)}")
+    booster.set_param({"nthread": threads})
+    return CompiledBlend(
+        features=features,
+        derived=derived,
+        derived_inputs=derived_inputs,
+        blocks=blocks,
+        width=len(sources),
+        sources=sources,
+        kernel_columns=kernel_columns,
+        kernel_fit=np.asarray(kernel.X_fit_, dtype=np.float64),
+        kernel_dual=np.asarray(kernel.dual_coef_, dtype=np.float64),
+        kernel_gamma=1.0 / len(kernel_columns) if kernel.gamma is None else float(kernel.gamma),
+        kernel_coef0=float(kernel.coef0),
+        kernel_degree=float(kernel.degree),
+        tree_columns=trees_columns,
+        tree_names=[names[i] for i in trees_columns],
+        booster=booster,
+        iteration_range=trees._get_iteration_range(None),
+        weights=weights,
+    )
+
+
+def _member(member: Any, names: list[str], kind: type) -> tuple[np.ndarray, Any]:
+    """(encoded column indices it reads, its fitted regressor) for one ``Pipeline([columns, regressor])``."""
+    if not isinstance(member, Pipeline) or len(member.steps) != 2 or not isinstance(member.steps[0][1], ColumnTransformer):
+        raise NotCompilable("a blend member is not Pipeline([ColumnTransformer, regressor])")
+    select, regressor = member.steps[0][1], member.steps[1][1]
+    if not isinstance(regressor, kind):
+        raise NotCompilable(f"a blend member is a {type(regressor).__name__}, not {kind.__name__}")
+    chosen = []
+    for _, transformer, columns in select.transformers_:
+        if transformer == "drop" or len(columns) == 0:
+            continue
+        if not _selects(transformer) or not all(isinstance(c, str) for c in columns):
+            raise NotCompilable("a blend member's column step does more than select columns by name")
+        chosen.extend(columns)
+    position = {name: i for i, name in enumerate(names)}
+    if any(name not in position for name in chosen):
+        raise NotCompilable("a blend member reads a column the encoder does not produce")
+    return np.array([position[name] for name in chosen], dtype=np.intp), regressor
+
+
+def _selects(transformer: Any) -> bool:
+    """Whether a fitted column step passes its columns through unchanged."""
+    return transformer == "passthrough" or (
+        isinstance(transformer, FunctionTransformer) and transformer.func is None and transformer.inverse_func is None
+    )
+
+
+def _encoder_blocks(
+    encode: ColumnTransformer, features: list[str], numeric_names: list[str]
+) -> tuple[list[_Numeric | _Table], list[str]]:
+    blocks: list[_Numeric | _Table] = []
+    for name, transformer, columns in encode.transformers_:
+        if transformer == "drop" or len(columns) == 0:
+            continue
+        if not all(isinstance(column, str) for column in columns):
+            raise NotCompilable(f"transformer {name!r} selects columns by position")
+        steps = [step for _, step in transformer.steps] if isinstance(transformer, Pipeline) else [transformer]
+        if isinstance(steps[-1], StandardScaler) and len(steps) == 2:
+            mean, scale = _scaler(steps[-1], len(columns))
+            first = steps[0]
+            if _is_function(first, quality_scores):
+                for i, column in enumerate(columns):
+                    blocks.append(_quality_table(features, column, mean[i], scale[i]))
+            elif _is_function(first, log1p_nonnegative) or isinstance(first, SimpleImputer):
+                _require_numeric(name, columns, numeric_names)
+                log = not isinstance(first, SimpleImputer)
+                fill = np.zeros(len(columns)) if log else _medians(first, name)
+                blocks.append(_Numeric(list(columns), fill, log, mean, scale))
+            else:
+                raise NotCompilable(f"transformer {name!r} starts with a {type(first).__name__}")
+        elif len(steps) == 1 and isinstance(transformer, OneHotEncoder):
+            blocks.extend(_one_hot_tables(transformer, columns, features))
+        elif len(steps) == 1 and isinstance(transformer, OrdinalEncoder):
+            blocks.extend(_ordinal_tables(transformer, columns, features))
+        elif len(steps) == 1 and isinstance(transformer, TargetEncoder):
+            blocks.extend(_target_tables(transformer, columns, features))
+        else:
+            raise NotCompilable(f"transformer {name!r} is a {type(transformer).__name__}")
+    return blocks, [name for block in blocks for name in _names(block, features)]
+
+
+def _names(block: _Numeric | _Table, features: list[str]) -> list[str]:
+    """The feature each encoded column of ``block`` comes from."""
+    return block.sources if isinstance(block, _Numeric) else [features[block.source]] * block.table.shape[1]
+
+
+def _is_function(step: Any, function: Callable[..., Any]) -> bool:
+    return isinstance(step, FunctionTransformer) and step.func is function and step.inverse_func is None
+
+
+def _require_numeric(name: str, columns: Sequence[str], numeric_names: list[str]) -> None:
+    for column in columns:
+        if column not in numeric_names:
+            raise NotCompilable(f"transformer {name!r} reads {column!r}, which is not a feature")
+
+
+def _scaler(scaler: StandardScaler, width: int) -> tuple[np.ndarray, np.ndarray]:
+    mean = np.asarray(scaler.mean_, dtype=np.float64) if scaler.with_mean else np.zeros(width)
+    scale = np.asarray(scaler.scale_, dtype=np.float64) if scaler.with_std else np.ones(width)
+    return mean, scale
+
+
+def _medians(imputer: SimpleImputer, name: str) -> np.ndarray:
+    missing = imputer.missing_values
+    if not (isinstance(missing, float) and math.isnan(missing)) or imputer.add_indicator:
+        raise NotCompilable(f"transformer {name!r}: only a NaN imputer without indicator columns is compiled")
+    statistics = np.asarray(imputer.statistics_, dtype=np.float64)
+    if np.isnan(statistics).any():
+        raise NotCompilable(f"transformer {name!r}: a column had no value to impute from")
+    return statistics
+
+
+def _source(column: str, features: list[str]) -> int:
+    if column not in features:
+        raise NotCompilable(f"encoded column {column!r} is not an input feature")
+    return features.index(column)
+
+
+def _categories(categories: np.ndarray) -> tuple[dict[Any, int], int | None]:
+    """(category -> position, position of a NaN category or None)."""
+    rows: dict[Any, int] = {}
+    nan_row = None
+    for position, category in enumerate(categories):
+        if isinstance(category, float) and math.isnan(category):
+            nan_row = position
+        else:
+            rows[category] = position
+    return rows, nan_row
+
+
+def _table(source: int, categories: np.ndarray, values: np.ndarray, unknown: np.ndarray, missing: np.ndarray | None) -> _Table:
+    rows, nan_row = _categories(categories)
+    n = len(categories)
+    missing_values = values[nan_row] if nan_row is not None else (unknown if missing is None else missing)
+    table = np.vstack([values, unknown[None, :], np.asarray(missing_values)[None, :]])
+    return _Table(source=source, rows=rows, unknown=n, missing=n + 1, table=table)
+
+
+def _quality_table(features: list[str], column: str, mean: float, scale: float) -> _Table:
+    """Grades scored by :data:`QUALITY_SCALE` (anything else 0), then scaled: one value per category."""
+    source = _source(column, features)
+    grades = list(QUALITY_SCALE)
+    values = np.array([[(QUALITY_SCALE[g] - mean) / scale] for g in grades], dtype=np.float64)
+    other = np.array([(0.0 - mean) / scale])
+    return _Table(source=source, rows={g: i for i, g in enumerate(grades)}, unknown=len(grades), missing=len(grades),
+                  table=np.vstack([values, other[None, :]]))  # fmt: skip
+
+
+def _one_hot_tables(encoder: OneHotEncoder, columns: Sequence[str], features: list[str]) -> list[_Table]:
+    if encoder.drop is not None or encoder.handle_unknown not in ("ignore", "infrequent_if_exist"):
+        raise NotCompilable("only a OneHotEncoder without drop that ignores unknown categories is compiled")
+    infrequent = getattr(encoder, "infrequent_categories_", [None] * len(columns))
+    tables = []
+    for column, categories, rare in zip(columns, encoder.categories_, infrequent, strict=True):
+        rare_set = set() if rare is None else set(rare.tolist())
+        frequent = [c for c in categories if c not in rare_set]
+        width = len(frequent) + (1 if rare_set else 0)
+        values = np.zeros((len(categories), width))
+        for position, category in enumerate(categories):
+            values[position, width - 1 if category in rare_set else frequent.index(category)] = 1.0
+        unknown = np.zeros(width)
+        if rare_set and encoder.handle_unknown == "infrequent_if_exist":
+            unknown[-1] = 1.0
+        tables.append(_table(_source(column, features), categories, values, unknown, None))
+    return tables
+
+
+def _ordinal_tables(encoder: OrdinalEncoder, columns: Sequence[str], features: list[str]) -> list[_Table]:
+    if encoder.handle_unknown != "use_encoded_value":
+        raise NotCompilable("an OrdinalEncoder that raises on unknown categories is not compiled")
+    missing = np.array([float(encoder.encoded_missing_value)])
+    tables = []
+    for column, categories in zip(columns, encoder.categories_, strict=True):
+        values = np.arange(len(categories), dtype=np.float64)[:, None]
+        _, nan_row = _categories(categories)
+        if nan_row is not None:
+            values[nan_row] = missing
+        tables.append(_table(_source(column, features), categories, values, np.array([float(encoder.unknown_value)]), missing))
+    return tables
+
+
+def _target_tables(encoder: TargetEncoder, columns: Sequence[str], features: list[str]) -> list[_Table]:
+    """Encodings per category (one column per class for a multiclass target), the target mean if unknown."""
+    per_feature = len(encoder.classes_) if encoder.target_type_ == "multiclass" else 1
+    if encoder.target_type_ not in ("continuous", "binary", "multiclass"):
+        raise NotCompilable(f"TargetEncoder for a {encoder.target_type_} target is not compiled")
+    means = np.atleast_1d(np.asarray(encoder.target_mean_, dtype=np.float64))
+    tables = []
+    for index, (column, categories) in enumerate(zip(columns, encoder.categories_, strict=True)):
+        encodings = encoder.encodings_[index * per_feature : (index + 1) * per_feature]
+        values = np.column_stack([np.asarray(e, dtype=np.float64) for e in encodings])
+        unknown = means if per_feature > 1 else means[:1]
+        tables.append(_table(_source(column, features), categories, values, unknown, None))
+    return tables
