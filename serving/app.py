@@ -13,7 +13,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 
-from litestar import Litestar, Response
+from litestar import Litestar, Request, Response
 from litestar.config.compression import CompressionConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
@@ -37,7 +37,7 @@ from serving.model_store import ModelStore
 from serving.openapi import components
 from serving.prediction_log import PredictionLog
 from serving.schemas import build_schemas
-from serving.services import Services
+from serving.services import Services, UnpriceableRecords
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
     security = Components(security_schemes={"apiKey": SecurityScheme(type="apiKey", name=auth.HEADER, security_scheme_in="header")})
     app = Litestar(
         route_handlers=[PredictionsController, FeedbackController, ModelController, HealthController, AdminController],
+        exception_handlers={UnpriceableRecords: unpriceable},
         dependencies={"services": Provide(lambda: services, sync_to_thread=False, use_cache=True)},
         lifespan=[lifespan],
         middleware=[metrics.count_requests],
@@ -115,6 +116,13 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
     app.state.services = services
     _document_bodies(app, body_components)
     return app
+
+
+def unpriceable(request: Request, error: UnpriceableRecords) -> Response:
+    """422 naming the records the model cannot price: the client's input, never a server error."""
+    return Response(
+        {"status_code": 422, "detail": str(error), "extra": {"records": error.records}}, status_code=422
+    )
 
 
 def _document_bodies(app: Litestar, bodies: Components) -> None:

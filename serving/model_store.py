@@ -22,6 +22,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import pandas as pd
 
 from price_platform.datasets import DatasetSpec
 from price_platform.registry import tracking
@@ -96,6 +97,25 @@ def warm_rows(spec: DatasetSpec, record_type: type[msgspec.Struct]) -> list[tupl
             row[index] = round(value) if column.integer else value
             rows.append(tuple(row))
     return (rows * (WARM_ROWS // len(rows) + 1))[:WARM_ROWS]
+
+
+def example_rows(
+    example: pd.DataFrame | None, spec: DatasetSpec, record_type: type[msgspec.Struct]
+) -> list[tuple[Any, ...]]:
+    """The version's own logged input example as request rows (real records: the best smoke test).
+
+    Empty when the version has no example or it does not fit the request schema.
+    """
+    if example is None or not set(spec.features) <= set(example.columns):
+        return []
+    frame = example[list(spec.features)].astype(object).where(example[list(spec.features)].notna(), None)
+    try:
+        records = [msgspec.convert(row, record_type, strict=False) for row in frame.to_dict("records")]
+    except msgspec.ValidationError as error:
+        log.warning("the model's input example does not fit the request schema (%s); smoke-testing made-up rows", error)
+        return []
+    rows = [msgspec.structs.astuple(record) for record in records]
+    return (rows * (WARM_ROWS // len(rows) + 1))[:WARM_ROWS] if rows else []
 
 
 def prepare(
@@ -206,7 +226,8 @@ class ModelStore:
         uri = tracking_uri(self.settings)
         with tracking.using(uri):  # `models:/` downloads resolve against the global registry URI
             loaded = load_version(uri, self.name, version)
-        return prepare(self.name, version, loaded=loaded, spec=self.spec, rows=self._rows, threads=self.settings.threads)
+        rows = example_rows(loaded.input_example, self.spec, self.record_type) or self._rows
+        return prepare(self.name, version, loaded=loaded, spec=self.spec, rows=rows, threads=self.settings.threads)
 
     async def watch(self, redis_client: Any | None) -> None:
         """Follow the alias until cancelled: notifications when Redis is there, polling always."""

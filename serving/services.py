@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from price_platform.datasets import DatasetSpec
 from price_platform.settings import Settings
@@ -20,6 +21,25 @@ from serving.schemas import RequestSchemas
 
 #: Batches at least this long are predicted in a worker thread so the event loop keeps serving.
 OFFLOAD_ROWS = 64
+
+
+class UnpriceableRecords(ValueError):
+    """Records the model gives no finite positive price for (far outside what it was trained on)."""
+
+    def __init__(self, records: list[int]) -> None:
+        self.records = records
+        super().__init__(
+            f"record {records[0]}: the model gives no finite price for it (its values lie far outside the data"
+            f" the model was trained on)" + (f"; also records {records[1:10]}" if len(records) > 1 else "")
+        )
+
+
+def checked(prices: np.ndarray) -> list[float]:
+    """The prices as floats; raise :class:`UnpriceableRecords` naming any that are not finite and positive."""
+    bad = np.flatnonzero(~(np.isfinite(prices) & (prices > 0)))
+    if bad.size:
+        raise UnpriceableRecords(bad.tolist())
+    return prices.tolist()
 
 
 @dataclass
@@ -46,12 +66,12 @@ class Services:
                 metrics.CACHE.labels(result="hit").inc()
                 return [cached]
             metrics.CACHE.labels(result="miss").inc()
-            price = float(model.predict(rows)[0])
+            price = checked(model.predict(rows))[0]
             await self.shared.set_price(key, price)
             return [price]
         if len(rows) >= OFFLOAD_ROWS:
-            return (await asyncio.to_thread(model.predict, rows)).tolist()
-        return model.predict(rows).tolist()
+            return checked(await asyncio.to_thread(model.predict, rows))
+        return checked(model.predict(rows))
 
     def explain(self, model: LoadedModel, record: Any) -> tuple[dict[str, float], dict[str, float], float, float] | None:
         compiled = model.explainable

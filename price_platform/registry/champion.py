@@ -6,7 +6,9 @@ import tempfile
 from dataclasses import dataclass, field
 
 import mlflow.artifacts
+import mlflow.models
 import mlflow.sklearn
+import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from price_platform.registry import CHAMPION, tracking
@@ -26,6 +28,7 @@ class ChampionModel:
     metrics: dict[str, float] = field(default_factory=dict)
     data_version: str = ""
     run_id: str = ""
+    input_example: pd.DataFrame | None = None  # real records logged with the model (smoke tests)
 
 
 def load_version(tracking_uri: str, model_name: str, version: str) -> ChampionModel:
@@ -36,6 +39,7 @@ def load_version(tracking_uri: str, model_name: str, version: str) -> ChampionMo
     with tempfile.TemporaryDirectory(prefix="price-model-") as folder, tracking.using(tracking_uri):
         local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=folder)
         pipeline = mlflow.sklearn.load_model(local)
+        example = mlflow.models.Model.load(local).load_input_example(local)
     tags = model_version.tags
     run_id = tags.get("run_id") or model_version.run_id or ""
     metrics = dict(mlflow_client.get_run(run_id).data.metrics) if run_id else {}
@@ -46,6 +50,7 @@ def load_version(tracking_uri: str, model_name: str, version: str) -> ChampionMo
         metrics=metrics,
         data_version=tags.get("data_version", ""),
         run_id=run_id,
+        input_example=example if isinstance(example, pd.DataFrame) else None,
     )
 
 
