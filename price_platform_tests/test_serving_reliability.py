@@ -186,10 +186,11 @@ def test_sigterm_under_load_finishes_every_request_in_flight(champion: Champion,
         exit_code = server.process.wait(60)
     finally:
         server.stop()
-    assert exit_code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its graceful shutdown
-    assert "Application shutdown complete" in (tmp_path / "server.log").read_text()
     lost = [o for o in outcomes if o.status != 200]
     assert not lost, lost[:5]
+    # uvicorn re-raises the signal once its graceful shutdown is done
+    assert exit_code in (0, -signal.SIGTERM, 128 + signal.SIGTERM)
+    assert "Application shutdown complete" in (tmp_path / "server.log").read_text()
     in_flight = [o for o in outcomes if o.started < sent_at["sigterm"] < o.finished]
     assert in_flight, "no request was in flight when SIGTERM arrived"
 
