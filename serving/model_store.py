@@ -26,6 +26,7 @@ import pandas as pd
 
 from price_platform.datasets import DatasetSpec
 from price_platform.registry import tracking
+from price_platform.registry.announce import promotion_channel
 from price_platform.registry.champion import champion_version, load_version
 from price_platform.settings import Settings
 from serving import metrics
@@ -42,11 +43,6 @@ RETRY_REFUSED_SECONDS = 30.0
 
 class ModelRefused(RuntimeError):
     """A registered version that could not be loaded, warmed or smoke-tested; the old one serves on."""
-
-
-def promotion_channel(model_name: str) -> str:
-    """Redis pub/sub channel on which a promotion of ``model_name`` is announced (message: the version)."""
-    return f"price-platform:champion:{model_name}"
 
 
 def tracking_uri(settings: Settings) -> str:

@@ -9,6 +9,7 @@ import sys
 from mlflow.exceptions import MlflowException
 
 from price_platform.registry.manual_checks import ManualContext
+from price_platform.registry.announce import announce_champion
 from price_platform.registry.promotion import PromotionRefused, rollback
 from price_platform.settings import get_settings
 from price_platform.training.dataset import TrainingDataError
@@ -34,5 +35,6 @@ def run(args: argparse.Namespace) -> int:
     except (PromotionRefused, TrainingDataError, MlflowException) as error:
         print(error, file=sys.stderr)
         return 1
+    announce_champion(registry.redis_url, registry.model_name, row.to_version)
     print(f"{registry.model_name} rolled back from version {row.from_version} to {row.to_version}: {row.reason}")
     return 0

@@ -10,7 +10,8 @@ from litestar.exceptions import ClientException, ServiceUnavailableException, Va
 from price_platform.registry.promotion import PromotionRefused, rollback
 from serving.auth import audit
 from serving.guards import requires
-from serving.model_store import ModelRefused, promotion_channel, tracking_uri
+from price_platform.registry.announce import promotion_channel
+from serving.model_store import ModelRefused, tracking_uri
 from serving.openapi import json_body
 from serving.schemas import AdminRequest, AdminResult, InvalidInput, decode
 from serving.services import Services

@@ -4,6 +4,7 @@
 import dagster as dg
 
 from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.registry.announce import announce_champion
 from price_platform.registry.promotion import Verdict, metric_gate, promote
 from price_platform.resources import Warehouse
 from price_platform.training.evaluation import Evaluation
@@ -34,6 +35,7 @@ def production_model(
         check=check,
         dagster_run_id=context.run_id,
     )
+    heard_by = announce_champion(registry.redis_url, registry.model_name, row.to_version)
     return dg.MaterializeResult(
         metadata={
             "champion_version": row.to_version,
@@ -41,5 +43,6 @@ def production_model(
             "deployment_id": row.id,
             "reason": row.reason,
             "holdout_rmsle": model_evaluation.challenger["rmsle"],
+            "api_servers_notified": heard_by,
         }
     )

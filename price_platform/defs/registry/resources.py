@@ -13,6 +13,7 @@ class ModelRegistry(dg.ConfigurableResource):
     tracking_uri: str
     model_name: str = "price-model"
     promotion_margin: float = 0.0
+    redis_url: str | None = None  # where a new champion is announced to the API servers
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
@@ -20,4 +21,5 @@ class ModelRegistry(dg.ConfigurableResource):
             tracking_uri=settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}",
             model_name=settings.model_name,
             promotion_margin=settings.promotion_margin,
+            redis_url=settings.redis_url,
         )
