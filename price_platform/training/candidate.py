@@ -24,7 +24,7 @@ from price_platform.registry.versions import (
     register_candidate,
 )
 from price_platform.training.behaviour import behaviour_failures
-from price_platform.training.dataset import TrainingSplit
+from price_platform.training.dataset import TrainingSplit, without_area_outliers
 from price_platform.training.metrics import (
     conformal_halfwidth,
     interval_coverage,
@@ -66,12 +66,13 @@ def fit_candidate(
 ) -> TrainedCandidate:
     """Fit, calibrate and measure the blend and its baselines; raise :class:`BehaviourError` if it misbehaves."""
     features, target = spec.features, spec.target
-    calibration = build_blend_pipeline(spec, data.train, xgboost_params, threads=threads, seed=seed)
-    calibration.fit(data.train[features], data.train[target])
+    train = without_area_outliers(data.train, spec)
+    calibration = build_blend_pipeline(spec, train, xgboost_params, threads=threads, seed=seed)
+    calibration.fit(train[features], train[target])
     validation_predicted = calibration.predict(data.validation[features])
     halfwidth = conformal_halfwidth(data.validation[target].to_numpy(float), validation_predicted, coverage)
 
-    fit_rows = data.fit_rows
+    fit_rows = without_area_outliers(data.fit_rows, spec)
     pipeline = build_blend_pipeline(spec, fit_rows, xgboost_params, threads=threads, seed=seed)
     pipeline.fit(fit_rows[features], fit_rows[target])
     actual = data.holdout[target].to_numpy(float)

@@ -24,7 +24,7 @@ import xgboost as xgb
 
 from price_platform.datasets import DatasetSpec
 from price_platform.modeling import TREE_GROUPS, XGBOOST_DEFAULTS, build_blend_pipeline
-from price_platform.training.dataset import TrainingSplit
+from price_platform.training.dataset import TrainingSplit, without_area_outliers
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,12 @@ def search_space(trial: optuna.Trial) -> dict[str, Any]:
 
 def tree_matrices(spec: DatasetSpec, data: TrainingSplit, seed: int) -> tuple[xgb.DMatrix, xgb.DMatrix]:
     """The XGBoost member's inputs for the training and validation windows, log target as label."""
-    encode = build_blend_pipeline(spec, data.train, seed=seed)[:-1]
-    train_x = encode.fit_transform(data.train[spec.features], data.train[spec.target])
+    rows = without_area_outliers(data.train, spec)
+    encode = build_blend_pipeline(spec, rows, seed=seed)[:-1]
+    train_x = encode.fit_transform(rows[spec.features], rows[spec.target])
     validation_x = encode.transform(data.validation[spec.features])
     columns = [c for c in train_x.columns if c.split("__", 1)[0] in TREE_GROUPS]
-    train = xgb.DMatrix(train_x[columns], label=np.log(data.train[spec.target].to_numpy(float)))
+    train = xgb.DMatrix(train_x[columns], label=np.log(rows[spec.target].to_numpy(float)))
     validation = xgb.DMatrix(validation_x[columns], label=np.log(data.validation[spec.target].to_numpy(float)))
     return train, validation
 
