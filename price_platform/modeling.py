@@ -240,7 +240,7 @@ def build_blend_pipeline(
                 OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1),
                 list(spec.categorical),
             ),
-            ("segment", TargetEncoder(random_state=seed), list(spec.segments)),
+            ("segment", TargetEncoder(target_type="continuous", random_state=seed), list(spec.segments)),
         ],
         sparse_threshold=0.0,
     ).set_output(transform="pandas")
