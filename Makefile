@@ -29,11 +29,13 @@ up: install
 demo: install
 	$(BIN)/price-platform demo
 
+# A temp folder of this checkout's own: pytest resets its shared /tmp/pytest-of-<user> to owner-only
+# at every start, which would lock the embedded PostgreSQL's OS user out of a concurrent run's data.
 test: install system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --basetemp=$(CURDIR)/.pytest-tmp $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python -m benchmarks $(BENCH)
 
 clean:
-	rm -rf .price_platform dbt/target dbt/logs
+	rm -rf .price_platform .pytest-tmp dbt/target dbt/logs
