@@ -252,16 +252,6 @@ def _numeric_row(name: str, kind: str, reference: np.ndarray, current: np.ndarra
     }
 
 
-def _numeric_row(name: str, kind: str, reference: np.ndarray, current: np.ndarray, thresholds: Thresholds) -> dict:
-    prepared = NumericReference.from_values(np.asarray(reference, dtype=float))
-    found = numeric_drift(prepared, np.asarray(current, dtype=float))
-    drifted = found["psi"] is not None and found["psi"] >= thresholds.psi and found["ks_p"] < thresholds.p_value
-    return {
-        "feature": name, "kind": kind, **found, "js": None, "chi2_p": None,
-        "reference_rows": int(prepared.values.size), "drifted": bool(drifted),
-    }
-
-
 def _previous_key(partition_key: str) -> str:
     """The partition key just before ``partition_key`` in sort order (keys compare as text)."""
     return partition_key[:-1] + chr(ord(partition_key[-1]) - 1) if partition_key else partition_key
