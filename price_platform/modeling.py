@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import operator
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -164,6 +165,8 @@ XGBOOST_DEFAULTS: dict[str, Any] = {
     "reg_lambda": 1.0,
 }
 KERNEL_DEFAULTS: dict[str, Any] = {"alpha": 0.5, "degree": 2, "coef0": 2.5}
+#: Weights of the kernel ridge and XGBoost log predictions (chosen on the same validation windows).
+BLEND_WEIGHTS = (0.6, 0.4)
 
 #: Encoded column groups each member of the blend reads (prefixes of the encoder's outputs).
 LINEAR_GROUPS = ("numeric", "log", "quality", "onehot")
@@ -198,8 +201,10 @@ def log1p_nonnegative(frame: pd.DataFrame) -> pd.DataFrame:
     return np.log1p(frame.astype("float64").clip(lower=0).fillna(0))
 
 
-def _group_columns(groups: tuple[str, ...]) -> ColumnTransformer:
-    selector = make_column_selector(pattern=f"^(?:{'|'.join(groups)})__")
+def _group_columns(groups: tuple[str, ...], leave_out: tuple[str, ...] = ()) -> ColumnTransformer:
+    """Selects the encoded columns of ``groups``, except the encoded columns named in ``leave_out``."""
+    skip = f"(?!(?:{'|'.join(map(re.escape, leave_out))})$)" if leave_out else ""
+    selector = make_column_selector(pattern=f"^{skip}(?:{'|'.join(groups)})__")
     keep = ColumnTransformer([("keep", "passthrough", selector)], verbose_feature_names_out=False)
     return keep.set_output(transform="pandas")
 
@@ -213,12 +218,14 @@ def build_blend_pipeline(
     threads: int = 1,
     seed: int = 0,
 ) -> Pipeline:
-    """Derived features -> one encoder -> mean of kernel ridge and XGBoost on log(price).
+    """Derived features -> one encoder -> weighted mean of kernel ridge and XGBoost on log(price).
 
     ``frame`` (the training rows) decides which columns are grades and which are skewed.
     The encoder's outputs are named ``<group>__<column>``; the kernel ridge reads the scaled
-    numerics, logs, grades and one-hot columns, XGBoost the numerics, grades, ordinal codes
-    and target-encoded segments. XGBoost is monotone increasing in the area column.
+    numerics (except the sale's year and month: a polynomial would extrapolate them into the
+    unseen months it is asked about), logs, grades and one-hot columns; XGBoost the numerics,
+    grades, ordinal codes and target-encoded segments. XGBoost is monotone increasing in the
+    area column. The log predictions are averaged with :data:`BLEND_WEIGHTS`.
     """
     quality = quality_columns(spec, frame)
     encode = ColumnTransformer(
@@ -254,11 +261,13 @@ def build_blend_pipeline(
     if spec.area_column:
         xgboost_settings["monotone_constraints"] = {f"numeric__{spec.area_column}": 1}
     kernel = KernelRidge(kernel="polynomial", **{**KERNEL_DEFAULTS, **dict(kernel_params or {})})
+    calendar = tuple(f"numeric__{c}" for c in (spec.time.columns if spec.time else []) if c in spec.numeric)
     blend = VotingRegressor(
         [
-            ("kernel_ridge", Pipeline([("columns", _group_columns(LINEAR_GROUPS)), ("regressor", kernel)])),
+            ("kernel_ridge", Pipeline([("columns", _group_columns(LINEAR_GROUPS, calendar)), ("regressor", kernel)])),
             ("xgboost", Pipeline([("columns", _group_columns(TREE_GROUPS)), ("regressor", XGBRegressor(**xgboost_settings))])),
-        ]
+        ],
+        weights=list(BLEND_WEIGHTS),
     )
     model = TransformedTargetRegressor(regressor=blend, func=np.log, inverse_func=np.exp)
     return Pipeline([("derive", DerivedFeatures(dict(spec.derived))), ("encode", encode), ("model", model)])

@@ -15,7 +15,7 @@ from price_platform.modeling import build_blend_pipeline, build_ridge_baseline
 from price_platform.registry.promotion import Verdict
 from price_platform.settings import Settings
 from price_platform.training.behaviour import behaviour_failures
-from price_platform.training.dataset import TrainingDataError, data_version, split
+from price_platform.training.dataset import TrainingDataError, data_version, split, without_area_outliers
 from price_platform.training.evaluation import Evaluation
 from price_platform.training.metrics import (
     conformal_halfwidth,
@@ -78,6 +78,20 @@ def test_features_too_short_for_the_windows_are_refused(spec, features) -> None:
     broken.loc[[3, 5], spec.target] = [0.0, np.nan]
     with pytest.raises(TrainingDataError, match="2 rows have a missing or non-positive sale_price"):
         split(broken, spec, holdout_months=12, validation_months=6, seed=0)
+
+
+def test_fits_leave_out_the_five_sales_over_4000_square_feet_and_keep_every_other_row(spec, features) -> None:
+    kept = without_area_outliers(features, spec)
+    dropped = features[~features["record_id"].isin(kept["record_id"])]
+    # De Cock's cut: three partial sales of unfinished mansions at 160-185k and two genuine mansions.
+    assert sorted(dropped["record_id"]) == ["1499", "1761", "1768", "2181", "2182"]
+    assert sorted(dropped[spec.area_column]) == [4316, 4476, 4676, 5095, 5642]
+    assert kept["record_id"].tolist() == features["record_id"][~features["record_id"].isin(dropped["record_id"])].tolist()
+    assert kept[spec.area_column].max() == 3820  # the largest house under the cut stays
+    edge = features.head(4).assign(**{spec.area_column: [np.nan, 4000.0, 4000.5, 1200.0]})
+    assert without_area_outliers(edge, spec)["record_id"].tolist() == edge["record_id"].iloc[[0, 1, 3]].tolist()
+    no_area = spec.model_copy(update={"area_column": None})
+    assert without_area_outliers(features, no_area)["record_id"].tolist() == features["record_id"].tolist()
 
 
 def test_conformal_interval_covers_its_share_of_fresh_residuals() -> None:
@@ -169,3 +183,13 @@ def test_study_is_seeded_and_reports_its_best_round_count(postgres, spec, window
     assert runs[0].history["learning_rate"].tolist() == runs[1].history["learning_rate"].tolist()
     assert runs[0].best_value == pytest.approx(runs[1].best_value)
     assert 0 < runs[0].best_params["n_estimators"] <= 100
+
+
+def test_study_scores_the_blend_the_candidate_fits_with_its_best_settings(postgres, spec, windows) -> None:
+    result = run_study(spec, windows, storage_url=postgres.url("optuna"), study_name=f"blend-{uuid.uuid4().hex[:6]}",
+                       n_trials=2, timeout=600, seed=5, rounds=120, pruning=False)  # fmt: skip
+    rows = without_area_outliers(windows.train, spec)
+    blend = build_blend_pipeline(spec, rows, result.best_params, seed=5).fit(rows[spec.features], rows[spec.target])
+    actual = windows.validation[spec.target].to_numpy(float)
+    rmsle = regression_metrics(actual, blend.predict(windows.validation[spec.features]))["rmsle"]
+    assert result.best_value == pytest.approx(rmsle, rel=1e-5)

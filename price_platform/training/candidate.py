@@ -2,8 +2,9 @@
 
 The blend is fitted on the training window and its validation residuals calibrate the
 split-conformal half-width; the registered model is then refitted on training + validation
-(the half-width is kept: calibrated on a model that saw less data, it errs on the wide side)
-and measured on the holdout, beside a median-price and a ridge baseline fitted on the same rows.
+(the half-width is kept: calibrated on a model that saw less data, it errs on the wide side;
+the study's boosting rounds grow in proportion to the rows, :func:`scaled_rounds`) and
+measured on the holdout, beside a median-price and a ridge baseline fitted on the same rows.
 """
 
 from __future__ import annotations
@@ -55,6 +56,14 @@ class TrainedCandidate:
     params: dict[str, Any]
 
 
+def scaled_rounds(xgboost_params: Mapping[str, Any], tuned_rows: int, fit_rows: int) -> dict[str, Any]:
+    """``xgboost_params`` with the rounds tuned on ``tuned_rows`` rows scaled to a fit on ``fit_rows`` rows."""
+    params = dict(xgboost_params)
+    if "n_estimators" in params and tuned_rows > 0:
+        params["n_estimators"] = max(1, round(int(params["n_estimators"]) * fit_rows / tuned_rows))
+    return params
+
+
 def fit_candidate(
     spec: DatasetSpec,
     data: TrainingSplit,
@@ -73,7 +82,8 @@ def fit_candidate(
     halfwidth = conformal_halfwidth(data.validation[target].to_numpy(float), validation_predicted, coverage)
 
     fit_rows = without_area_outliers(data.fit_rows, spec)
-    pipeline = build_blend_pipeline(spec, fit_rows, xgboost_params, threads=threads, seed=seed)
+    final_params = scaled_rounds(xgboost_params, len(train), len(fit_rows))
+    pipeline = build_blend_pipeline(spec, fit_rows, final_params, threads=threads, seed=seed)
     pipeline.fit(fit_rows[features], fit_rows[target])
     actual = data.holdout[target].to_numpy(float)
     predicted = pipeline.predict(data.holdout[features])
@@ -99,7 +109,7 @@ def fit_candidate(
         metrics=metrics,
         segments=segment_metrics(data.holdout, actual, predicted, list(spec.segments)),
         importance=shap_importance(pipeline, data.holdout[features]),
-        params={**{f"xgboost_{k}": v for k, v in xgboost_params.items()}, "interval_coverage_nominal": coverage},
+        params={**{f"xgboost_{k}": v for k, v in final_params.items()}, "interval_coverage_nominal": coverage},
     )
 
 
