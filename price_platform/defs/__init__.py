@@ -1,4 +1,4 @@
-"""Definitions grouped by domain: ingestion, features (dbt), training, registry, monitoring."""
+"""Definitions grouped by domain: ingestion, features (dbt), training, registry, monitoring, operations, scale."""
 
 from __future__ import annotations
 
@@ -29,6 +29,9 @@ def build_domain_definitions(settings: Settings) -> dg.Definitions:
     from price_platform.defs import operations
 
     domains.append(operations.build_definitions(settings))
+    from price_platform.defs import scale
+
+    domains.append(scale.build_definitions(settings))
     resources = {
         "warehouse": Warehouse.from_settings(settings),
         "dataset": Dataset(path=str(settings.dataset)),

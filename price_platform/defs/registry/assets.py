@@ -1,11 +1,12 @@
 """The production model: the challenger promoted to ``champion`` once its gate has passed."""
 
+from typing import Any
 
 import dagster as dg
 
 from price_platform.defs.registry.resources import ModelRegistry
 from price_platform.registry.announce import announce_champion
-from price_platform.registry.promotion import Verdict, metric_gate, promote
+from price_platform.registry.promotion import Deployment, Verdict, metric_gate, promote
 from price_platform.resources import Warehouse
 from price_platform.training.evaluation import Evaluation
 
@@ -35,14 +36,18 @@ def production_model(
         check=check,
         dagster_run_id=context.run_id,
     )
-    heard_by = announce_champion(registry.redis_url, registry.model_name, row.to_version)
     return dg.MaterializeResult(
-        metadata={
-            "champion_version": row.to_version,
-            "replaced_version": row.from_version or "none",
-            "deployment_id": row.id,
-            "reason": row.reason,
-            "holdout_rmsle": model_evaluation.challenger["rmsle"],
-            "api_servers_notified": heard_by,
-        }
+        metadata={**announced(registry, row), "holdout_rmsle": model_evaluation.challenger["rmsle"]}
     )
+
+
+def announced(registry: ModelRegistry, row: Deployment) -> dict[str, Any]:
+    """Tell the API servers about the new champion; the promotion's metadata for the Dagster UI."""
+    heard_by = announce_champion(registry.redis_url, registry.model_name, row.to_version)
+    return {
+        "champion_version": row.to_version,
+        "replaced_version": row.from_version or "none",
+        "deployment_id": row.id,
+        "reason": row.reason,
+        "api_servers_notified": heard_by,
+    }
