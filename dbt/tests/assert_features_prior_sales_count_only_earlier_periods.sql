@@ -2,44 +2,75 @@
     Recounts the prior segment sales of the partition window's features by summing the sales of
     strictly earlier periods with a plain join (no window functions) and returns the sales whose
     stored count differs.
+
+    The recount is done per segment value and period (small: values x periods, from one pass
+    over the sales) and joined to the features by the sale's own segment value and period, so
+    the test costs one pass over the sales and one over the features, not a join of every sale
+    with every earlier one.
 -#}
 {{ config(meta={'dagster': {'ref': {'name': 'features'}}}) }}
 {%- set spec = dataset() -%}
 
-with sales as (
+{% if spec.segments -%}
+with counted as (
 
-    select * from {{ ref('int_sales_enriched') }}
+    select
+        partition_key,
+        period_start,
+        {%- for segment in spec.segments %}
+        coalesce(cast({{ adapter.quote(segment) }} as text), '') as value_{{ loop.index }},
+        {%- endfor %}
+        count(*) as sales
+    from {{ ref('int_sales_enriched') }}
+    group by partition_key, period_start{% for segment in spec.segments %}, value_{{ loop.index }}{% endfor %}
 
 ),
 
-features as (
+periods as (
 
-    select * from {{ ref('features') }}
-    where {{ in_partition_window('partition_key') }}
+    select distinct partition_key, period_start from counted
 
 )
+{%- for segment in spec.segments %}
 
-{% for segment in spec.segments -%}
-{%- set value = "coalesce(cast(" ~ adapter.quote(segment) ~ " as text), '')" -%}
 , sales_by_{{ loop.index }} as (
 
-    select {{ value }} as segment_value, period_start, count(*) as sales
-    from sales
+    select value_{{ loop.index }} as segment_value, period_start, sum(sales) as sales
+    from counted
+    group by 1, 2
+
+),
+
+earlier_by_{{ loop.index }} as (
+
+    select current_period.segment_value, current_period.period_start, coalesce(sum(earlier.sales), 0) as sales
+    from sales_by_{{ loop.index }} as current_period
+    left join sales_by_{{ loop.index }} as earlier
+        on earlier.segment_value = current_period.segment_value
+        and earlier.period_start < current_period.period_start
     group by 1, 2
 
 )
-{% endfor %}
-
-{% for segment in spec.segments -%}
-select features.record_id, '{{ segment }}' as segment_column
-from features
-join sales as current_sale on current_sale.record_id = features.record_id
-left join sales_by_{{ loop.index }} as earlier
-    on earlier.segment_value = coalesce(cast(current_sale.{{ adapter.quote(segment) }} as text), '')
-    and earlier.period_start < current_sale.period_start
-group by features.record_id, features.{{ adapter.quote('prior_sales_by_' ~ segment) }}
-having coalesce(sum(earlier.sales), 0) <> features.{{ adapter.quote('prior_sales_by_' ~ segment) }}
-{% if not loop.last %}union all{% endif %}
-{% else -%}
-select record_id, null as segment_column from features where false
 {%- endfor %}
+
+select features.record_id, recount.segment_column
+from {{ ref('features') }} as features
+join periods on periods.partition_key = features.partition_key
+{%- for segment in spec.segments %}
+left join earlier_by_{{ loop.index }}
+    on earlier_by_{{ loop.index }}.segment_value = coalesce(cast(features.{{ adapter.quote(segment) }} as text), '')
+    and earlier_by_{{ loop.index }}.period_start = periods.period_start
+{%- endfor %}
+cross join lateral (
+    values
+    {%- for segment in spec.segments %}
+    (
+        '{{ segment }}',
+        coalesce(earlier_by_{{ loop.index }}.sales, -1) <> features.{{ adapter.quote('prior_sales_by_' ~ segment) }}
+    ){% if not loop.last %},{% endif %}
+    {%- endfor %}
+) as recount (segment_column, differs)
+where {{ in_partition_window('features.partition_key') }} and recount.differs
+{%- else -%}
+select record_id, null as segment_column from {{ ref('features') }} where false
+{%- endif %}

@@ -1,18 +1,49 @@
 {#-
     Each sale with its record id, sale month, arrival order and derived features.
 
+    `arrival_seq` orders sales by arrival: loads in the order they were ingested (ingested_at,
+    load id, file; a load is one file written in one transaction), then the row number in the
+    file. It increases in that order and is unique, with gaps where a file's rows went to
+    another partition or were rejected. It is computed from a small per-load aggregate joined
+    back, not from a window over every sale, so the view costs one scan of `raw_sales`.
+
     `period_start` orders sales in time for the prior-segment statistics: the sale month when
     the data set has a time column, otherwise the first arrival of the sale's batch.
+
+    `ref('stg_price_data__sales')` is named in each CTE that reads it (not through one shared
+    CTE), so PostgreSQL inlines it rather than materialising every sale.
 -#}
 {%- set spec = dataset() -%}
 {%- set time = spec.time -%}
 
-with sales as (
+with arrivals as (
 
-    select * from {{ ref('stg_price_data__sales') }}
+    {#- one row per load: a load is one arrival (one file, one ingestion transaction) -#}
+    select
+        load_id,
+        min(source_row_number) as first_row,
+        coalesce(
+            sum(max(source_row_number) - min(source_row_number) + 1) over (
+                order by min(ingested_at), load_id, min(source_file)
+                rows between unbounded preceding and 1 preceding
+            ),
+            0
+        ) as rows_before
+    from {{ ref('stg_price_data__sales') }}
+    group by load_id
 
 ),
 
+{% if time is none -%}
+batches as (
+
+    select partition_key, min(ingested_at) as first_arrival
+    from {{ ref('stg_price_data__sales') }}
+    group by partition_key
+
+),
+
+{% endif -%}
 dated as (
 
     select
@@ -29,7 +60,10 @@ dated as (
             1
         )
         {%- endif %} as sale_month
-    from sales
+        {%- for name, expression in spec.derived.items() %},
+        cast(({{ expression }}) as double precision) as {{ adapter.quote(name) }}
+        {%- endfor %}
+    from {{ ref('stg_price_data__sales') }}
 
 ),
 
@@ -37,25 +71,28 @@ enriched as (
 
     select
         {% if spec.id_column -%}
-        cast({{ adapter.quote(spec.id_column) }} as text)
+        cast(dated.{{ adapter.quote(spec.id_column) }} as text)
         {%- else -%}
-        partition_key || '/' || coalesce(source_file, '') || '#' || source_row_number
+        dated.partition_key || '/' || coalesce(dated.source_file, '') || '#' || dated.source_row_number
         {%- endif %} as record_id,
-        partition_key,
-        sale_month,
-        row_number() over (order by ingested_at, load_id, source_file, source_row_number) as arrival_seq,
-        coalesce(
-            cast(sale_month as timestamptz),
-            min(ingested_at) over (partition by partition_key)
-        ) as period_start,
-        {%- for column in spec.numeric + spec.categorical %}
-        {{ adapter.quote(column) }},
+        dated.partition_key,
+        dated.sale_month,
+        cast(arrivals.rows_before + dated.source_row_number - arrivals.first_row + 1 as bigint) as arrival_seq,
+        {% if time is none -%}
+        batches.first_arrival
+        {%- else -%}
+        cast(dated.sale_month as timestamptz)
+        {%- endif %} as period_start,
+        {%- for column in spec.numeric + spec.categorical + (spec.derived | list) %}
+        dated.{{ adapter.quote(column) }},
         {%- endfor %}
-        {%- for name, expression in spec.derived.items() %}
-        cast(({{ expression }}) as double precision) as {{ adapter.quote(name) }},
-        {%- endfor %}
-        {{ adapter.quote(spec.target) }}
+        dated.{{ adapter.quote(spec.target) }}
     from dated
+    {#- left joins to one row per key: PostgreSQL drops them from queries that do not use their columns #}
+    left join arrivals on arrivals.load_id = dated.load_id
+    {%- if time is none %}
+    left join batches on batches.partition_key = dated.partition_key
+    {%- endif %}
 
 )
 

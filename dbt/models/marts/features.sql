@@ -22,7 +22,8 @@ with sales as (
 
 ),
 
-prior_prices as (
+{#- computed once (one pass over the sales), then hash-joined once per segment -#}
+prior_prices as materialized (
 
     select * from {{ ref('int_segment_prices_accumulated') }}
 
@@ -52,7 +53,9 @@ final as (
     {%- set prior = 'prior_' ~ loop.index %}
     left join prior_prices as {{ prior }}
         on {{ prior }}.segment_column = '{{ segment }}'
-        and {{ prior }}.segment_value is not distinct from cast(sales.{{ adapter.quote(segment) }} as text)
+        {#- null matches null, written as two equalities so PostgreSQL can hash-join -#}
+        and coalesce({{ prior }}.segment_value, '') = coalesce(cast(sales.{{ adapter.quote(segment) }} as text), '')
+        and ({{ prior }}.segment_value is null) = (sales.{{ adapter.quote(segment) }} is null)
         and {{ prior }}.period_start = sales.period_start
     {%- endfor %}
 
