@@ -116,7 +116,7 @@ def row_problems(table: pa.Table, spec: DatasetSpec) -> dict[str, np.ndarray]:
             note(f"{name} below {rule.min:g}", pc.less(column, rule.min))
         if rule.max is not None:
             note(f"{name} above {rule.max:g}", pc.greater(column, rule.max))
-        if rule.integer:
+        if rule.integer and not pa.types.is_integer(column.type):
             note(f"{name} not a whole number", pc.not_equal(pc.floor(column), column))
     for name, rule in spec.categorical.items():
         column = table[name]
@@ -149,13 +149,22 @@ def _read_schema(path: Path, spec: DatasetSpec) -> dict[str, str]:
 
 
 def _typed(batch: pa.RecordBatch, names: dict[str, str], spec: DatasetSpec) -> pa.Table:
-    """The batch under normalised names with the types of ``raw_sales`` (numbers as float64, stripped text)."""
+    """The batch under normalised names with the types of ``raw_sales`` (numbers, stripped text).
+
+    Integer columns stay integers (PostgreSQL reads them into ``double precision`` the same,
+    and they are cheaper to check and to write as CSV); other numbers become float64.
+    """
     columns = {}
     for name, target in data_columns(spec).items():
         column = batch.column(batch.schema.get_field_index(names[name]))
         kind = "a number" if target == pa.float64() else "text"
         try:
-            columns[name] = _text(column) if target == pa.string() else pc.cast(column, target)
+            if target == pa.string():
+                columns[name] = _text(column)
+            elif pa.types.is_integer(column.type):
+                columns[name] = column
+            else:
+                columns[name] = pc.cast(column, target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
             raise BulkLoadError(f"column {name!r} cannot be read as {kind}: {error}") from error
     return pa.table(columns)
@@ -178,8 +187,18 @@ def _text(column: pa.Array) -> pa.Array:
 
 
 def _copy(cursor, table: pa.Table, columns: list[str]) -> None:  # noqa: ANN001
+    """``table`` appended to ``raw_sales`` with ``COPY ... FROM STDIN (FORMAT csv)``.
+
+    Text is written unquoted (less to write and for PostgreSQL to parse; missing text is
+    already null, so an empty field means null as it should); a batch with a value that
+    needs quotes (a comma, quote or line break in it) is written quoted instead.
+    """
     buffer = io.BytesIO()
-    pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
+    try:
+        pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    except pa.ArrowInvalid:
+        buffer = io.BytesIO()
+        pacsv.write_csv(table, buffer, pacsv.WriteOptions(include_header=False))
     buffer.seek(0)
     statement = sql.SQL("copy price_data.raw_sales ({}) from stdin with (format csv)").format(
         sql.SQL(", ").join(map(sql.Identifier, columns))
@@ -277,13 +296,24 @@ def _scan(parquet: pq.ParquetFile, names: dict[str, str], spec: DatasetSpec, pat
             raise BulkLoadError(f"{path}: rows without a sale month ({', '.join(spec.time.columns)} missing)")  # type: ignore[union-attr]
         keys.update(pc.unique(here).to_pylist())
         if spec.id_column:
-            ids.append(np.asarray(pc.cast(table[spec.id_column], pa.string()).to_numpy(zero_copy_only=False), dtype=object))
+            ids.append(_id_values(table[spec.id_column]))
         rows += batch.num_rows
     if rows == 0:
         raise BulkLoadError(f"{path}: no rows; the file has columns but no records")
     if not ids:
         return sorted(keys), np.zeros(rows, dtype=bool)
     return sorted(keys), pd.Series(np.concatenate(ids)).duplicated(keep="first").to_numpy()
+
+
+def _id_values(column: pa.Array) -> np.ndarray:
+    """Record ids for the duplicate check: integers as int64 (fast to hash), anything else as text.
+
+    Missing ids are equal to each other here, as missing text ids are (those rows are rejected
+    for the missing id anyway).
+    """
+    if pa.types.is_integer(column.type):
+        return pc.fill_null(pc.cast(column, pa.int64()), np.iinfo(np.int64).min).to_numpy()
+    return np.asarray(pc.cast(column, pa.string()).to_numpy(zero_copy_only=False), dtype=object)
 
 
 def _reject(cursor, typed, keys, rows, bad, problems, load_ids, path, result) -> None:  # noqa: ANN001
@@ -337,6 +367,8 @@ def bulk_load(
         ThreadPoolExecutor(max_workers=workers) as pool,
     ):
         loads = list(pool.map(one, paths))
+    with connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("analyze price_data.raw_sales")  # fresh statistics for the features' query plans
     return loads
 
 
