@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PARAMS = {"objective": "reg:squarederror", "tree_method": "hist", "max_depth": 6, "eta": 0.1, "max_bin": 256, "seed": 0}
 DEFAULT_ROUNDS = 100
 LABEL = "_label"
+#: Partitions read and encoded ahead of XGBoost on the first walk, each on its own connection.
+READ_AHEAD = 2
 
 
 class FeatureEncoder:
@@ -161,9 +163,9 @@ class PartitionIter(xgb.DataIter):
     ``QuantileDMatrix`` walks its input several times (four with XGBoost 3: sketch, then
     pages); the first walk reads PostgreSQL and spills each encoded partition as ``.npy``
     into ``spill``, the later ones read those files back, so the database is read once and
-    memory holds one partition (two on the first walk: with a ``pool``, the next partition is
-    read and encoded while XGBoost sketches the current one; PostgreSQL's ``COPY`` and Arrow's
-    parsing run outside the GIL).
+    memory holds one partition (up to ``1 + READ_AHEAD`` on the first walk: with a ``pool``,
+    the next partitions are read and encoded while XGBoost sketches the current one;
+    PostgreSQL's ``COPY`` runs in the server and Arrow's parsing outside the GIL).
     """
 
     def __init__(
@@ -198,8 +200,8 @@ class PartitionIter(xgb.DataIter):
         if data_file.exists():
             data, label = np.load(data_file), np.load(label_file)
         else:
-            self._start(self.position)
-            self._start(self.position + 1)
+            for ahead in range(READ_AHEAD + 1):
+                self._start(self.position + ahead)
             waiting = self.pending.pop(self.position, None)
             data, label = waiting.result() if waiting is not None else self._encoded(self.position)
             np.save(data_file, data)
@@ -219,7 +221,7 @@ def train_in_chunks(
     """One process: a ``QuantileDMatrix`` built partition by partition, then ``xgboost.train``."""
     with (
         tempfile.TemporaryDirectory(prefix="price-platform-train-") as spill,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-features") as pool,
+        ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="read-features") as pool,
     ):
         iterator = PartitionIter(lambda key: read_partition(dsn, spec, key, dictionary=True), keys, encoder, Path(spill), pool)
         matrix = xgb.QuantileDMatrix(iterator, max_bin=params.get("max_bin", 256), nthread=params.get("nthread"))
