@@ -131,3 +131,23 @@ def test_the_model_store_serves_the_blend_through_the_compiled_path(blend: Simpl
     assert model.predictor.fast and model.explainable is model.predictor
     expected = blend.pipeline.predict(blend.holdout.head(16)[blend.spec.features])
     assert worst_relative(model.predict(rows), expected) < 1e-6
+
+
+def test_the_quadratic_form_is_the_kernel_against_every_training_row(blend: SimpleNamespace) -> None:
+    compiled = compile_pipeline(blend.pipeline, blend.spec.features)
+    columns = compiled.encode(rows_of(blend.spec, blend.holdout))[:, compiled.kernel_columns]
+    quadratic, linear, constant = compiled.kernel.quadratic()
+    by_form = np.einsum("ij,ij->i", columns @ quadratic, columns) + columns @ linear + constant
+    by_rows = compiled.kernel.against_rows(columns)
+    assert worst_relative(by_form, by_rows) < 1e-9
+
+
+def test_a_kernel_of_another_degree_is_evaluated_against_the_training_rows(blend: SimpleNamespace) -> None:
+    cubic = copy.deepcopy(blend.pipeline)
+    cubic.named_steps["model"].regressor_.estimators_[0].named_steps["regressor"].degree = 3
+    compiled = compile_pipeline(cubic, blend.spec.features)
+    assert compiled.kernel.quadratic() is None
+    frame = blend.holdout.head(40)
+    expected = cubic.predict(frame[blend.spec.features])
+    assert worst_relative(expected, blend.pipeline.predict(frame[blend.spec.features])) > 1e-4  # the degree matters
+    assert worst_relative(compiled.predict(rows_of(blend.spec, frame)), expected) < 1e-6

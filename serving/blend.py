@@ -6,15 +6,22 @@ scales, the ``log1p`` and grade transforms, one-hot categories with their infreq
 groups, ordinal codes, target encodings and their unknown-category means) and the fitted
 ``VotingRegressor`` (kernel ridge's training matrix, dual coefficients and kernel
 parameters, the booster, the voting weights). :class:`CompiledBlend` then encodes records
-into one float64 matrix and evaluates both members with plain numpy and
+with :class:`serving.encoder.EncoderPlan` and evaluates both members with plain numpy and
 ``booster.inplace_predict``. A step of any other kind raises :class:`NotCompilable`.
+
+Kernel ridge predicts ``sum_i a_i k(x, x_i)`` over all *n* training rows. For the default
+degree-2 polynomial kernel ``k(x, y) = (g x.y + c)^2`` that sum is exactly the quadratic form
+``x' A x + b.x + a0`` with ``A = g^2 X' diag(a) X``, ``b = 2 g c X' a`` and ``a0 = c^2 sum(a)``,
+computed once at compile time: a record then costs d^2 rather than n*d multiplications
+(d = kernel columns, a few hundred; n = training rows, thousands). Other degrees evaluate the
+kernel against the training rows.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -39,32 +46,43 @@ from price_platform.modeling import (
     log1p_nonnegative,
     quality_scores,
 )
+from serving.encoder import EncoderPlan, Numeric, Table, plan
 from serving.fast_path import CompiledPipeline, NotCompilable, derived_sources
 
+#: Up to this many records are encoded one by one (numpy's per-call cost dominates below it).
+ROW_BY_ROW = 6
 #: Name of the kernel ridge member's (weighted) log prediction among ``/explain``'s contributions.
 KERNEL_TERM = "kernel_ridge"
 
 
 @dataclass(frozen=True)
-class _Numeric:
-    """Numeric columns: fill missing, optionally ``log1p`` of the non-negative part, then scale."""
+class PolynomialKernel:
+    """Kernel ridge with ``k(x, y) = (gamma x.y + coef0)^degree``: its training rows and dual coefficients."""
 
-    sources: list[str]  # input or derived feature names
-    fill: np.ndarray  # value of a missing entry (after log1p_nonnegative's own fill when log)
-    log: bool
-    mean: np.ndarray
-    scale: np.ndarray
+    fit_rows: np.ndarray
+    dual: np.ndarray
+    gamma: float
+    coef0: float
+    degree: float
 
+    def quadratic(self) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """(A, b, a0) of the exact quadratic form when the degree is 2, else ``None``."""
+        if self.degree != 2:
+            return None
+        weighted = self.fit_rows.T * self.dual
+        return (
+            self.gamma**2 * (weighted @ self.fit_rows),
+            2.0 * self.gamma * self.coef0 * (self.fit_rows.T @ self.dual),
+            self.coef0**2 * float(self.dual.sum()),
+        )
 
-@dataclass(frozen=True)
-class _Table:
-    """One categorical input column as rows of a lookup table (categories, then unknown, then missing)."""
-
-    source: int  # index of the input feature in the record
-    rows: dict[Any, int]  # category (None included) -> row of ``table``
-    unknown: int
-    missing: int  # row of a float NaN
-    table: np.ndarray  # (categories + 2, output width)
+    def against_rows(self, columns: np.ndarray) -> np.ndarray:
+        """The prediction as scikit-learn computes it: the kernel against every training row."""
+        kernel = columns @ self.fit_rows.T
+        kernel *= self.gamma
+        kernel += self.coef0
+        kernel **= self.degree
+        return kernel @ self.dual
 
 
 @dataclass
@@ -72,78 +90,68 @@ class CompiledBlend(CompiledPipeline):
     """Derived features, encoder tables and both members of one fitted blend."""
 
     features: list[str]
-    derived: dict[str, Callable[[Any], Any]]
     derived_inputs: dict[str, list[str]]
-    blocks: list[_Numeric | _Table]  # in the encoder's output order
-    width: int
+    encoder: EncoderPlan
     sources: list[str]  # per encoded column: the input (or derived) feature it comes from
     kernel_columns: np.ndarray
-    kernel_fit: np.ndarray
-    kernel_dual: np.ndarray
-    kernel_gamma: float
-    kernel_coef0: float
-    kernel_degree: float
+    kernel: PolynomialKernel
     tree_columns: np.ndarray
     tree_names: list[str]
     booster: xgb.Booster
     iteration_range: tuple[int, int]
     weights: list[float] | None  # VotingRegressor.weights (None: plain mean), kernel ridge first
     fast: bool = True
+    _quadratic: tuple[np.ndarray, np.ndarray, float] | None = field(init=False)
+    _kernel_internal: np.ndarray = field(init=False)
+    _tree_internal: np.ndarray = field(init=False)
+    _shares: tuple[float, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._quadratic = self.kernel.quadratic()
+        order = self.encoder.output_order  # the members' columns, picked straight from the internal layout
+        self._kernel_internal = order[self.kernel_columns]
+        self._tree_internal = order[self.tree_columns]
+        self._shares = _shares(self.weights)
 
     def encode(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
         """The encoder's float64 output, one row per record."""
-        columns = list(zip(*rows, strict=True))
-        numeric: dict[str, np.ndarray] = {}
-        matrix = np.empty((len(rows), self.width), dtype=np.float64)
-        start = 0
-        for block in self.blocks:
-            if isinstance(block, _Numeric):
-                values = np.column_stack([self._numeric(name, columns, numeric) for name in block.sources])
-                values = np.where(np.isnan(values), block.fill, values)
-                if block.log:
-                    values = np.log1p(np.maximum(values, 0.0))
-                end = start + len(block.sources)
-                matrix[:, start:end] = (values - block.mean) / block.scale
-            else:
-                index = [
-                    block.rows.get(value, block.unknown) if value == value else block.missing  # noqa: PLR0124 (NaN test)
-                    for value in columns[block.source]
-                ]
-                end = start + block.table.shape[1]
-                matrix[:, start:end] = block.table[index]
-            start = end
-        return matrix
-
-    def _numeric(self, name: str, columns: list[tuple[Any, ...]], cache: dict[str, np.ndarray]) -> np.ndarray:
-        if name not in cache:
-            if name in self.derived:
-                named = {feature: self._numeric(feature, columns, cache) for feature in self.derived_inputs[name]}
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    cache[name] = np.asarray(self.derived[name](named), dtype=np.float64)
-            else:
-                cache[name] = np.array(columns[self.features.index(name)], dtype=np.float64)
-        return cache[name]
+        return self.encoder.encode_many(rows)[:, self.encoder.output_order]
 
     def members(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(kernel ridge, XGBoost) log predictions for an encoded matrix."""
-        kernel = matrix[:, self.kernel_columns] @ self.kernel_fit.T
-        kernel *= self.kernel_gamma
-        kernel += self.kernel_coef0
-        kernel **= self.kernel_degree
+        return self.member_outputs(matrix[:, self.kernel_columns], matrix[:, self.tree_columns])
+
+    def member_outputs(self, kernel_columns: np.ndarray, tree_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(kernel ridge, XGBoost) log predictions from the columns each member reads."""
+        if self._quadratic is None:
+            kernel = self.kernel.against_rows(kernel_columns)
+        else:
+            quadratic, linear, constant = self._quadratic
+            kernel = np.einsum("ij,ij->i", kernel_columns @ quadratic, kernel_columns)
+            kernel += kernel_columns @ linear
+            kernel += constant
         trees = self.booster.inplace_predict(
-            matrix[:, self.tree_columns].astype(np.float32),
+            np.ascontiguousarray(tree_columns, dtype=np.float32),
             iteration_range=self.iteration_range,
             missing=np.nan,
             validate_features=False,
         )
-        return kernel @ self.kernel_dual, trees
+        return kernel, trees
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
-        """The blend's log price, averaged as ``VotingRegressor.predict`` does."""
-        return np.average(np.asarray(self.members(matrix)).T, axis=1, weights=self.weights)
+        """The blend's log price: the members weighted by their voting shares, as ``VotingRegressor.predict``."""
+        kernel, trees = self.members(matrix)
+        return self._shares[0] * kernel + self._shares[1] * trees
 
     def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
-        return np.exp(self.margin(self.encode(rows)))
+        if len(rows) <= ROW_BY_ROW:
+            internal = self.encoder.encode_few(rows)
+        else:
+            internal = self.encoder.encode_many(rows)
+        kernel, trees = self.member_outputs(internal[:, self._kernel_internal], internal[:, self._tree_internal])
+        margin = self._shares[0] * kernel
+        margin += self._shares[1] * trees
+        return np.exp(margin, out=margin)
 
     def explain(self, row: tuple[Any, ...]) -> tuple[dict[str, float], dict[str, float], float, float]:
         """(per input feature, per model column, base value, log price) of one record.
@@ -154,7 +162,7 @@ class CompiledBlend(CompiledPipeline):
         """
         matrix = self.encode([row])
         kernel, _ = self.members(matrix)
-        kernel_share, tree_share = _shares(self.weights)
+        kernel_share, tree_share = self._shares
         contributions = self.booster.predict(
             xgb.DMatrix(matrix[:, self.tree_columns].astype(np.float32), missing=np.nan),
             pred_contribs=True,
@@ -200,6 +208,8 @@ def compile_blend(
     trees_columns, trees = _member(members["xgboost"], names, XGBRegressor)
     if kernel.kernel != "polynomial" or kernel.kernel_params:
         raise NotCompilable(f"kernel ridge's kernel is {kernel.kernel!r}, not a plain polynomial")
+    if np.ndim(kernel.dual_coef_) != 1:
+        raise NotCompilable("kernel ridge was fitted on more than one target")
     if not (trees.missing is None or (isinstance(trees.missing, float) and math.isnan(trees.missing))):
         raise NotCompilable(f"XGBoost's missing value is {trees.missing!r}, not NaN")
     booster = trees.get_booster()
@@ -208,17 +218,17 @@ def compile_blend(
     booster.set_param({"nthread": threads})
     return CompiledBlend(
         features=features,
-        derived=derived,
         derived_inputs=derived_inputs,
-        blocks=blocks,
-        width=len(sources),
+        encoder=plan(blocks, features, derived, derived_inputs),
         sources=sources,
         kernel_columns=kernel_columns,
-        kernel_fit=np.asarray(kernel.X_fit_, dtype=np.float64),
-        kernel_dual=np.asarray(kernel.dual_coef_, dtype=np.float64),
-        kernel_gamma=1.0 / len(kernel_columns) if kernel.gamma is None else float(kernel.gamma),
-        kernel_coef0=float(kernel.coef0),
-        kernel_degree=float(kernel.degree),
+        kernel=PolynomialKernel(
+            fit_rows=np.asarray(kernel.X_fit_, dtype=np.float64),
+            dual=np.asarray(kernel.dual_coef_, dtype=np.float64),
+            gamma=1.0 / len(kernel_columns) if kernel.gamma is None else float(kernel.gamma),
+            coef0=float(kernel.coef0),
+            degree=float(kernel.degree),
+        ),
         tree_columns=trees_columns,
         tree_names=[names[i] for i in trees_columns],
         booster=booster,
@@ -256,8 +266,8 @@ def _selects(transformer: Any) -> bool:
 
 def _encoder_blocks(
     encode: ColumnTransformer, features: list[str], numeric_names: list[str]
-) -> tuple[list[_Numeric | _Table], list[str]]:
-    blocks: list[_Numeric | _Table] = []
+) -> tuple[list[Numeric | Table], list[str]]:
+    blocks: list[Numeric | Table] = []
     for name, transformer, columns in encode.transformers_:
         if transformer == "drop" or len(columns) == 0:
             continue
@@ -274,7 +284,7 @@ def _encoder_blocks(
                 _require_numeric(name, columns, numeric_names)
                 log = not isinstance(first, SimpleImputer)
                 fill = np.zeros(len(columns)) if log else _medians(first, name)
-                blocks.append(_Numeric(list(columns), fill, log, mean, scale))
+                blocks.append(Numeric(list(columns), fill, log, mean, scale))
             else:
                 raise NotCompilable(f"transformer {name!r} starts with a {type(first).__name__}")
         elif len(steps) == 1 and isinstance(transformer, OneHotEncoder):
@@ -288,9 +298,9 @@ def _encoder_blocks(
     return blocks, [name for block in blocks for name in _names(block, features)]
 
 
-def _names(block: _Numeric | _Table, features: list[str]) -> list[str]:
+def _names(block: Numeric | Table, features: list[str]) -> list[str]:
     """The feature each encoded column of ``block`` comes from."""
-    return block.sources if isinstance(block, _Numeric) else [features[block.source]] * block.table.shape[1]
+    return block.sources if isinstance(block, Numeric) else [features[block.source]] * block.table.shape[1]
 
 
 def _is_function(step: Any, function: Callable[..., Any]) -> bool:
@@ -337,25 +347,25 @@ def _categories(categories: np.ndarray) -> tuple[dict[Any, int], int | None]:
     return rows, nan_row
 
 
-def _table(source: int, categories: np.ndarray, values: np.ndarray, unknown: np.ndarray, missing: np.ndarray | None) -> _Table:
+def _table(source: int, categories: np.ndarray, values: np.ndarray, unknown: np.ndarray, missing: np.ndarray | None) -> Table:
     rows, nan_row = _categories(categories)
     n = len(categories)
     missing_values = values[nan_row] if nan_row is not None else (unknown if missing is None else missing)
     table = np.vstack([values, unknown[None, :], np.asarray(missing_values)[None, :]])
-    return _Table(source=source, rows=rows, unknown=n, missing=n + 1, table=table)
+    return Table(source=source, rows=rows, unknown=n, missing=n + 1, table=table)
 
 
-def _quality_table(features: list[str], column: str, mean: float, scale: float) -> _Table:
+def _quality_table(features: list[str], column: str, mean: float, scale: float) -> Table:
     """Grades scored by :data:`QUALITY_SCALE` (anything else 0), then scaled: one value per category."""
     source = _source(column, features)
     grades = list(QUALITY_SCALE)
     values = np.array([[(QUALITY_SCALE[g] - mean) / scale] for g in grades], dtype=np.float64)
     other = np.array([(0.0 - mean) / scale])
-    return _Table(source=source, rows={g: i for i, g in enumerate(grades)}, unknown=len(grades), missing=len(grades),
+    return Table(source=source, rows={g: i for i, g in enumerate(grades)}, unknown=len(grades), missing=len(grades),
                   table=np.vstack([values, other[None, :]]))  # fmt: skip
 
 
-def _one_hot_tables(encoder: OneHotEncoder, columns: Sequence[str], features: list[str]) -> list[_Table]:
+def _one_hot_tables(encoder: OneHotEncoder, columns: Sequence[str], features: list[str]) -> list[Table]:
     if encoder.drop is not None or encoder.handle_unknown not in ("ignore", "infrequent_if_exist"):
         raise NotCompilable("only a OneHotEncoder without drop that ignores unknown categories is compiled")
     infrequent = getattr(encoder, "infrequent_categories_", [None] * len(columns))
@@ -374,7 +384,7 @@ def _one_hot_tables(encoder: OneHotEncoder, columns: Sequence[str], features: li
     return tables
 
 
-def _ordinal_tables(encoder: OrdinalEncoder, columns: Sequence[str], features: list[str]) -> list[_Table]:
+def _ordinal_tables(encoder: OrdinalEncoder, columns: Sequence[str], features: list[str]) -> list[Table]:
     if encoder.handle_unknown != "use_encoded_value":
         raise NotCompilable("an OrdinalEncoder that raises on unknown categories is not compiled")
     missing = np.array([float(encoder.encoded_missing_value)])
@@ -388,7 +398,7 @@ def _ordinal_tables(encoder: OrdinalEncoder, columns: Sequence[str], features: l
     return tables
 
 
-def _target_tables(encoder: TargetEncoder, columns: Sequence[str], features: list[str]) -> list[_Table]:
+def _target_tables(encoder: TargetEncoder, columns: Sequence[str], features: list[str]) -> list[Table]:
     """Encodings per category (one column per class for a multiclass target), the target mean if unknown."""
     per_feature = len(encoder.classes_) if encoder.target_type_ == "multiclass" else 1
     if encoder.target_type_ not in ("continuous", "binary", "multiclass"):
