@@ -9,7 +9,7 @@ from serving.services import UnpriceableRecords, checked
 
 
 def test_finite_positive_prices_pass_through() -> None:
-    assert checked(np.array([1.5e5, 2.0e5])) == [1.5e5, 2.0e5]
+    assert checked(np.array([1.5e5, 2.0e5])).tolist() == [1.5e5, 2.0e5]
 
 
 @pytest.mark.parametrize("bad", [np.inf, np.nan, 0.0, -3.0])

@@ -20,7 +20,6 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.stores.registry import StoreRegistry
 
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.postgres import ensure_server
@@ -86,7 +85,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
             await asyncio.to_thread(services.log.stop)
             await shared.close()
 
-    def close_when_draining(response: Response) -> Response:
+    async def close_when_draining(response: Response) -> Response:  # async: Litestar runs a sync hook in a thread
         if services.draining:
             response.headers["Connection"] = "close"
         return response
@@ -102,7 +101,6 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         after_request=close_when_draining,
         compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=1),
         request_max_body_size=settings.max_body_bytes,
-        stores=StoreRegistry({"prediction-cache": shared.cache_store}),
         openapi_config=OpenAPIConfig(
             title="price-platform prediction API",
             version="1",

@@ -1,24 +1,27 @@
-"""Prediction cache and per-key rate limits on Litestar stores, shared through Redis when it is there.
+"""Prediction cache and per-key rate limits, shared through Redis when it is there.
 
-With ``settings.redis_url`` the cache is a :class:`~litestar.stores.redis.RedisStore` and the
-rate limit a Redis counter per key and minute, so every worker and every server process
-sees the same figures. Without it (or while Redis does not answer) a
-:class:`~litestar.stores.memory.MemoryStore` and a counter in this process stand in: a
-request never fails because Redis is away, and Redis is tried again after
-``RETRY_SECONDS``, so sharing comes back by itself.
+With ``settings.redis_url`` cached prices live under ``price-platform:cache:<key>`` and the
+rate limit is a Redis counter per key and minute, so every worker and every server process
+sees the same figures. Without it (or while Redis does not answer) a bounded cache and a
+counter in this process stand in: a request never fails because Redis is away, and Redis is
+tried again after ``RETRY_SECONDS``, so sharing comes back by itself.
+
+Redis commands are not sent one request at a time: every command asked for during one turn
+of the event loop (rate-limit counts, cache reads, cache writes) goes out in one pipeline
+at the end of that turn, so concurrent requests share one round trip and the client's
+per-call cost. A request waits for its counts and reads; cache writes are not waited for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import struct
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from litestar.stores.base import Store
-from litestar.stores.memory import MemoryStore
-from litestar.stores.redis import RedisStore
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -30,6 +33,8 @@ log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
 CACHE_SECONDS = 3600
+#: Entries the in-process cache keeps (the oldest go first).
+LOCAL_CACHE_ENTRIES = 100_000
 NAMESPACE = "price-platform"
 _PRICE = struct.Struct("<d")
 
@@ -41,9 +46,41 @@ def redis_client(url: str) -> Redis:
     )
 
 
-def cache_key(model_version: str, canonical_record: bytes) -> str:
-    """Cache key of one record's prediction by one model version."""
-    return f"{model_version}:{hashlib.blake2b(canonical_record, digest_size=16).hexdigest()}"
+def cache_key(model_name: str, model_version: str, canonical_record: bytes) -> str:
+    """Cache key of one record's prediction by one registered model version."""
+    return f"{model_name}:{model_version}:{hashlib.blake2b(canonical_record, digest_size=16).hexdigest()}"
+
+
+class LocalCache:
+    """Prices in this process: expire after ``CACHE_SECONDS``, at most ``capacity`` entries."""
+
+    def __init__(self, capacity: int = LOCAL_CACHE_ENTRIES) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def get(self, key: str) -> float | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            del self._entries[key]
+            return None
+        return entry[1]
+
+    def set(self, key: str, price: float) -> None:
+        self._entries[key] = (time.monotonic() + CACHE_SECONDS, price)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
+@dataclass
+class _Turn:
+    """Redis work asked for during one event-loop turn: counts and reads (with their waiters), writes."""
+
+    counts: list[tuple[str, asyncio.Future]] = field(default_factory=list)
+    reads: list[tuple[str, asyncio.Future]] = field(default_factory=list)
+    writes: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -52,19 +89,11 @@ class SharedStore:
 
     redis: Redis | None
     limit_per_minute: int
-    local_cache: MemoryStore = field(default_factory=MemoryStore)
-    _shared_cache: Store | None = None
+    local_cache: LocalCache = field(default_factory=LocalCache)
     _counters: dict[tuple[str, int], int] = field(default_factory=dict)
     _down_until: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.redis is not None:
-            self._shared_cache = RedisStore(self.redis, namespace=f"{NAMESPACE}:cache")
-
-    @property
-    def cache_store(self) -> Store:
-        """The store predictions are cached in when Redis answers."""
-        return self._shared_cache or self.local_cache
+    _turn: _Turn | None = None
+    _flushes: set[asyncio.Task] = field(default_factory=set)
 
     def _shared(self) -> bool:
         return self.redis is not None and time.monotonic() >= self._down_until
@@ -75,27 +104,65 @@ class SharedStore:
             log.warning("Redis unavailable (%s): cache and rate limits are per process for now", error)
         self._down_until = time.monotonic() + RETRY_SECONDS
 
-    async def get_price(self, key: str) -> float | None:
-        value = None
-        if self._shared():
-            try:
-                value = await self._shared_cache.get(key)  # type: ignore[union-attr]
-            except (RedisError, OSError) as error:
-                self._failed(error)
-                value = await self.local_cache.get(key)
-        else:
-            value = await self.local_cache.get(key)
-        return None if value is None else _PRICE.unpack(value)[0]
+    def _current_turn(self) -> _Turn:
+        """The work of this loop turn; the first caller schedules the one pipeline that sends it."""
+        if self._turn is None:
+            self._turn = _Turn()
+            asyncio.get_running_loop().call_soon(self._send_turn)
+        return self._turn
 
-    async def set_price(self, key: str, price: float) -> None:
-        value = _PRICE.pack(price)
+    def _send_turn(self) -> None:
+        turn, self._turn = self._turn, None
+        if turn is not None:
+            task = asyncio.get_running_loop().create_task(self._send(turn))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _send(self, turn: _Turn) -> None:
+        """One pipeline for a turn; on a Redis error the waiters get ``None`` and use this process's stores."""
+        try:
+            pipe = self.redis.pipeline(transaction=False)  # type: ignore[union-attr]
+            for key, value in turn.writes:
+                pipe.set(f"{NAMESPACE}:cache:{key}", value, ex=CACHE_SECONDS)
+            for counter, _ in turn.counts:
+                pipe.incr(counter)
+                pipe.expire(counter, 120)
+            for key, _ in turn.reads:
+                pipe.get(f"{NAMESPACE}:cache:{key}")
+            results = await pipe.execute()
+        except (RedisError, OSError) as error:
+            self._failed(error)
+            for key, value in turn.writes:
+                self.local_cache.set(key, _PRICE.unpack(value)[0])
+            results = None
+        except BaseException:
+            for _, waiter in [*turn.counts, *turn.reads]:
+                waiter.cancel()
+            raise
+        offset = len(turn.writes)
+        for index, (_, waiter) in enumerate(turn.counts):
+            if not waiter.done():
+                waiter.set_result(None if results is None else results[offset + 2 * index])
+        offset += 2 * len(turn.counts)
+        for index, (_, waiter) in enumerate(turn.reads):
+            if not waiter.done():
+                waiter.set_result(None if results is None else (results[offset + index] or b""))
+
+    async def get_price(self, key: str) -> float | None:
         if self._shared():
-            try:
-                await self._shared_cache.set(key, value, expires_in=CACHE_SECONDS)  # type: ignore[union-attr]
-                return
-            except (RedisError, OSError) as error:
-                self._failed(error)
-        await self.local_cache.set(key, value, expires_in=CACHE_SECONDS)
+            waiter = asyncio.get_running_loop().create_future()
+            self._current_turn().reads.append((key, waiter))
+            value = await waiter
+            if value is not None:  # b"" = not in Redis; None = Redis failed, ask this process
+                return _PRICE.unpack(value)[0] if value else None
+        return self.local_cache.get(key)
+
+    def set_price(self, key: str, price: float) -> None:
+        """Remember a price (written with the next pipeline; a failed write goes to this process's cache)."""
+        if self._shared():
+            self._current_turn().writes.append((key, _PRICE.pack(price)))
+        else:
+            self.local_cache.set(key, price)
 
     async def allow(self, identity: str) -> tuple[bool, int]:
         """Count one request of ``identity`` in this minute; (allowed, seconds until the window ends)."""
@@ -103,14 +170,12 @@ class SharedStore:
         window = int(now // 60)
         retry_after = 60 - int(now % 60)
         if self._shared():
-            key = f"{NAMESPACE}:ratelimit:{identity}:{window}"
-            try:
-                async with self.redis.pipeline(transaction=True) as pipe:  # type: ignore[union-attr]
-                    count, _ = await pipe.incr(key).expire(key, 120).execute()
+            waiter = asyncio.get_running_loop().create_future()
+            self._current_turn().counts.append((f"{NAMESPACE}:ratelimit:{identity}:{window}", waiter))
+            count = await waiter
+            if count is not None:
                 return count <= self.limit_per_minute, retry_after
-            except (RedisError, OSError) as error:
-                self._failed(error)
-        for old in [k for k in self._counters if k[1] < window]:
+        for old in [key for key in self._counters if key[1] < window]:
             del self._counters[old]
         count = self._counters.get((identity, window), 0) + 1
         self._counters[(identity, window)] = count
@@ -128,5 +193,7 @@ class SharedStore:
             return False
 
     async def close(self) -> None:
+        if self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
         if self.redis is not None:
             await self.redis.aclose()

@@ -1,13 +1,17 @@
-"""Route guards: the caller's API key and role, and the per-key rate limit."""
+"""Who may call what: the caller's API key and role, and the per-key rate limit.
+
+:func:`requires` makes a ``before_request`` hook for a controller. (Not a Litestar guard: Litestar
+copies the route handler object for every guard call, which costs more than the check itself.)
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
-from litestar.connection import ASGIConnection
+from litestar import Request
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
-from litestar.handlers.base import BaseRouteHandler
 
 from serving import metrics
 from serving.auth import ANONYMOUS_ADMIN, HEADER, Principal
@@ -16,10 +20,10 @@ from serving.services import Services
 _MIN_REFRESH_SECONDS = 1.0
 
 
-async def _principal(connection: ASGIConnection, services: Services) -> Principal:
+async def _principal(request: Request, services: Services) -> Principal:
     if not services.settings.auth_enabled:
         return ANONYMOUS_ADMIN
-    presented = connection.headers.get(HEADER)
+    presented = request.headers.get(HEADER)
     principal = services.keys.check(presented)
     if principal is None and presented and time.monotonic() - services.keys.loaded_at > _MIN_REFRESH_SECONDS:
         await asyncio.to_thread(services.keys.refresh)  # a key created since the last refresh
@@ -29,17 +33,17 @@ async def _principal(connection: ASGIConnection, services: Services) -> Principa
     return principal
 
 
-def requires(role: str):
-    """A guard admitting keys with ``role`` (or ``admin``); prediction roles are also rate-limited."""
+def requires(role: str) -> Callable[[Request], Awaitable[None]]:
+    """A hook admitting keys with ``role`` (or ``admin``); prediction roles are also rate-limited."""
 
-    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
-        services: Services = connection.app.state.services
-        principal = await _principal(connection, services)
+    async def check(request: Request) -> None:
+        services: Services = request.app.state.services
+        principal = await _principal(request, services)
         if not principal.may(role):
             raise PermissionDeniedException(f"this API key has the role {principal.role!r}; {role!r} is needed")
-        connection.state.principal = principal
+        request.state.principal = principal
         if role == "predict":
-            identity = principal.key_id or (connection.client.host if connection.client else "anonymous")
+            identity = principal.key_id or (request.client.host if request.client else "anonymous")
             allowed, retry_after = await services.shared.allow(identity)
             if not allowed:
                 metrics.RATE_LIMITED.inc()
@@ -48,5 +52,5 @@ def requires(role: str):
                     headers={"Retry-After": str(retry_after)},
                 )
 
-    guard.__name__ = f"requires_{role}"
-    return guard
+    check.__name__ = f"requires_{role}"
+    return check

@@ -6,6 +6,7 @@ worker writes its samples to that folder and ``/metrics`` adds them up.
 
 from __future__ import annotations
 
+import functools
 import os
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,6 +28,7 @@ PREDICTION_LATENCY = Histogram(
 )
 PREDICTIONS = Counter("predictions_total", "Predicted records by model version and outcome.", ["model_version", "outcome"])
 CACHE = Counter("prediction_cache_total", "Prediction cache look-ups by result (hit, miss).", ["result"])
+CACHE_HIT, CACHE_MISS = CACHE.labels(result="hit"), CACHE.labels(result="miss")
 MODEL_LOADS = Counter("model_load_events_total", "Model versions loaded or refused.", ["outcome"])
 MODEL_INFO = Gauge(
     "model_loaded_timestamp_seconds", "When a model version started serving.", ["version"], multiprocess_mode="max"
@@ -61,9 +63,15 @@ def count_requests(app: ASGIApp) -> ASGIApp:
         finally:
             path = scope.get("path", "")
             endpoint = path if path in ENDPOINTS or path.startswith("/schema") else "other"
-            HTTP_REQUESTS.labels(endpoint=endpoint, status=str(status)).inc()
+            _requests(endpoint, status).inc()
 
     return middleware
+
+
+@functools.cache
+def _requests(endpoint: str, status: int) -> Counter:
+    """The ``http_requests_total`` child of one endpoint and status (few of each: kept)."""
+    return HTTP_REQUESTS.labels(endpoint=endpoint, status=str(status))
 
 
 ENDPOINTS = frozenset(

@@ -39,7 +39,7 @@ class InvalidInput(ValueError):
 # --- responses ---------------------------------------------------------------------------
 
 
-class Prediction(msgspec.Struct, kw_only=True):
+class Prediction(msgspec.Struct, kw_only=True, gc=False):
     """One price with its 90% interval, the model version that made it and its id for feedback."""
 
     prediction_id: uuid.UUID
@@ -168,7 +168,9 @@ def build_schemas(spec: DatasetSpec, max_batch_size: int) -> RequestSchemas:
     fields = [(name, _numeric_type(column)) for name, column in spec.numeric.items()]
     fields += [(name, _categorical_type(column)) for name, column in spec.categorical.items()]
     name = "".join(part.capitalize() for part in spec.name.split("_")) + "Record"
-    record = msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True, module=__name__)
+    # gc=False: records hold only numbers, strings and None (no cycles), so the garbage collector
+    # need not track the thousands a batch makes
+    record = msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True, gc=False, module=__name__)
     batch = Annotated[list[record], msgspec.Meta(min_length=1, max_length=max_batch_size)]  # type: ignore[valid-type]
     return RequestSchemas(
         record=record,

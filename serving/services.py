@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -14,6 +15,7 @@ from price_platform.datasets import DatasetSpec
 from price_platform.settings import Settings
 from serving import metrics
 from serving.auth import KeyRing
+from serving.batching import MicroBatcher
 from serving.cache import SharedStore, cache_key
 from serving.model_store import LoadedModel, ModelStore
 from serving.prediction_log import PredictionLog
@@ -34,12 +36,12 @@ class UnpriceableRecords(ValueError):
         )
 
 
-def checked(prices: np.ndarray) -> list[float]:
-    """The prices as floats; raise :class:`UnpriceableRecords` naming any that are not finite and positive."""
+def checked(prices: np.ndarray) -> np.ndarray:
+    """The prices; raise :class:`UnpriceableRecords` naming any that are not finite and positive."""
     bad = np.flatnonzero(~(np.isfinite(prices) & (prices > 0)))
     if bad.size:
         raise UnpriceableRecords(bad.tolist())
-    return prices.tolist()
+    return prices
 
 
 @dataclass
@@ -55,20 +57,23 @@ class Services:
     keys: KeyRing
     dsn: str | None
     draining: bool = False
+    batcher: MicroBatcher = field(default_factory=MicroBatcher)
 
-    async def prices(self, model: LoadedModel, records: Sequence[msgspec.Struct]) -> list[float]:
-        """Prices of ``records``; a single record goes through the cache, keyed by model version."""
-        rows = [msgspec.structs.astuple(record) for record in records]
-        if len(rows) == 1:
-            key = cache_key(model.version, msgspec.json.encode(records[0]))
+    async def prices(self, model: LoadedModel, records: Sequence[msgspec.Struct]) -> np.ndarray:
+        """Prices of ``records``; a single record goes through the cache (keyed by model version) and the micro-batcher."""
+        if len(records) == 1:
+            key = cache_key(model.name, model.version, msgspec.json.encode(records[0]))
             cached = await self.shared.get_price(key)
             if cached is not None:
-                metrics.CACHE.labels(result="hit").inc()
-                return [cached]
-            metrics.CACHE.labels(result="miss").inc()
-            price = checked(model.predict(rows))[0]
-            await self.shared.set_price(key, price)
-            return [price]
+                metrics.CACHE_HIT.inc()
+                return np.array([cached])
+            metrics.CACHE_MISS.inc()
+            price = await self.batcher.predict(model, msgspec.structs.astuple(records[0]))
+            if not (math.isfinite(price) and price > 0):
+                raise UnpriceableRecords([0])
+            self.shared.set_price(key, price)
+            return np.array([price])
+        rows = [msgspec.structs.astuple(record) for record in records]
         if len(rows) >= OFFLOAD_ROWS:
             return checked(await asyncio.to_thread(model.predict, rows))
         return checked(model.predict(rows))

@@ -39,7 +39,7 @@ async def _audit(services: Services, actor: str, action: str, detail: dict) -> N
 class AdminController(Controller):
     tags = ["admin"]
     path = "/admin"
-    guards = [requires("admin")]
+    before_request = requires("admin")
 
     @post("/reload", status_code=200, operation_class=json_body("AdminRequest", "Why (optional)."),
           summary="Load the version the champion alias points to now")

@@ -15,7 +15,7 @@ class FeedbackController(Controller):
     """Actual prices, written to ``monitoring.actuals`` with the prediction logs."""
 
     tags = ["predictions"]
-    guards = [requires("predict")]
+    before_request = requires("predict")
 
     @post(
         "/feedback",

@@ -12,7 +12,7 @@ from serving.services import Services
 
 class ModelController(Controller):
     tags = ["model"]
-    guards = [requires("predict")]
+    before_request = requires("predict")
 
     @get("/model-info", summary="Version, alias, training metrics, data version and feature schema of the served model")
     async def model_info(self, services: Services) -> ModelInfo:

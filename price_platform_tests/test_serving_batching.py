@@ -1,0 +1,141 @@
+"""The request-path machinery that works across requests: micro-batched predictions, the log buffer, the Redis pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from serving.batching import MicroBatcher
+from serving.cache import SharedStore, redis_client
+from serving.prediction_log import LoggedPredictions, PredictionLog
+
+
+class CountingModel:
+    """A stand-in model: price = 1000 * first value; a negative first value makes the whole call fail."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def predict(self, rows: list[tuple[Any, ...]]) -> np.ndarray:
+        self.calls.append(len(rows))
+        if any(row[0] < 0 for row in rows):
+            raise ValueError("negative")
+        return np.array([1000.0 * row[0] for row in rows])
+
+
+async def _gather(batcher: MicroBatcher, model: Any, firsts: list[int]) -> list[Any]:
+    return await asyncio.gather(*(batcher.predict(model, (value, "x")) for value in firsts), return_exceptions=True)
+
+
+def test_one_record_requests_of_one_loop_turn_share_one_model_call() -> None:
+    model = CountingModel()
+    prices = asyncio.run(_gather(MicroBatcher(), model, [1, 2, 3, 4, 5]))
+    assert prices == [1000.0, 2000.0, 3000.0, 4000.0, 5000.0]
+    assert model.calls == [5]
+
+
+def test_a_record_the_model_fails_on_fails_only_its_own_request() -> None:
+    model = CountingModel()
+    results = asyncio.run(_gather(MicroBatcher(), model, [1, -1, 3]))
+    assert results[0] == 1000.0 and results[2] == 3000.0
+    assert isinstance(results[1], ValueError)
+    assert model.calls == [3, 1, 1, 1]  # the shared call failed, then each row alone
+
+
+def test_each_model_version_gets_its_own_call() -> None:
+    old, new = CountingModel(), CountingModel()
+    batcher = MicroBatcher()
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(batcher.predict(old, (1,)), batcher.predict(new, (2,)), batcher.predict(old, (3,)))
+
+    assert asyncio.run(both()) == [1000.0, 2000.0, 3000.0]
+    assert old.calls == [2] and new.calls == [1]
+
+
+Record = msgspec.defstruct("Record", [("area", float), ("owner", str | None)], kw_only=True)
+
+
+def _batch(count: int) -> LoggedPredictions:
+    records = [Record(area=float(i), owner=f"owner {i}") for i in range(count)]
+    return LoggedPredictions(
+        [uuid.uuid4() for _ in range(count)], datetime.now(UTC), "7", records,
+        [100.0] * count, [90.0] * count, [110.0] * count, 1.5, "key",
+    )
+
+
+def test_the_log_buffer_counts_rows_and_keeps_what_fits() -> None:
+    log = PredictionLog(None, capacity=5)
+    log.add(_batch(3))
+    log.add(_batch(4))  # two fit, two are dropped
+    log.add(_batch(1))  # full: dropped
+    assert (log.accepted, log.dropped, len(log)) == (5, 3, 5)
+
+
+def test_log_rows_are_made_in_the_writer_with_pii_hashed() -> None:
+    log = PredictionLog(None, capacity=10, pii=["owner"])
+    batch = _batch(2)
+    rows = msgspec.json.decode(msgspec.json.encode(list(log._rows(batch))))  # what PostgreSQL is sent
+    assert [row[0] for row in rows] == [str(i) for i in batch.prediction_ids]
+    assert [row[3]["area"] for row in rows] == [0.0, 1.0]
+    assert all(len(row[3]["owner"]) == 64 and "owner" not in row[3]["owner"] for row in rows)
+    assert rows[1][4:] == [100.0, 90.0, 110.0, 1.5, "key"]
+
+
+async def _shared_figures(url: str, identity: str, key: str) -> SimpleNamespace:
+    """Two stores (two processes' worth) on one Redis: one rate limit, one cache."""
+    first, second = SharedStore(redis_client(url), 2), SharedStore(redis_client(url), 2)
+    try:
+        allowed = [(await store.allow(identity))[0] for store in (first, second, first)]
+        first.set_price(key, 123.5)
+        cached = await first.get_price(key)  # sent in the same pipeline, after the write
+        seen_by_other = await second.get_price(key)
+        return SimpleNamespace(allowed=allowed, cached=cached, seen_by_other=seen_by_other)
+    finally:
+        await first.close()
+        await second.close()
+
+
+def test_two_stores_on_one_redis_share_the_limit_and_the_cache(redis_url: str) -> None:
+    token = uuid.uuid4().hex
+    figures = asyncio.run(_shared_figures(redis_url, f"test-{token}", f"test-model:1:{token}"))
+    assert figures.allowed == [True, True, False]
+    assert figures.cached == figures.seen_by_other == 123.5
+
+
+async def _without_redis(url: str) -> SimpleNamespace:
+    store = SharedStore(redis_client(url), 1)
+    try:
+        allowed = [(await store.allow("someone"))[0] for _ in range(2)]
+        store.set_price("model:1:abc", 42.0)
+        return SimpleNamespace(allowed=allowed, cached=await store.get_price("model:1:abc"), shared=store._shared())
+    finally:
+        await store.close()
+
+
+def test_without_redis_the_limit_and_the_cache_live_in_the_process() -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens here once closed
+    figures = asyncio.run(_without_redis(f"redis://127.0.0.1:{port}/0"))
+    assert figures.allowed == [True, False]
+    assert figures.cached == 42.0
+    assert not figures.shared  # tried again after RETRY_SECONDS
+
+
+@pytest.mark.parametrize("count", [1, 8, 9, 1000])
+def test_prediction_ids_are_distinct_version_4_uuids(count: int) -> None:
+    from serving.controllers.predictions import new_ids
+
+    ids = new_ids(count)
+    assert len(ids) == len(set(ids)) == count
+    assert all(isinstance(i, uuid.UUID) and i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
