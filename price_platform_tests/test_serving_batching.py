@@ -139,3 +139,16 @@ def test_prediction_ids_are_distinct_version_4_uuids(count: int) -> None:
     ids = new_ids(count)
     assert len(ids) == len(set(ids)) == count
     assert all(isinstance(i, uuid.UUID) and i.version == 4 and i.variant == uuid.RFC_4122 for i in ids)
+
+
+async def _one_turn(url: str, identity: str) -> list[bool]:
+    store = SharedStore(redis_client(url), 2)
+    try:
+        results = await asyncio.gather(*(store.allow(identity) for _ in range(3)))  # one pipeline, one INCRBY
+        return [allowed for allowed, _ in results]
+    finally:
+        await store.close()
+
+
+def test_requests_of_one_loop_turn_are_counted_one_by_one(redis_url: str) -> None:
+    assert asyncio.run(_one_turn(redis_url, f"test-{uuid.uuid4().hex}")) == [True, True, False]

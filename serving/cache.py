@@ -119,16 +119,23 @@ class SharedStore:
             task.add_done_callback(self._flushes.discard)
 
     async def _send(self, turn: _Turn) -> None:
-        """One pipeline for a turn; on a Redis error the waiters get ``None`` and use this process's stores."""
+        """One pipeline for a turn; on a Redis error the waiters get ``None`` and use this process's stores.
+
+        Counts of one counter are sent as one ``INCRBY`` (each waiter gets its own running
+        total, in the order they asked) and all reads as one ``MGET``.
+        """
+        counters: dict[str, list[asyncio.Future]] = {}
+        for counter, waiter in turn.counts:
+            counters.setdefault(counter, []).append(waiter)
         try:
             pipe = self.redis.pipeline(transaction=False)  # type: ignore[union-attr]
             for key, value in turn.writes:
                 pipe.set(f"{NAMESPACE}:cache:{key}", value, ex=CACHE_SECONDS)
-            for counter, _ in turn.counts:
-                pipe.incr(counter)
+            for counter, waiters in counters.items():
+                pipe.incrby(counter, len(waiters))
                 pipe.expire(counter, 120)
-            for key, _ in turn.reads:
-                pipe.get(f"{NAMESPACE}:cache:{key}")
+            if turn.reads:
+                pipe.mget([f"{NAMESPACE}:cache:{key}" for key, _ in turn.reads])
             results = await pipe.execute()
         except (RedisError, OSError) as error:
             self._failed(error)
@@ -139,14 +146,17 @@ class SharedStore:
             for _, waiter in [*turn.counts, *turn.reads]:
                 waiter.cancel()
             raise
-        offset = len(turn.writes)
-        for index, (_, waiter) in enumerate(turn.counts):
-            if not waiter.done():
-                waiter.set_result(None if results is None else results[offset + 2 * index])
-        offset += 2 * len(turn.counts)
+        position = len(turn.writes)
+        for waiters in counters.values():
+            total = None if results is None else results[position]
+            position += 2
+            for index, waiter in enumerate(waiters):
+                if not waiter.done():
+                    waiter.set_result(None if total is None else total - len(waiters) + index + 1)
+        values = None if results is None or not turn.reads else results[position]
         for index, (_, waiter) in enumerate(turn.reads):
             if not waiter.done():
-                waiter.set_result(None if results is None else (results[offset + index] or b""))
+                waiter.set_result(None if values is None else (values[index] or b""))
 
     async def get_price(self, key: str) -> float | None:
         if self._shared():
