@@ -183,7 +183,7 @@ def quality_columns(spec: DatasetSpec, frame: pd.DataFrame) -> list[str]:
     return found
 
 
-def skewed_columns(spec: DatasetSpec, frame: pd.DataFrame, threshold: float = 0.75) -> list[str]:
+def skewed_columns(spec: DatasetSpec, frame: pd.DataFrame, threshold: float = 0.5) -> list[str]:
     """Non-negative numeric inputs skewed beyond ``threshold``: the linear model sees their log."""
     derived = DerivedFeatures(dict(spec.derived)).fit(frame[spec.features]).transform(frame[spec.features])
     columns = numeric_inputs(spec)
@@ -241,7 +241,7 @@ def build_blend_pipeline(
                 Pipeline([("score", FunctionTransformer(quality_scores, feature_names_out="one-to-one")), ("scale", StandardScaler())]),
                 quality,
             ),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", min_frequency=5, sparse_output=False), list(spec.categorical)),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", min_frequency=10, sparse_output=False), list(spec.categorical)),
             (
                 "ordinal",
                 OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1),

@@ -40,6 +40,17 @@ from price_platform.training.plots import (
 )
 
 
+#: Trees averaged per boosting round in the candidate's fits (XGBoost's ``num_parallel_tree``;
+#: the study boosts one per round, three times cheaper). Each round's step is the mean of three
+#: subsampled trees: on the two validation windows the blend's RMSLE kept its mean and its spread
+#: over five seeds fell from 0.0005-0.0007 to 0.0002-0.0003.
+PARALLEL_TREES = 3
+
+
+#: Holdout rows (a seeded sample) whose mean |SHAP value| ranks the features: enough for a stable ranking.
+SHAP_ROWS = 200
+
+
 class BehaviourError(RuntimeError):
     """The fitted model fails a behaviour test: it is not registered."""
 
@@ -75,6 +86,7 @@ def fit_candidate(
 ) -> TrainedCandidate:
     """Fit, calibrate and measure the blend and its baselines; raise :class:`BehaviourError` if it misbehaves."""
     features, target = spec.features, spec.target
+    xgboost_params = {"num_parallel_tree": PARALLEL_TREES, **xgboost_params}
     train = without_area_outliers(data.train, spec)
     calibration = build_blend_pipeline(spec, train, xgboost_params, threads=threads, seed=seed)
     calibration.fit(train[features], train[target])
@@ -108,7 +120,7 @@ def fit_candidate(
         interval_log_halfwidth=halfwidth,
         metrics=metrics,
         segments=segment_metrics(data.holdout, actual, predicted, list(spec.segments)),
-        importance=shap_importance(pipeline, data.holdout[features]),
+        importance=shap_importance(pipeline, data.holdout[features].sample(n=min(SHAP_ROWS, len(data.holdout)), random_state=seed)),
         params={**{f"xgboost_{k}": v for k, v in final_params.items()}, "interval_coverage_nominal": coverage},
     )
 
