@@ -152,14 +152,14 @@ def prepare(
 
 
 def _settle_heap() -> None:
-    """One full collection (the loading's garbage, cycles left by the previous model), then exempt everything alive.
+    """Before the first model serves: one full collection, then exempt everything alive from later ones.
 
     A full collection walks every tracked object (modules, the model, the frameworks: hundreds of
     thousands); frozen, they are no longer walked, so the collections that requests trigger stay
-    short and do not show up as latency spikes. Frozen objects are still freed when unreferenced,
-    and unfreezing first lets this collection reach cycles among formerly frozen objects.
+    short and do not show up as latency spikes. Frozen objects are still freed when unreferenced.
+    Only at start-up: later, a full collection would hold the interpreter for as long again while
+    requests wait (and later models add few objects to walk).
     """
-    gc.unfreeze()
     gc.collect()
     gc.freeze()
 
@@ -222,7 +222,8 @@ class ModelStore:
             log.error("refused %s version %s (%s): %s; still serving %s", self.name, version, reason, error, serving)
             return None
         previous = self.current.version if self.current else None
-        _settle_heap()
+        if previous is None:
+            _settle_heap()
         self.current = model  # the swap: one reference assignment
         metrics.MODEL_LOADS.labels(outcome="loaded").inc()
         metrics.MODEL_INFO.labels(version=model.version).set(time.time())
