@@ -1,12 +1,10 @@
 """Training assets: the split features, the hyperparameter study, the candidate model and its evaluation."""
 
-
-import base64
-import io
 from pathlib import Path
 
 import dagster as dg
 
+from price_platform.defs.metadata import markdown_table, png
 from price_platform.defs.registry.resources import ModelRegistry
 from price_platform.defs.training.resources import TrainingConfig
 from price_platform.registry.champion import champion_version, load_version
@@ -24,16 +22,6 @@ from price_platform.training.plots import importance_figure
 
 FEATURES = dg.AssetKey(["features"])
 GROUP = "training"
-
-
-def _markdown(frame, digits: int = 4) -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.round(digits).to_markdown())
-
-
-def _png(figure) -> dg.MetadataValue:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return dg.MetadataValue.md(f"![plot](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()})")
 
 
 @dg.asset(deps=[FEATURES], group_name=GROUP, kinds={"postgres", "pandas"})
@@ -55,7 +43,7 @@ def training_dataset(warehouse: Warehouse, dataset: Dataset, training: TrainingC
             "data_version": data.data_version,
             "dbt_manifest_hash": manifest,
             "dagster/row_count": len(data.train) + len(data.validation) + len(data.holdout),
-            "windows": _markdown(data.summary()),
+            "windows": markdown_table(data.summary()),
         },
         data_version=dg.DataVersion(data.data_version),
     )
@@ -90,7 +78,7 @@ def hyperparameter_study(
             "pruned": result.pruned,
             "seconds": result.seconds,
             "best_params": result.best_params,
-            "trials_table": _markdown(result.history.tail(50)),
+            "trials_table": markdown_table(result.history.tail(50)),
         },
     )
 
@@ -133,7 +121,7 @@ def candidate_model(
             "baseline_median_rmsle": trained.metrics["baseline_median_rmsle"],
             "interval_log_halfwidth": trained.interval_log_halfwidth,
             "interval_coverage": trained.metrics["interval_coverage"],
-            "shap_importance": _png(importance_figure(trained.importance)),
+            "shap_importance": png(importance_figure(trained.importance)),
         },
     )
 
@@ -159,7 +147,7 @@ def model_evaluation(
             "champion_rmsle": result.champion["rmsle"] if result.champion else float("nan"),
             "interval_coverage": result.challenger["interval_coverage"],
             "behaviour_failures": len(result.behaviour_failures),
-            "overall": _markdown(result.table()),
-            "per_segment": _markdown(result.segments),
+            "overall": markdown_table(result.table()),
+            "per_segment": markdown_table(result.segments),
         },
     )
