@@ -186,8 +186,13 @@ class PartitionIter(xgb.DataIter):
         return self.spill / f"{position}.x.npy", self.spill / f"{position}.y.npy"
 
     def _encoded(self, position: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read and encode one partition and spill it (in a pool thread when there is a pool)."""
         table = self.read(self.keys[position])
-        return self.encoder.matrix(table), self.encoder.label(table)
+        data, label = self.encoder.matrix(table), self.encoder.label(table)
+        data_file, label_file = self._files(position)
+        np.save(label_file, label)
+        np.save(data_file, data)  # last: its existence marks the partition as spilled
+        return data, label
 
     def _start(self, position: int) -> None:
         if self.pool is not None and position < len(self.keys) and position not in self.pending and not self._files(position)[0].exists():
@@ -196,16 +201,14 @@ class PartitionIter(xgb.DataIter):
     def next(self, input_data: Callable) -> bool:
         if self.position == len(self.keys):
             return False
+        waiting = self.pending.pop(self.position, None)
         data_file, label_file = self._files(self.position)
-        if data_file.exists():
-            data, label = np.load(data_file), np.load(label_file)
+        if waiting is None and data_file.exists():  # later walks: the spilled copy, mapped rather than copied
+            data, label = np.load(data_file, mmap_mode="r"), np.load(label_file)
         else:
-            for ahead in range(READ_AHEAD + 1):
+            for ahead in range(1, READ_AHEAD + 1):
                 self._start(self.position + ahead)
-            waiting = self.pending.pop(self.position, None)
             data, label = waiting.result() if waiting is not None else self._encoded(self.position)
-            np.save(data_file, data)
-            np.save(label_file, label)
             self.rows += len(label)
         input_data(data=data, label=label)
         self.position += 1
