@@ -109,12 +109,19 @@ def started(command: list[str], env: dict[str, str], ready_url: str, log: Path):
 
 
 def wrk(url: str, method_path: str, template: str, headers: dict[str, str], folder: Path) -> tuple[float, float, float]:
-    """(requests/s, p50 s, p99 s) of ``wrk`` posting ``template`` with a counter in place of ``%d``."""
+    """(requests/s, p50 s, p99 s) of ``wrk`` posting ``template`` with a counter in place of ``%d``.
+
+    Each ``wrk`` thread counts in its own range (``setup`` gives it an offset), so no body is
+    sent twice in a run and the prediction cache never answers.
+    """
     header_lines = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in headers.items())
     script = folder / "post.lua"
+    span = 600_000 // WRK_THREADS
     script.write_text(
         f'wrk.method = "POST"\nwrk.path = "{method_path}"\n{header_lines}'
-        f"local template = [==[{template}]==]\nlocal counter = 0\n"
+        f"local template = [==[{template}]==]\nlocal threads = 0\n"
+        f"setup = function(thread)\n  thread:set(\"offset\", threads * {span})\n  threads = threads + 1\nend\n"
+        "init = function(args)\n  counter = offset\nend\n"
         "request = function()\n  counter = counter + 1\n"
         "  return wrk.format(nil, nil, nil, string.format(template, 1000 + counter % 600000))\nend\n"
     )
@@ -179,6 +186,16 @@ def shared_redis() -> str | None:
     return url
 
 
+def forget_cached_prices(url: str, model_name: str) -> None:
+    """Delete the prices an earlier run cached for ``model_name`` (same data, same fit: they would answer)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(f"price-platform:cache:{model_name}:*", count=10_000))
+    for start in range(0, len(keys), 10_000):
+        client.delete(*keys[start : start + 10_000])
+
+
 def _run(folder: Path) -> list[Result]:
     from price_platform.datasets import load_dataset
     from price_platform.postgres import EmbeddedPostgres, PostgresServer
@@ -222,6 +239,7 @@ def _run(folder: Path) -> list[Result]:
             redis_url = shared_redis()
             if redis_url:
                 serve_env["PRICE_PLATFORM_REDIS_URL"] = redis_url
+                forget_cached_prices(redis_url, "bench-price-model")
             print(f"champion: the blend, version {version}; cache and rate limits in {redis_url or 'the process'}",
                   flush=True)
             return _measure(folder, serve_env, key, spec, pipeline, holdout)
