@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import psycopg2
@@ -107,3 +108,11 @@ def test_keys_command_creates_lists_and_revokes(champion: Champion, monkeypatch,
         assert "no active key" in capsys.readouterr().out
     finally:
         get_settings.cache_clear()
+
+
+def test_a_key_made_after_start_works_on_its_first_use(secured, champion: Champion) -> None:
+    _, client, _ = secured
+    _, key = create_key(champion.dsn, "predict", "made after start")
+    time.sleep(1.1)  # past the one-second floor between two reads of the keys on a miss
+    record = records(champion.spec, champion.holdout.head(1))[0]
+    assert client.post("/predict", json=record, headers={"X-API-Key": key}).status_code == 200
