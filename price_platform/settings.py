@@ -64,7 +64,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     model_poll_seconds: float = Field(default=5.0, gt=0)
-    log_buffer_size: int = Field(default=100_000, ge=1)
+    log_buffer_size: int = Field(
+        default=250_000,
+        ge=1,
+        description="Prediction-log rows held in memory while PostgreSQL is away (about 1 KB each): size it"
+        " as rows per second times the outage to ride out; rows beyond it are dropped and counted.",
+    )
     drain_seconds: float = Field(default=2.0, ge=0, description="On SIGTERM: /ready answers 503 this long before the server stops.")
 
     # --- monitoring --------------------------------------------------------------------

@@ -130,7 +130,10 @@ def test_postgres_away_for_60_seconds_loses_no_prediction_and_logs_catch_up(
         platform = PostgresServer(server_url=server_url, database_name="serving_outage")
         platform.ensure_databases()
         migrate(platform.dsn())
-        env = server_env(champion.settings, database_url=database.url, database_name="serving_outage")
+        # The buffer holds the whole outage: this load predicts up to ~2,000 rows/s for 60 s.
+        env = server_env(
+            champion.settings, database_url=database.url, database_name="serving_outage", log_buffer_size=1_000_000
+        )
         server = Server(env, log_path=tmp_path / "server.log")
         try:
             server.wait_ready()
