@@ -218,7 +218,9 @@ def _run(folder: Path) -> list[Result]:
         server = PostgresServer(server_url=make_url(database.url), database_name="bench")
         server.ensure_databases()
         migrate(server.dsn())
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+        # MLflow's server would otherwise start job-runner processes that compete for the two cores.
+        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1",
+               "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         mlflow_port = free_port()
         tracking_uri = f"http://127.0.0.1:{mlflow_port}"
         mlflow_command = [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),

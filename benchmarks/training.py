@@ -13,6 +13,7 @@ runs of a kind are the same computation.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -69,6 +70,7 @@ def _start_mlflow(backend: str, artifacts: Path) -> tuple[subprocess.Popen, str]
         [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", backend, "--artifacts-destination", str(artifacts), "--workers", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},  # no job-runner processes competing
     )  # fmt: skip
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
