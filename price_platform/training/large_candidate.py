@@ -52,7 +52,7 @@ class Windows:
     train: list[str]
     validation: list[str]
     holdout: list[str]
-    rows: dict[str, int] = field(repr=False)
+    rows: dict[str, int] = field(repr=False)  # every partition's rows, in key order
 
     @property
     def fit(self) -> list[str]:

@@ -22,7 +22,6 @@ from price_platform.registry.promotion import metric_gate, promote
 from price_platform.registry.versions import CandidateVersion, register_candidate
 from price_platform.resources import Dataset, Warehouse
 from price_platform.training.dataset import manifest_hash
-from price_platform.training.distributed import feature_partitions
 from price_platform.training.large_candidate import data_version, fit_large_candidate
 from price_platform.training.plots import predicted_actual_figure, residual_figure
 
@@ -41,7 +40,6 @@ def large_candidate_model(
     """The fixed XGBoost model fitted on every feature partition but the holdout's, registered as ``challenger``."""
     spec = dataset.spec
     manifest = manifest_hash(Path(training.dbt_manifest_path))
-    version_of_data = data_version(feature_partitions(warehouse.dsn), manifest)
     trained = fit_large_candidate(
         scale_training.engine_settings(training.threads),
         warehouse.dsn,
@@ -51,6 +49,7 @@ def large_candidate_model(
         coverage=training.interval_coverage,
         rounds=scale_training.rounds,
     )
+    version_of_data = data_version(list(trained.windows.rows.items()), manifest)
     actual, predicted = trained.plotted
     fit_keys = trained.windows.fit
     registered = register_candidate(
