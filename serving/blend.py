@@ -47,7 +47,7 @@ from price_platform.modeling import (
     quality_scores,
 )
 from serving.encoder import EncoderPlan, Numeric, Table, plan
-from serving.fast_path import CompiledPipeline, NotCompilable, derived_sources
+from serving.fast_path import CompiledPipeline, NotCompilable, derived_sources, serving_booster
 
 #: Up to this many records are encoded one by one (numpy's per-call cost dominates below it).
 ROW_BY_ROW = 6
@@ -212,10 +212,7 @@ def compile_blend(
         raise NotCompilable("kernel ridge was fitted on more than one target")
     if not (trees.missing is None or (isinstance(trees.missing, float) and math.isnan(trees.missing))):
         raise NotCompilable(f"XGBoost's missing value is {trees.missing!r}, not NaN")
-    booster = trees.get_booster()
-    if booster.num_features() != len(trees_columns):
-        raise NotCompilable(f"the booster expects {booster.num_features()} columns, the member selects {len(trees_columns)}")
-    booster.set_param({"nthread": threads})
+    booster = serving_booster(trees, len(trees_columns), "the member selects", threads)
     return CompiledBlend(
         features=features,
         derived_inputs=derived_inputs,

@@ -229,10 +229,7 @@ def compile_pipeline(pipeline: Any, features: Sequence[str], *, threads: int = 1
             output_names.extend(columns)
         else:
             raise NotCompilable(f"transformer {name!r} is a {type(transformer).__name__}")
-    booster = model.get_booster()
-    if booster.num_features() != len(layout):
-        raise NotCompilable(f"the booster expects {booster.num_features()} columns, the encoder gives {len(layout)}")
-    booster.set_param({"nthread": threads})
+    booster = serving_booster(model, len(layout), "the encoder gives", threads)
     return CompiledBooster(
         features=features,
         n_numeric=n_numeric,
@@ -244,6 +241,18 @@ def compile_pipeline(pipeline: Any, features: Sequence[str], *, threads: int = 1
         iteration_range=model._get_iteration_range(None),
         log_target=log_target,
     )
+
+
+def serving_booster(model: XGBRegressor, columns: int, source: str, threads: int) -> xgb.Booster:
+    """The fitted regressor's booster, set to ``threads``; ``NotCompilable`` unless it reads ``columns`` inputs.
+
+    ``source`` names what feeds it in the message (``"the encoder gives"``, ``"the member selects"``).
+    """
+    booster = model.get_booster()
+    if booster.num_features() != columns:
+        raise NotCompilable(f"the booster expects {booster.num_features()} columns, {source} {columns}")
+    booster.set_param({"nthread": threads})
+    return booster
 
 
 def derived_sources(derive: DerivedFeatures | None, features: list[str]) -> dict[str, list[str]]:
