@@ -71,6 +71,12 @@ class Settings(BaseSettings):
         " as rows per second times the outage to ride out; rows beyond it are dropped and counted.",
     )
     drain_seconds: float = Field(default=2.0, ge=0, description="On SIGTERM: /ready answers 503 this long before the server stops.")
+    keep_alive_seconds: int = Field(
+        default=75, ge=1,
+        description="Idle seconds before the API closes a kept-alive connection. Keep it above the idle timeout of"
+        " clients and load balancers (httpx 5 s, nginx and cloud balancers 60 s), so a client never sends on a"
+        " connection the server is closing.",
+    )
 
     # --- monitoring --------------------------------------------------------------------
     psi_threshold: float = Field(default=0.2, gt=0)

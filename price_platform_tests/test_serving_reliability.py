@@ -78,6 +78,38 @@ def test_ten_promotions_under_load_fail_no_request_and_never_go_back(
     assert "refused" not in (tmp_path / "server.log").read_text()
 
 
+def send_on_idle_connection(url: str, idle_seconds: float) -> bytes:
+    """Two requests on one kept-alive connection ``idle_seconds`` apart; what the second one read."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    request = f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(idle_seconds)
+        try:
+            sock.sendall(request)
+            return sock.recv(65536)
+        except ConnectionError:
+            return b""
+
+
+@pytest.mark.parametrize(("keep_alive", "idle", "answered"), [(None, 6.0, True), (1, 2.5, False)])
+def test_kept_alive_connections_outlive_the_clients_idle_timeout(
+    champion: Champion, keep_alive: int | None, idle: float, answered: bool, tmp_path: Path
+) -> None:
+    """By default a connection idle for longer than httpx's 5 s pool expiry still answers (no close race)."""
+    overrides = {} if keep_alive is None else {"keep_alive_seconds": keep_alive}
+    server = Server(server_env(champion.settings, **overrides), log_path=tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        second = send_on_idle_connection(server.url, idle)
+    finally:
+        server.stop()
+    assert second.startswith(b"HTTP/1.1 200") is answered, second[:80]
+
+
 @pytest.fixture()
 def own_redis(tmp_path: Path):
     binary = which("redis-server")

@@ -57,9 +57,11 @@ def _services(app: Any) -> Any:
 
 def config(host: str, port: int) -> uvicorn.Config:
     """uvicorn's configuration of one worker (HTTPS when the settings name a certificate and key)."""
+    settings = get_settings()
     return uvicorn.Config(
         APP, factory=True, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-        access_log=False, timeout_graceful_shutdown=60, backlog=2048, **uvicorn_tls(get_settings()),
+        access_log=False, timeout_graceful_shutdown=60, timeout_keep_alive=settings.keep_alive_seconds,
+        backlog=2048, **uvicorn_tls(settings),
     )
 
 
