@@ -61,6 +61,11 @@ class Settings(BaseSettings):
     mlflow_port: int = Field(default=5000, description="MLflow UI/tracking port of `price-platform up`.")
     auth_enabled: bool = Field(default=True, description="Require API keys (switch off only for local use).")
     max_batch_size: int = Field(default=1000, ge=1)
+    batch_window_ms: float = Field(
+        default=2.0, ge=0,
+        description="While one-record requests arrive back to back, wait this long to predict them in one call"
+        " (0: predict what arrived in one event-loop turn). A request that finds the model idle never waits.",
+    )
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     rate_limit_per_minute: int = Field(default=6000, ge=1)
     model_poll_seconds: float = Field(default=5.0, gt=0)

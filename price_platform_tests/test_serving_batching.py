@@ -60,6 +60,29 @@ def test_each_model_version_gets_its_own_call() -> None:
     assert old.calls == [2] and new.calls == [1]
 
 
+async def _lone_then_back_to_back(batcher: MicroBatcher, model: CountingModel) -> dict[str, Any]:
+    async def turns(count: int) -> None:
+        for _ in range(count):
+            await asyncio.sleep(0)
+
+    lone = asyncio.create_task(batcher.predict(model, (1,)))
+    await turns(3)
+    lone_done_at_once = lone.done()
+    await lone
+    second = asyncio.create_task(batcher.predict(model, (2,)))  # the model was called just now
+    await turns(3)
+    second_waited = not second.done()
+    third = asyncio.create_task(batcher.predict(model, (3,)))
+    return {"lone": lone_done_at_once, "waited": second_waited, "prices": await asyncio.gather(second, third)}
+
+
+def test_a_request_finding_the_model_idle_waits_for_nothing_and_back_to_back_ones_wait_for_the_window() -> None:
+    model = CountingModel()
+    seen = asyncio.run(_lone_then_back_to_back(MicroBatcher(window=0.05), model))
+    assert seen == {"lone": True, "waited": True, "prices": [2000.0, 3000.0]}
+    assert model.calls == [1, 2]
+
+
 Record = msgspec.defstruct("Record", [("area", float), ("owner", str | None)], kw_only=True)
 
 

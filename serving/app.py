@@ -26,6 +26,7 @@ from price_platform.postgres import ensure_server
 from price_platform.settings import Settings, get_settings
 from price_platform.warehouse import migrate
 from serving import auth, metrics
+from serving.batching import MicroBatcher
 from serving.cache import SharedStore, redis_client
 from serving.controllers.admin import AdminController
 from serving.controllers.feedback import FeedbackController
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         log=PredictionLog(dsn, capacity=settings.log_buffer_size, pii=spec.pii),
         keys=auth.KeyRing(dsn),
         dsn=dsn,
+        batcher=MicroBatcher(window=settings.batch_window_ms / 1000),
     )
 
     @contextlib.asynccontextmanager
