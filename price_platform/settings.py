@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=1000, ge=1)
     batch_window_ms: float = Field(
         default=2.0, ge=0,
-        description="While one-record requests arrive back to back, wait this long to predict them in one call"
-        " (0: predict what arrived in one event-loop turn). A request that finds the model idle never waits.",
+        description="Longest wait of a one-record prediction for the /predict requests still on their way, so one"
+        " model call prices them all (0: no wait). A request with no other on its way never waits.",
     )
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     rate_limit_per_minute: int = Field(default=6000, ge=1)

@@ -60,27 +60,73 @@ def test_each_model_version_gets_its_own_call() -> None:
     assert old.calls == [2] and new.calls == [1]
 
 
-async def _lone_then_back_to_back(batcher: MicroBatcher, model: CountingModel) -> dict[str, Any]:
-    async def turns(count: int) -> None:
-        for _ in range(count):
-            await asyncio.sleep(0)
+async def _request(batcher: MicroBatcher, model: CountingModel, value: int, go: asyncio.Event) -> float | None:
+    """A ``/predict`` request as the route runs it: announced, then (once ``go`` is set) a row or none (value 0)."""
+    with batcher.expecting():
+        await go.wait()
+        if value == 0:
+            batcher.not_coming()  # e.g. its price came from the cache
+            return None
+        return await batcher.predict(model, (value,))
 
-    lone = asyncio.create_task(batcher.predict(model, (1,)))
-    await turns(3)
-    lone_done_at_once = lone.done()
+
+async def _turns(count: int) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+async def _expected_requests(model: CountingModel) -> dict[str, Any]:
+    batcher = MicroBatcher(window=60.0)  # a wait of the window would stall the test: every call here comes first
+    ready = asyncio.Event()
+    ready.set()
+    lone = asyncio.create_task(_request(batcher, model, 1, ready))
+    await _turns(3)
+    seen: dict[str, Any] = {"lone_done": lone.done()}
     await lone
-    second = asyncio.create_task(batcher.predict(model, (2,)))  # the model was called just now
-    await turns(3)
-    second_waited = not second.done()
-    third = asyncio.create_task(batcher.predict(model, (3,)))
-    return {"lone": lone_done_at_once, "waited": second_waited, "prices": await asyncio.gather(second, third)}
+
+    first_go, second_go, third_go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(_request(batcher, model, 2, first_go))
+    second = asyncio.create_task(_request(batcher, model, 3, second_go))
+    cached = asyncio.create_task(_request(batcher, model, 0, third_go))
+    await _turns(2)
+    first_go.set()
+    await _turns(3)
+    seen["first_waited_for_the_others"] = not first.done()
+    second_go.set()
+    await _turns(3)
+    seen["still_waiting_for_the_cached_one"] = not first.done()
+    third_go.set()
+    seen["prices"] = await asyncio.gather(first, second, cached)
+    return seen
 
 
-def test_a_request_finding_the_model_idle_waits_for_nothing_and_back_to_back_ones_wait_for_the_window() -> None:
+def test_a_lone_request_waits_for_nothing_and_one_among_others_waits_until_they_queued_or_left() -> None:
     model = CountingModel()
-    seen = asyncio.run(_lone_then_back_to_back(MicroBatcher(window=0.05), model))
-    assert seen == {"lone": True, "waited": True, "prices": [2000.0, 3000.0]}
+    seen = asyncio.run(_expected_requests(model))
+    assert seen == {"lone_done": True, "first_waited_for_the_others": True, "still_waiting_for_the_cached_one": True,
+                    "prices": [2000.0, 3000.0, None]}
     assert model.calls == [1, 2]
+
+
+async def _late_request(model: CountingModel) -> list[float]:
+    batcher = MicroBatcher(window=0.01)
+    never = asyncio.Event()
+    slow = asyncio.create_task(_request(batcher, model, 5, never))  # expected, but it does not come
+    await _turns(2)
+    price = await _request(batcher, model, 4, _set(asyncio.Event()))
+    slow.cancel()
+    return [price]
+
+
+def _set(event: asyncio.Event) -> asyncio.Event:
+    event.set()
+    return event
+
+
+def test_a_row_waits_at_most_the_window_for_a_request_that_does_not_come() -> None:
+    model = CountingModel()
+    assert asyncio.run(_late_request(model)) == [4000.0]
+    assert model.calls == [1]
 
 
 Record = msgspec.defstruct("Record", [("area", float), ("owner", str | None)], kw_only=True)

@@ -65,6 +65,7 @@ class Services:
             key = cache_key(model.name, model.version, msgspec.json.encode(records[0]))
             cached = await self.shared.get_price(key)
             if cached is not None:
+                self.batcher.not_coming()
                 metrics.CACHE_HIT.inc()
                 return np.array([cached])
             metrics.CACHE_MISS.inc()
@@ -73,6 +74,7 @@ class Services:
                 raise UnpriceableRecords([0])
             self.shared.set_price(key, price)
             return np.array([price])
+        self.batcher.not_coming()
         rows = [msgspec.structs.astuple(record) for record in records]
         if len(rows) >= OFFLOAD_ROWS:
             return checked(await asyncio.to_thread(model.predict, rows))

@@ -12,6 +12,7 @@ import msgspec
 import numpy as np
 from litestar import Controller, Request, post
 from litestar.exceptions import ServiceUnavailableException, ValidationException
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from serving import metrics
 from serving.guards import requires
@@ -74,6 +75,16 @@ def invalid(error: InvalidInput, model: LoadedModel) -> ValidationException:
     return ValidationException(str(error), extra={"record": error.record, "field": error.field})
 
 
+def expecting_a_row(app: ASGIApp) -> ASGIApp:
+    """Route middleware: the micro-batcher counts a ``/predict`` request as on its way from its first byte."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        with scope["app"].state.services.batcher.expecting():
+            await app(scope, receive, send)
+
+    return middleware
+
+
 class PredictionsController(Controller):
     """Prices from the current champion."""
 
@@ -85,6 +96,7 @@ class PredictionsController(Controller):
         status_code=200,
         operation_class=json_body("PredictRequest", "One record, or a JSON array of records (a batch)."),
         summary="Price one record or a batch, each with a 90% interval, the model version and a prediction id",
+        middleware=[expecting_a_row],
     )
     async def predict(self, request: Request, services: Services) -> PredictResponse:
         started = time.perf_counter()
