@@ -209,7 +209,8 @@ def _run(folder: Path) -> list[Result]:
     spec = load_dataset(DEFAULT_DATASET)
     settings = Settings()
     data = training_split(spec, settings)
-    trained = fit_candidate(spec, data, {}, coverage=settings.interval_coverage, seed=settings.seed, threads=1)
+    trained = fit_candidate(spec, data, {}, coverage=settings.interval_coverage, seed=settings.seed, threads=1,
+                            parallel_trees=settings.parallel_trees)
     pipeline, holdout = trained.pipeline, data.holdout
 
     database = EmbeddedPostgres(folder / "pg", free_port())

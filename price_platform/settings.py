@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     promotion_margin: float = Field(default=0.0, ge=0.0, description="Relative RMSLE gain a challenger needs.")
     interval_coverage: float = Field(default=0.9, gt=0.0, lt=1.0)
     seed: int = 42
+    parallel_trees: int = Field(
+        default=1, ge=1,
+        description="Trees averaged per boosting round of the registered model (XGBoost num_parallel_tree). 3 kept"
+        " the blend's mean validation RMSLE and cut its spread over seeds from about 0.0006 to 0.00025, but every"
+        " prediction then walks three times as many trees (serving: about 2,500 instead of 4,000 requests/s).",
+    )
     threads: int = Field(default=1, ge=1, description="Threads for XGBoost (OpenMP).")
 
     # --- serving and the local stack ----------------------------------------------------

@@ -2,9 +2,9 @@
 
 Under concurrent load many one-record requests are decoded while the model is busy with
 the previous ones. Each of them queues its row here, and one flush predicts all queued rows
-of one model in one call on the event loop, so the trees' fixed per-call cost (about 0.6 ms
-for the default blend's 3,600 trees, against some 30 us a row in a large batch) is paid once
-per call instead of once per request. Every request gets exactly the price a call with its
+of one model in one call on the event loop, so the trees' fixed per-call cost (for a blend
+of 3,600 trees about 0.6 ms, against some 30 us a row in a large batch) is paid once per call
+instead of once per request. Every request gets exactly the price a call with its
 row alone would give (rows are independent).
 
 When to call the model: ``/predict`` requests announce themselves on arrival

@@ -101,6 +101,7 @@ def candidate_model(
         coverage=training.interval_coverage,
         seed=training.seed,
         threads=training.threads,
+        parallel_trees=training.parallel_trees,
     )
     registered = candidate.register(
         trained,

@@ -9,7 +9,7 @@ from price_platform.settings import Settings
 
 
 class TrainingConfig(dg.ConfigurableResource):
-    """Windows, study budgets (trials, seconds, most boosting rounds), interval coverage, seed and threads."""
+    """Windows, study budgets (trials, seconds, most boosting rounds), interval coverage, seed, threads, trees per round."""
 
     holdout_months: int = 12
     validation_months: int = 6
@@ -19,6 +19,7 @@ class TrainingConfig(dg.ConfigurableResource):
     interval_coverage: float = 0.9
     seed: int = 42
     threads: int = 1
+    parallel_trees: int = 1
     dbt_manifest_path: str = str(DBT_DIR / "target" / "manifest.json")
 
     @classmethod
@@ -31,4 +32,5 @@ class TrainingConfig(dg.ConfigurableResource):
             interval_coverage=settings.interval_coverage,
             seed=settings.seed,
             threads=settings.threads,
+            parallel_trees=settings.parallel_trees,
         )
