@@ -47,7 +47,7 @@ from price_platform.training.dataset import split
 from price_platform.training.metrics import regression_metrics
 from price_platform.training.study import StudyResult, run_study
 
-COMMAND = "python -m benchmarks training"
+COMMAND = "make bench BENCH=training"
 PRUNING_TRIALS = 16
 
 
