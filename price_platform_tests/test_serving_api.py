@@ -58,6 +58,20 @@ def test_batch_answers_every_record_in_order(client: TestClient, champion: Champ
     assert len({p["prediction_id"] for p in response.json()["predictions"]}) == len(frame)
 
 
+def test_no_predict_request_stays_expected_by_the_batcher(client: TestClient, champion: Champion) -> None:
+    """A request the batcher still counted as on its way would make every later one wait ``batch_window_ms``."""
+    record = records(champion.spec, champion.holdout.head(1))[0]
+    statuses = [
+        client.post("/predict", json={**record, "lot_area": 123_457}).status_code,  # predicted
+        client.post("/predict", json={**record, "lot_area": 123_457}).status_code,  # from the cache
+        client.post("/predict", json=records(champion.spec, champion.holdout.head(3))).status_code,  # a batch
+        client.post("/predict", json={**record, "lot_area": "large"}).status_code,  # refused
+        client.post("/predict", content=b"{not json", headers={"Content-Type": "application/json"}).status_code,
+    ]
+    assert statuses == [200, 200, 200, 400, 400]
+    assert client.app.state.services.batcher.expected == 0
+
+
 def test_explain_contributions_add_up_to_the_prediction(client: TestClient, champion: Champion) -> None:
     record = records(champion.spec, champion.holdout.iloc[[3]])[0]
     explanation = client.post("/explain", json=record).json()

@@ -51,6 +51,11 @@ class MicroBatcher:
         self._call: asyncio.Handle | None = None
         self._call_is_timer = False
 
+    @property
+    def expected(self) -> int:
+        """Requests announced that have neither queued a row nor left."""
+        return self._expected
+
     @contextmanager
     def expecting(self) -> Iterator[None]:
         """Count the request running inside this block as on its way, until it queues a row or the block ends."""
