@@ -131,15 +131,19 @@ def feature_partitions(dsn: str) -> list[tuple[str, int]]:
     return found
 
 
-def read_partition(dsn: str, spec: DatasetSpec, partition_key: str, *, dictionary: bool = False) -> pa.Table:
-    """One partition's model inputs and target, streamed with ``COPY`` and parsed by Arrow.
+def read_partition(
+    dsn: str, spec: DatasetSpec, partition_key: str, *, dictionary: bool = False, limit: int | None = None
+) -> pa.Table:
+    """One partition's model inputs and target (its first ``limit`` rows), streamed with ``COPY`` and parsed by Arrow.
 
     ``dictionary=True`` reads the categorical columns dictionary-encoded (what the encoder
     reads fastest; each distinct text once instead of once per row).
     """
     columns = [*spec.features, spec.target]
-    query = sql.SQL("copy (select {} from price_data.features where partition_key = {}) to stdout with (format csv, header true)").format(
-        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Literal(partition_key)
+    query = sql.SQL("copy (select {} from price_data.features where partition_key = {}{}) to stdout with (format csv, header true)").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        sql.Literal(partition_key),
+        sql.SQL("") if limit is None else sql.SQL(" limit {}").format(sql.Literal(limit)),
     )
     buffer = io.BytesIO()
     with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
@@ -313,7 +317,7 @@ def train_large(
     else:
         engine = "chunked"
         booster = train_in_chunks(dsn, spec, keys, encoder, params=params, rounds=rounds)
-    sample = read_partition(dsn, spec, keys[0]).slice(0, 50).to_pandas()
+    sample = read_partition(dsn, spec, keys[0], limit=50).to_pandas()  # the pipeline's input example
     pipeline = as_pipeline(booster, spec, categories, sample)
     seconds = time.perf_counter() - started
     log.info("trained on %d rows in %d partitions with %s in %.1f s", rows, len(keys), engine, seconds)

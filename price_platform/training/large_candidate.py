@@ -156,7 +156,7 @@ def fit_large_candidate(
         "fit_seconds": calibration.seconds + final.seconds,
     }
     check_metrics(metrics)
-    sample = read_partition(dsn, spec, parts.holdout[-1]).slice(0, BEHAVIOUR_ROWS).to_pandas()
+    sample = read_partition(dsn, spec, parts.holdout[-1], limit=BEHAVIOUR_ROWS).to_pandas()
     failures = behaviour_failures(final.pipeline, spec, sample)
     if failures:
         raise BehaviourError("; ".join(failures))
