@@ -100,6 +100,20 @@ def numeric_inputs(spec: DatasetSpec) -> list[str]:
     return [*spec.numeric, *spec.derived]
 
 
+def grows_with_area(spec: DatasetSpec) -> set[str]:
+    """The area column and the derived features that grow with it (``total_area = gr_liv_area + ...``).
+
+    A tree model is monotone in the area only if it is monotone in all of them.
+    """
+    if not spec.area_column:
+        return set()
+    ones = dict.fromkeys(spec.numeric, 1.0)
+    larger = {**ones, spec.area_column: 2.0}
+    return {spec.area_column} | {
+        name for name, text in spec.derived.items() if compile_expression(text)(larger) > compile_expression(text)(ones)
+    }
+
+
 def build_xgboost_pipeline(spec: DatasetSpec, params: Mapping[str, Any] | None = None, *, threads: int = 1) -> Pipeline:
     """Derived features -> ordinal-encoded categoricals -> XGBoost on log(price)."""
     encode = ColumnTransformer(
@@ -225,7 +239,7 @@ def build_blend_pipeline(
     numerics (except the sale's year and month: a polynomial would extrapolate them into the
     unseen months it is asked about), logs, grades and one-hot columns; XGBoost the numerics,
     grades, ordinal codes and target-encoded segments. XGBoost is monotone increasing in the
-    area column. The log predictions are averaged with :data:`BLEND_WEIGHTS`.
+    area column and the derived features that grow with it (:func:`grows_with_area`). The log predictions are averaged with :data:`BLEND_WEIGHTS`.
     """
     quality = quality_columns(spec, frame)
     encode = ColumnTransformer(
@@ -259,7 +273,7 @@ def build_blend_pipeline(
         **dict(xgboost_params or {}),
     }
     if spec.area_column:
-        xgboost_settings["monotone_constraints"] = {f"numeric__{spec.area_column}": 1}
+        xgboost_settings["monotone_constraints"] = {f"numeric__{name}": 1 for name in sorted(grows_with_area(spec))}
     kernel = KernelRidge(kernel="polynomial", **{**KERNEL_DEFAULTS, **dict(kernel_params or {})})
     calendar = tuple(f"numeric__{c}" for c in (spec.time.columns if spec.time else []) if c in spec.numeric)
     blend = VotingRegressor(

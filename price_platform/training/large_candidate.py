@@ -22,7 +22,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from price_platform.datasets import DatasetSpec
-from price_platform.modeling import compile_expression, numeric_inputs
+from price_platform.modeling import grows_with_area, numeric_inputs
 from price_platform.registry.versions import check_metrics
 from price_platform.settings import Settings
 from price_platform.training.behaviour import behaviour_failures
@@ -89,11 +89,7 @@ def monotone_in_area(spec: DatasetSpec) -> dict[str, str]:
     """XGBoost parameters keeping the price non-decreasing in the area column and features that grow with it."""
     if not spec.area_column:
         return {}
-    ones = dict.fromkeys(spec.numeric, 1.0)
-    larger = {**ones, spec.area_column: 2.0}
-    growing = {spec.area_column} | {
-        name for name, text in spec.derived.items() if compile_expression(text)(larger) > compile_expression(text)(ones)
-    }
+    growing = grows_with_area(spec)
     columns = [*numeric_inputs(spec), *spec.categorical]  # the encoded matrix's columns
     return {"monotone_constraints": "(" + ",".join("1" if column in growing else "0" for column in columns) + ")"}
 
