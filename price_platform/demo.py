@@ -2,7 +2,8 @@
 
 Starts the local stack (embedded defaults), backfills the sales up to ``--train-until``
 (2008-12: a platform trained on 2006-2008), waits until Dagster has ingested, validated,
-built features, trained and promoted a champion and the API serves it, replays the next
+built features, trained and promoted a champion (in a home that already has one, the
+gate may instead refuse a worse challenger and keep it) and the API serves it, replays the next
 ``--months`` months of history through the landing folder (drift, retraining, promotion or
 refusal, all by the Dagster daemon's sensors), waits for the runs to settle and prints a
 summary of drift, registry decisions, holdout errors and the version the API ends on.
@@ -49,6 +50,17 @@ def api_version(stack: Stack) -> str | None:
     return response.json().get("version") if response.status_code == 200 else None
 
 
+def kept_champion(earlier: str | None, decided: list[tuple]) -> str | None:
+    """The reason the gate gave, when a failed backfill only means it kept an earlier champion.
+
+    A home that already has a champion (an earlier ``make up`` or demo) can refuse the
+    backfill's challenger: the blocking gate fails that run, and the better model keeps
+    serving. Any other failure (no champion before, no refusal recorded) returns ``None``.
+    """
+    refusals = [reason for _, action, _, _, reason, _ in decided if action == "refuse"]
+    return refusals[-1] if earlier is not None and refusals else None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-until", default="2008-12", help="last month of the initial backfill, YYYY-MM")
     parser.add_argument("--months", type=int, default=12, help="months of history to replay after it")
@@ -69,10 +81,15 @@ def play(args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     with Stack(settings) as stack:
         print(f"backfill: sales up to {args.train_until}, then features, training and promotion")
+        earlier = champion_version(stack.tracking_uri, settings.model_name)
         try:
             stack.backfill(args.train_until, report=print)
         except RuntimeError as error:
-            raise DemoError(str(error)) from error
+            refusal = kept_champion(earlier, decisions(stack.server.dsn(), settings.model_name, started))
+            if refusal is None:
+                raise DemoError(str(error)) from error
+            print(f"the backfill's challenger was refused ({refusal}); champion v{earlier}, from an earlier run"
+                  f" in {settings.home}, stays")
         first = champion_version(stack.tracking_uri, settings.model_name)
         if first is None:
             raise DemoError("the backfill finished without a champion")
