@@ -21,10 +21,11 @@ What the in-process ratios compare, all on one thread:
 * ``batch_per_row_vs_inplace``: a 1,000-record batch through the API (JSON body over loopback,
   decoding, encoding, both members, ids, gzip-compressed JSON answer; the client accepts gzip)
   per record, against ``booster.inplace_predict`` per record on the same 1,000 records encoded.
-  The API runs a large batch's booster in a helper thread beside the encoding and kernel ridge
-  of the next chunk (:mod:`serving.blend`), so ``batch_cpu_per_row_vs_inplace`` also gives the
-  server process's CPU time per record (all its threads) against the same ``inplace_predict``:
-  what a record costs, where the first figure is how long the batch takes.
+  ``batch_cpu_per_row_vs_inplace`` gives the API process's CPU time per record of those batches
+  (all its threads) against the same ``inplace_predict``: what a record costs the API, where
+  the first figure is how long the batch takes. PostgreSQL's work on the prediction log (about
+  40 ms of the other core per 1,000 records: it parses each record's features into ``jsonb``)
+  is in neither.
   The booster is only part of the blend's arithmetic, so ``batch_per_row_vs_members`` also
   compares the batch with both members on the same encoded records (``inplace_predict`` plus
   kernel ridge evaluated as its exact quadratic form, see :mod:`serving.blend`): the model's own

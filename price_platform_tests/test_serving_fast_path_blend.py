@@ -14,7 +14,7 @@ from test_serving_support import split
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.modeling import build_blend_pipeline, read_sample
 from price_platform.settings import Settings
-from serving.blend import CHUNK_ROWS, KERNEL_TERM, OVERLAP_ROWS, CompiledBlend
+from serving.blend import KERNEL_TERM, CompiledBlend
 from serving.fast_path import (
     NotCompilable,
     PipelinePredictor,
@@ -54,17 +54,6 @@ def test_compiled_blend_agrees_with_the_pipeline_on_the_whole_holdout(blend: Sim
     assert len(rows) == len(blend.holdout) > 100
     assert worst_relative(compiled.predict(rows), expected) < 1e-6
     assert worst_relative(np.array([compiled.predict([row])[0] for row in rows]), expected) < 1e-6
-
-
-def test_a_large_batch_predicted_in_chunks_beside_the_booster_thread_agrees(blend: SimpleNamespace) -> None:
-    frame = pd.concat([blend.holdout] * (3 * CHUNK_ROWS // len(blend.holdout) + 1)).head(2 * CHUNK_ROWS + 7)
-    assert len(frame) >= OVERLAP_ROWS and len(frame) % CHUNK_ROWS  # several chunks, the last one short
-    compiled = compile_pipeline(blend.pipeline, blend.spec.features)
-    rows = rows_of(blend.spec, frame)
-    in_chunks = compiled.predict(rows)
-    assert worst_relative(in_chunks, blend.pipeline.predict(frame[blend.spec.features])) < 1e-6
-    one_pass = np.exp(compiled.margin(compiled.encode(rows)))  # both members on the whole batch, in this thread
-    assert worst_relative(in_chunks, one_pass) < 1e-12
 
 
 def test_compiled_encoder_matches_the_fitted_column_transformer(blend: SimpleNamespace) -> None:

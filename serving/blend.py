@@ -17,19 +17,12 @@ computed once at compile time: a record then costs d^2 rather than n*d multiplic
 ``x' A x = 2 x' U x`` with U the upper triangle of the symmetric A (diagonal halved), which
 BLAS's triangular product (``dtrmm``) multiplies at half the cost of a full one. Other
 degrees evaluate the kernel against the training rows.
-
-Large batches are predicted chunk by chunk with the booster in a helper thread
-(:data:`OVERLAP_ROWS`): ``inplace_predict`` and BLAS release the GIL, so while the booster
-works on one chunk this thread encodes the next and evaluates kernel ridge, which is most of
-the rest of the work. Each record's arithmetic is the same as in one pass; only the wall time
-of the batch shrinks, on a machine with a core to spare.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,11 +56,6 @@ from serving.fast_path import CompiledPipeline, NotCompilable, derived_sources, 
 ROW_BY_ROW = 6
 #: Name of the kernel ridge member's (weighted) log prediction among ``/explain``'s contributions.
 KERNEL_TERM = "kernel_ridge"
-#: Batches of at least this many records run the booster in a helper thread, chunk by chunk,
-#: beside the encoding and kernel ridge of the next chunk.
-OVERLAP_ROWS = 256
-#: Records per chunk of such a batch: 1,000 records make four chunks.
-CHUNK_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -144,7 +132,6 @@ class CompiledBlend(CompiledPipeline):
     _kernel_internal: np.ndarray = field(init=False)
     _tree_internal: np.ndarray = field(init=False)
     _shares: tuple[float, float] = field(init=False)
-    _booster_thread: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
         self._quadratic = self.kernel.quadratic()
@@ -152,7 +139,6 @@ class CompiledBlend(CompiledPipeline):
         self._kernel_internal = order[self.kernel_columns]
         self._tree_internal = order[self.tree_columns]
         self._shares = _shares(self.weights)
-        self._booster_thread = ThreadPoolExecutor(1, thread_name_prefix="booster")  # its thread starts on first use
 
     def encode(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
         """The encoder's float64 output, one row per record."""
@@ -164,18 +150,15 @@ class CompiledBlend(CompiledPipeline):
 
     def member_outputs(self, kernel_columns: np.ndarray, tree_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(kernel ridge, XGBoost) log predictions from the columns each member reads."""
-        return self._kernel_ridge(kernel_columns), self._trees(tree_columns)
-
-    def _kernel_ridge(self, columns: np.ndarray) -> np.ndarray:
-        return self.kernel.against_rows(columns) if self._quadratic is None else self._quadratic(columns)
-
-    def _trees(self, columns: np.ndarray) -> np.ndarray:
-        return self.booster.inplace_predict(
-            np.ascontiguousarray(columns, dtype=np.float32),
+        quadratic = self._quadratic
+        kernel = self.kernel.against_rows(kernel_columns) if quadratic is None else quadratic(kernel_columns)
+        trees = self.booster.inplace_predict(
+            np.ascontiguousarray(tree_columns, dtype=np.float32),
             iteration_range=self.iteration_range,
             missing=np.nan,
             validate_features=False,
         )
+        return kernel, trees
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
         """The blend's log price: the members weighted by their voting shares, as ``VotingRegressor.predict``."""
@@ -183,8 +166,6 @@ class CompiledBlend(CompiledPipeline):
         return self._shares[0] * kernel + self._shares[1] * trees
 
     def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
-        if len(rows) >= OVERLAP_ROWS:
-            return self._predict_overlapped(rows)
         if len(rows) <= ROW_BY_ROW:
             internal = self.encoder.encode_few(rows)
         else:
@@ -192,21 +173,6 @@ class CompiledBlend(CompiledPipeline):
         kernel, trees = self.member_outputs(internal[:, self._kernel_internal], internal[:, self._tree_internal])
         margin = self._shares[0] * kernel
         margin += self._shares[1] * trees
-        return np.exp(margin, out=margin)
-
-    def _predict_overlapped(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
-        """:meth:`predict` of a large batch, the booster of each chunk running in the helper thread."""
-        kernel_share, tree_share = self._shares
-        margin = np.empty(len(rows))
-        trees: list[tuple[slice, Future[np.ndarray]]] = []
-        for start in range(0, len(rows), CHUNK_ROWS):
-            chunk = slice(start, min(start + CHUNK_ROWS, len(rows)))
-            internal = self.encoder.encode_many(rows[chunk])
-            trees.append((chunk, self._booster_thread.submit(self._trees, internal[:, self._tree_internal])))
-            margin[chunk] = self._kernel_ridge(internal[:, self._kernel_internal])
-            margin[chunk] *= kernel_share
-        for chunk, predicted in trees:
-            margin[chunk] += tree_share * predicted.result()
         return np.exp(margin, out=margin)
 
     def explain(self, row: tuple[Any, ...]) -> tuple[dict[str, float], dict[str, float], float, float]:
