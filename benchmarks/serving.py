@@ -281,6 +281,23 @@ def post_p50(port: int, path: str, body: bytes, headers: dict[str, str], repeats
         connection.close()
 
 
+def wait_for_the_log(port: int, timeout: float = 120.0) -> None:
+    """Wait until the API has written its prediction-log backlog (``prediction_log_buffer_rows`` 0).
+
+    After the one-row load the writer still has tens of thousands of rows to send: timed
+    batches would share the process and the second core with that backlog, not only with
+    their own log rows.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        waiting = re.search(r"^prediction_log_buffer_rows\S*\s+([\d.e+]+)", text, re.MULTILINE)
+        if waiting is not None and float(waiting.group(1)) == 0:
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"the API on port {port} still had prediction-log rows to write after {timeout:.0f} s")
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all its threads) so far, from ``/proc``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -302,6 +319,7 @@ def _measure(folder: Path, env: dict[str, str], key: str, spec: Any, pipeline: A
     with started(api, env, f"http://127.0.0.1:{api_port}/ready", folder / "api.log") as api_process:
         api_rps, api_p50, api_p99 = wrk(f"http://127.0.0.1:{api_port}", "/predict", template,
                                         {**json_headers, "X-API-Key": key}, folder)
+        wait_for_the_log(api_port)
         cpu_before = cpu_seconds(api_process.pid)
         batch_p50 = post_p50(api_port, "/predict", json.dumps(thousand).encode(),
                              {**json_headers, "X-API-Key": key, "Accept-Encoding": "gzip"}, BATCH_REPEATS)
