@@ -183,8 +183,10 @@ KERNEL_DEFAULTS: dict[str, Any] = {"alpha": 0.5, "degree": 2, "coef0": 2.5}
 BLEND_WEIGHTS = (0.6, 0.4)
 
 #: Encoded column groups each member of the blend reads (prefixes of the encoder's outputs).
+#: The trees read the one-hot columns rather than ordinal codes of the categories (mean
+#: validation RMSLE of the two windows 0.1018 -> 0.1003 over five seeds, both windows better).
 LINEAR_GROUPS = ("numeric", "log", "quality", "onehot")
-TREE_GROUPS = ("numeric", "quality", "ordinal", "segment")
+TREE_GROUPS = ("numeric", "quality", "onehot", "segment")
 
 
 def quality_columns(spec: DatasetSpec, frame: pd.DataFrame) -> list[str]:
@@ -238,8 +240,9 @@ def build_blend_pipeline(
     The encoder's outputs are named ``<group>__<column>``; the kernel ridge reads the scaled
     numerics (except the sale's year and month: a polynomial would extrapolate them into the
     unseen months it is asked about), logs, grades and one-hot columns; XGBoost the numerics,
-    grades, ordinal codes and target-encoded segments. XGBoost is monotone increasing in the
-    area column and the derived features that grow with it (:func:`grows_with_area`). The log predictions are averaged with :data:`BLEND_WEIGHTS`.
+    grades, one-hot columns and target-encoded segments. XGBoost is monotone increasing in the
+    area column and the derived features that grow with it (:func:`grows_with_area`). The log
+    predictions are averaged with :data:`BLEND_WEIGHTS`.
     """
     quality = quality_columns(spec, frame)
     encode = ColumnTransformer(
@@ -256,11 +259,6 @@ def build_blend_pipeline(
                 quality,
             ),
             ("onehot", OneHotEncoder(handle_unknown="ignore", min_frequency=10, sparse_output=False), list(spec.categorical)),
-            (
-                "ordinal",
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1),
-                list(spec.categorical),
-            ),
             ("segment", TargetEncoder(target_type="continuous", random_state=seed), list(spec.segments)),
         ],
         sparse_threshold=0.0,

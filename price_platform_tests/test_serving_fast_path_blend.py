@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.preprocessing import OrdinalEncoder
 from test_serving_support import split
 
 from price_platform.datasets import DatasetSpec, load_dataset
-from price_platform.modeling import build_blend_pipeline, read_sample
+from price_platform.modeling import _group_columns, build_blend_pipeline, read_sample
 from price_platform.settings import Settings
 from serving.blend import KERNEL_TERM, CompiledBlend
 from serving.fast_path import (
@@ -54,6 +55,24 @@ def test_compiled_blend_agrees_with_the_pipeline_on_the_whole_holdout(blend: Sim
     assert len(rows) == len(blend.holdout) > 100
     assert worst_relative(compiled.predict(rows), expected) < 1e-6
     assert worst_relative(np.array([compiled.predict([row])[0] for row in rows]), expected) < 1e-6
+
+
+def test_a_blend_whose_trees_read_ordinal_codes_still_compiles(blend: SimpleNamespace) -> None:
+    """Champions registered before the trees read one-hot columns encode categories as ordinal codes."""
+    spec = blend.spec
+    pipeline = build_blend_pipeline(spec, blend.train, {"n_estimators": TREES})
+    codes = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1)
+    pipeline.named_steps["encode"].transformers.append(("ordinal", codes, list(spec.categorical)))
+    trees = dict(pipeline.named_steps["model"].regressor.estimators)["xgboost"]
+    trees.set_params(columns=_group_columns(("numeric", "quality", "ordinal", "segment")))
+    pipeline.fit(blend.train[spec.features], blend.train[spec.target])
+    frame = blend.holdout.head(80).copy()
+    frame.loc[frame.index[:10], "neighborhood"] = "Never_Seen_Before"
+    frame.loc[frame.index[10:20], "bldg_type"] = None
+    compiled = compile_pipeline(pipeline, spec.features)
+    assert isinstance(compiled, CompiledBlend)
+    assert any(name.startswith("ordinal__") for name in compiled.tree_names)
+    assert worst_relative(compiled.predict(rows_of(spec, frame)), pipeline.predict(frame[spec.features])) < 1e-6
 
 
 def test_compiled_encoder_matches_the_fitted_column_transformer(blend: SimpleNamespace) -> None:
