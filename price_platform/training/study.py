@@ -130,7 +130,7 @@ def open_study(storage_url: str, study_name: str, *, seed: int, pruning: bool = 
     The pruner is successive halving from :data:`PRUNE_FIRST_AT` rounds on: at 50, 150 and 450
     rounds a trial goes on only if it is in the best third of the trials that reached that
     round. It depends on nothing but the reported scores (Hyperband also hashed the study name
-    into its brackets), and on the Ames windows the default 30 trials took 0.45 of the unpruned
+    into its brackets), and on the Ames windows the default 30 trials took 0.39 of the unpruned
     time and reached the same best value (``make bench BENCH=training``; at 16 trials it had
     not yet found the unpruned study's best region).
     """
