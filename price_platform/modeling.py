@@ -109,9 +109,8 @@ def grows_with_area(spec: DatasetSpec) -> set[str]:
         return set()
     ones = dict.fromkeys(spec.numeric, 1.0)
     larger = {**ones, spec.area_column: 2.0}
-    return {spec.area_column} | {
-        name for name, text in spec.derived.items() if compile_expression(text)(larger) > compile_expression(text)(ones)
-    }
+    derived = {name: compile_expression(text) for name, text in spec.derived.items()}
+    return {spec.area_column} | {name for name, function in derived.items() if function(larger) > function(ones)}
 
 
 def build_xgboost_pipeline(spec: DatasetSpec, params: Mapping[str, Any] | None = None, *, threads: int = 1) -> Pipeline:
