@@ -10,6 +10,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import psycopg2
 import pytest
 
 from serving.batching import MicroBatcher
@@ -129,7 +130,7 @@ def test_a_row_waits_at_most_the_window_for_a_request_that_does_not_come() -> No
     assert model.calls == [1]
 
 
-Record = msgspec.defstruct("Record", [("area", float), ("owner", str | None)], kw_only=True)
+Record = msgspec.defstruct("Record", [("area", float), ("owner", str | None), ("note", str, "")], kw_only=True)
 
 
 def _batch(count: int) -> LoggedPredictions:
@@ -148,14 +149,50 @@ def test_the_log_buffer_counts_rows_and_keeps_what_fits() -> None:
     assert (log.accepted, log.dropped, len(log)) == (5, 3, 5)
 
 
-def test_log_rows_are_made_in_the_writer_with_pii_hashed() -> None:
-    log = PredictionLog(None, capacity=10, pii=["owner"])
+def _write(log: PredictionLog, *batches: LoggedPredictions) -> None:
+    """Queue ``batches`` and run the writer until they are written (or fail the test after 30 s)."""
+    for batch in batches:
+        log.add(batch)
+    log.start()
+    log.stop(timeout=30.0)
+
+
+def _logged(dsn: str, ids: list[uuid.UUID]) -> dict[str, tuple]:
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(
+            "select prediction_id::text, features::text, prediction, lower_bound, upper_bound, model_version, latency_ms,"
+            " key_id from monitoring.predictions where prediction_id = any(%s::uuid[])",
+            ([str(i) for i in ids],),
+        )
+        return {row[0]: row[1:] for row in cursor.fetchall()}
+
+
+def test_the_writer_copies_rows_to_postgresql_with_pii_hashed(postgres) -> None:
+    log = PredictionLog(postgres.dsn(), capacity=10, pii=["owner"])
     batch = _batch(2)
-    rows = msgspec.json.decode(msgspec.json.encode(list(log._rows(batch))))  # what PostgreSQL is sent
-    assert [row[0] for row in rows] == [str(i) for i in batch.prediction_ids]
-    assert [row[3]["area"] for row in rows] == [0.0, 1.0]
-    assert all(len(row[3]["owner"]) == 64 and "owner" not in row[3]["owner"] for row in rows)
-    assert rows[1][4:] == [100.0, 90.0, 110.0, 1.5, "key"]
+    tricky = Record(area=2.5, owner=None, note='tab\there, newline\n, quote " and back\\slash')
+    odd = LoggedPredictions([uuid.uuid4()], datetime.now(UTC), "8\t9", [tricky], [1.25], [1.0], [1.5], 0.5, None)
+    _write(log, batch, odd)
+    rows = _logged(postgres.dsn(), [*batch.prediction_ids, *odd.prediction_ids])
+    assert (log.written, log.dropped) == (3, 0)
+    first, second = (rows[str(i)] for i in batch.prediction_ids)
+    features = [msgspec.json.decode(row[0]) for row in (first, second)]
+    assert [f["area"] for f in features] == [0.0, 1.0]
+    assert all(len(f["owner"]) == 64 and "owner" not in f["owner"] for f in features)
+    assert second[1:] == (100.0, 90.0, 110.0, "7", 1.5, "key")
+    stored = rows[str(odd.prediction_ids[0])]
+    assert msgspec.json.decode(stored[0]) == {"area": 2.5, "owner": None, "note": tricky.note}
+    assert stored[1:] == (1.25, 1.0, 1.5, "8\t9", 0.5, None)
+
+
+def test_rows_postgresql_already_holds_are_skipped_not_dropped(postgres) -> None:
+    """A retry after a commit whose answer was lost sends rows again: COPY refuses them, the insert skips them."""
+    batch, fresh = _batch(3), _batch(2)
+    _write(PredictionLog(postgres.dsn(), capacity=10), batch)
+    again = PredictionLog(postgres.dsn(), capacity=10)
+    _write(again, batch, fresh)
+    assert (again.written, again.dropped) == (5, 0)
+    assert len(_logged(postgres.dsn(), [*batch.prediction_ids, *fresh.prediction_ids])) == 5
 
 
 async def _shared_figures(url: str, identity: str, key: str) -> SimpleNamespace:

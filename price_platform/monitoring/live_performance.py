@@ -49,7 +49,7 @@ BY_SALE = """
                features.{target} as actual
         from {features} as features
         where features.{target} is not null
-    ) as sales on predictions.features = sales.record
+    ) as sales on predictions.features::jsonb = sales.record
     where not exists (select 1 from monitoring.actuals where actuals.prediction_id = predictions.prediction_id)
 """
 
