@@ -15,7 +15,7 @@ from test_serving_support import split
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.modeling import _group_columns, build_blend_pipeline, read_sample
 from price_platform.settings import Settings
-from serving.blend import KERNEL_TERM, CompiledBlend
+from serving.blend import CHUNK_ROWS, KERNEL_TERM, CompiledBlend
 from serving.fast_path import (
     NotCompilable,
     PipelinePredictor,
@@ -55,6 +55,17 @@ def test_compiled_blend_agrees_with_the_pipeline_on_the_whole_holdout(blend: Sim
     assert len(rows) == len(blend.holdout) > 100
     assert worst_relative(compiled.predict(rows), expected) < 1e-6
     assert worst_relative(np.array([compiled.predict([row])[0] for row in rows]), expected) < 1e-6
+
+
+def test_a_large_batch_predicted_in_chunks_by_two_threads_gives_every_record_its_own_price(blend: SimpleNamespace) -> None:
+    compiled = compile_pipeline(blend.pipeline, blend.spec.features)
+    frame = pd.concat([blend.holdout] * (4 * CHUNK_ROWS // len(blend.holdout) + 1)).head(4 * CHUNK_ROWS + 7)
+    rows = rows_of(blend.spec, frame)
+    expected = blend.pipeline.predict(frame[blend.spec.features])
+    chunked = compiled.predict(rows)  # five chunks, the last one of 7 records
+    assert worst_relative(chunked, expected) < 1e-6
+    one_call = np.concatenate([compiled.predict(rows[start : start + CHUNK_ROWS]) for start in range(0, len(rows), CHUNK_ROWS)])
+    np.testing.assert_array_equal(chunked, one_call)
 
 
 def test_a_blend_whose_trees_read_ordinal_codes_still_compiles(blend: SimpleNamespace) -> None:
