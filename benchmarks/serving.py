@@ -13,19 +13,22 @@ same load generator (Debian's ``wrk``, 2 threads, 32 connections, one-row JSON b
 repeat, so the prediction cache never answers) measures each on loopback. With one ``wrk`` thread
 the echo server was only about half busy: the generator, not the server, set the echo figure.
 
-What the in-process ratios compare, all on one thread:
+What the in-process ratios compare (the comparators on one thread):
 
 * ``fast_path_vs_inplace_p50``: the compiled blend's ``predict`` of one record (encoding, kernel
   ridge, booster, average, exp) against the blend's booster alone, ``booster.inplace_predict``, on
   that record already encoded (the booster's own float32 columns).
 * ``batch_per_row_vs_inplace``: a 1,000-record batch through the API (JSON body over loopback,
   decoding, encoding, both members, ids, gzip-compressed JSON answer; the client accepts gzip)
-  per record, against ``booster.inplace_predict`` per record on the same 1,000 records encoded.
-  ``batch_cpu_per_row_vs_inplace`` gives the API process's CPU time per record of those batches
-  (all its threads) against the same ``inplace_predict``: what a record costs the API, where
-  the first figure is how long the batch takes. PostgreSQL's work on the prediction log (about
-  40 ms of the other core per 1,000 records: it parses each record's features into ``jsonb``)
-  is in neither.
+  per record, against ``booster.inplace_predict`` per record on the same 1,000 records encoded,
+  timed in this process right after each batch (see :func:`batch_costs`). The API predicts a
+  batch this large with two threads (:meth:`serving.blend.CompiledBlend.predict`), the
+  comparator runs on one: ``batch_cpu_per_row_vs_inplace`` gives the API process's CPU time per
+  record of those batches (all its threads) against the same ``inplace_predict``, what a record
+  costs the API where the first figure is how long the batch takes. The API also logs every
+  record to the benchmark's PostgreSQL, on the same two cores: its ``COPY`` of the batch's
+  rows takes about 25-35 ms of a core per 1,000 records, in neither figure but taken from the
+  cores the batch runs on.
   The booster is only part of the blend's arithmetic, so ``batch_per_row_vs_members`` also
   compares the batch with both members on the same encoded records (``inplace_predict`` plus
   kernel ridge evaluated as its exact quadratic form, see :mod:`serving.blend`): the model's own
@@ -264,21 +267,43 @@ def request_records(spec: Any, holdout: Any) -> list[dict[str, Any]]:
     return (records * (1000 // len(records) + 1))[:1000]
 
 
-def post_p50(port: int, path: str, body: bytes, headers: dict[str, str], repeats: int) -> float:
-    """p50 seconds of POSTing ``body`` over one kept-alive connection (stdlib client: little time of its own)."""
+def batch_costs(port: int, pid: int, body: bytes, headers: dict[str, str], model: InProcess) -> dict[str, float]:
+    """Per-record p50s of the 1,000-record batch through the API and, timed right after each batch, of its comparators.
+
+    The machine's speed drifts (a shared host: the same ``inplace_predict`` took 23 ms in one
+    minute and 40 ms in another), so each comparator is timed between two batches rather than
+    minutes apart, and each figure is the median of ``BATCH_REPEATS`` such rounds. Also the API
+    process's CPU time per record of those batches (all its threads). One kept-alive
+    connection, stdlib client: little time of its own.
+    """
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-
-    def post() -> None:
-        connection.request("POST", path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        if response.status != 200:
-            raise RuntimeError(f"{path} answered {response.status}")
-
+    times: dict[str, list[float]] = {"batch": [], "inplace": [], "members": []}
+    cpu = 0.0
     try:
-        return p50(post, repeats)
+        for repeat in range(BATCH_REPEATS + 1):
+            cpu_before, start = cpu_seconds(pid), time.perf_counter()
+            connection.request("POST", "/predict", body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            batch, batch_cpu = time.perf_counter() - start, cpu_seconds(pid) - cpu_before
+            if response.status != 200:
+                raise RuntimeError(f"/predict answered {response.status} to the batch")
+            inplace, members = timed(model.inplace_many), timed(model.members_many)
+            if repeat:  # the first round warms up
+                times["batch"].append(batch)
+                times["inplace"].append(inplace)
+                times["members"].append(members)
+                cpu += batch_cpu
     finally:
         connection.close()
+    per_record = {name: float(np.median(values)) / len(model.rows) for name, values in times.items()}
+    return {**per_record, "batch_cpu": cpu / BATCH_REPEATS / len(model.rows)}
+
+
+def timed(function: Any) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
 
 
 def wait_for_the_log(port: int, timeout: float = 120.0) -> None:
@@ -314,16 +339,15 @@ def _measure(folder: Path, env: dict[str, str], key: str, spec: Any, pipeline: A
     mlflow_template = json.dumps({"dataframe_split": {"columns": spec.features, "data": [row]}}).replace("123456789", "%d")
     json_headers = {"Content-Type": "application/json"}
 
+    model = InProcess(spec, pipeline, thousand)
     api_port, mlflow_port, echo_port = free_port(), free_port(), free_port()
     api = [str(BIN / "price-platform"), "serve", "--workers", "1", "--port", str(api_port)]
     with started(api, env, f"http://127.0.0.1:{api_port}/ready", folder / "api.log") as api_process:
         api_rps, api_p50, api_p99 = wrk(f"http://127.0.0.1:{api_port}", "/predict", template,
                                         {**json_headers, "X-API-Key": key}, folder)
         wait_for_the_log(api_port)
-        cpu_before = cpu_seconds(api_process.pid)
-        batch_p50 = post_p50(api_port, "/predict", json.dumps(thousand).encode(),
-                             {**json_headers, "X-API-Key": key, "Accept-Encoding": "gzip"}, BATCH_REPEATS)
-        batch_cpu_per_row = (cpu_seconds(api_process.pid) - cpu_before) / (BATCH_REPEATS + 1) / 1000
+        batch = batch_costs(api_port, api_process.pid, json.dumps(thousand).encode(),
+                            {**json_headers, "X-API-Key": key, "Accept-Encoding": "gzip"}, model)
     print(f"price-platform: {api_rps:.0f} req/s, p50 {api_p50 * 1e3:.2f} ms, p99 {api_p99 * 1e3:.2f} ms", flush=True)
 
     mlflow = [str(BIN / "mlflow"), "models", "serve", "-m", "models:/bench-price-model@champion", "--env-manager",
@@ -340,9 +364,10 @@ def _measure(folder: Path, env: dict[str, str], key: str, spec: Any, pipeline: A
         echo_rps, _, _ = wrk(f"http://127.0.0.1:{echo_port}", "/echo", template, json_headers, folder)
     print(f"litestar echo: {echo_rps:.0f} req/s", flush=True)
 
-    fast_p50, inplace_p50, inplace_row_1000, members_row_1000 = in_process(spec, pipeline, thousand)
+    fast_p50, inplace_p50 = p50(model.fast_one, 2000), p50(model.inplace_one, 2000)
     hit_p50, miss_p50 = cache_costs(spec, pipeline, holdout, env)
-    batch_per_row = batch_p50 / 1000
+    batch_per_row, inplace_row_1000, members_row_1000 = batch["batch"], batch["inplace"], batch["members"]
+    batch_cpu_per_row = batch["batch_cpu"]
     print(f"fast path p50 {fast_p50 * 1e6:.0f} us vs inplace_predict {inplace_p50 * 1e6:.0f} us; "
           f"1,000-row batch {batch_per_row * 1e6:.1f} us/row ({batch_cpu_per_row * 1e6:.1f} us/row of server CPU) "
           f"vs inplace {inplace_row_1000 * 1e6:.1f} us/row, "
@@ -365,35 +390,44 @@ def _measure(folder: Path, env: dict[str, str], key: str, spec: Any, pipeline: A
     ]
 
 
-def in_process(spec: Any, pipeline: Any, records: list[dict[str, Any]]) -> tuple[float, float, float, float]:
-    """p50s: the compiled blend on one record, ``inplace_predict`` on it; per record on 1,000, ``inplace_predict`` and both members.
+class InProcess:
+    """The comparators, in this process on one thread: the compiled blend and its booster on the batch's records.
 
-    The comparators get the records already encoded, in the columns each member reads
-    (float32 for the booster), so they time the model's arithmetic and nothing else.
+    They get the records already encoded, in the columns each member reads (float32 for the
+    booster), so they time the model's arithmetic and nothing else.
     """
-    from serving.blend import CompiledBlend
-    from serving.fast_path import compile_pipeline
 
-    compiled = compile_pipeline(pipeline, spec.features)
-    if not isinstance(compiled, CompiledBlend):
-        raise RuntimeError(f"the champion compiled to {type(compiled).__name__}, not the blend")
-    rows = [tuple(record[name] for name in spec.features) for record in records]
-    encoded = compiled.encode(rows)
-    trees = np.ascontiguousarray(encoded[:, compiled.tree_columns], dtype=np.float32)
-    kernel = np.ascontiguousarray(encoded[:, compiled.kernel_columns])
-    one_tree_row = trees[:1].copy()
+    def __init__(self, spec: Any, pipeline: Any, records: list[dict[str, Any]]) -> None:
+        from serving.blend import CompiledBlend
+        from serving.fast_path import compile_pipeline
 
-    def inplace(matrix: np.ndarray) -> np.ndarray:
-        return compiled.booster.inplace_predict(
-            matrix, iteration_range=compiled.iteration_range, missing=np.nan, validate_features=False
+        self.compiled = compile_pipeline(pipeline, spec.features)
+        if not isinstance(self.compiled, CompiledBlend):
+            raise RuntimeError(f"the champion compiled to {type(self.compiled).__name__}, not the blend")
+        self.rows = [tuple(record[name] for name in spec.features) for record in records]
+        encoded = self.compiled.encode(self.rows)
+        self.trees = np.ascontiguousarray(encoded[:, self.compiled.tree_columns], dtype=np.float32)
+        self.kernel = np.ascontiguousarray(encoded[:, self.compiled.kernel_columns])
+        self.one_tree_row = self.trees[:1].copy()
+
+    def fast_one(self) -> None:
+        """The compiled blend's ``predict`` of one record (encoding, kernel ridge, booster, average, exp)."""
+        self.compiled.predict(self.rows[:1])
+
+    def inplace_one(self) -> None:
+        self._inplace(self.one_tree_row)
+
+    def inplace_many(self) -> None:
+        self._inplace(self.trees)
+
+    def members_many(self) -> None:
+        """Both members on all the records: ``inplace_predict`` plus kernel ridge's quadratic form."""
+        self.compiled.member_outputs(self.kernel, self.trees)
+
+    def _inplace(self, matrix: np.ndarray) -> np.ndarray:
+        return self.compiled.booster.inplace_predict(
+            matrix, iteration_range=self.compiled.iteration_range, missing=np.nan, validate_features=False
         )
-
-    return (
-        p50(lambda: compiled.predict(rows[:1]), 2000),
-        p50(lambda: inplace(one_tree_row), 2000),
-        p50(lambda: inplace(trees), 50) / 1000,
-        p50(lambda: compiled.member_outputs(kernel, trees), 50) / 1000,
-    )
 
 
 def cache_costs(spec: Any, pipeline: Any, holdout: Any, env: dict[str, str]) -> tuple[float, float]:
