@@ -151,14 +151,16 @@ def _percentile(text: str, label: str) -> float:
     return float(value) * {"us": 1e-6, "ms": 1e-3, "s": 1.0}[unit]
 
 
-def p50(function: Any, repeats: int) -> float:
-    function()
-    times = []
+def paired_p50(first: Any, second: Any, repeats: int) -> tuple[float, float]:
+    """p50s of two functions called in turn (not one run after the other: the host's speed drifts)."""
+    first(), second()
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+        for function, kept in zip((first, second), times, strict=True):
+            start = time.perf_counter()
+            function()
+            kept.append(time.perf_counter() - start)
+    return float(np.median(times[0])), float(np.median(times[1]))
 
 
 def run() -> list[Result]:
@@ -364,7 +366,7 @@ def _measure(folder: Path, env: dict[str, str], key: str, spec: Any, pipeline: A
         echo_rps, _, _ = wrk(f"http://127.0.0.1:{echo_port}", "/echo", template, json_headers, folder)
     print(f"litestar echo: {echo_rps:.0f} req/s", flush=True)
 
-    fast_p50, inplace_p50 = p50(model.fast_one, 2000), p50(model.inplace_one, 2000)
+    fast_p50, inplace_p50 = paired_p50(model.fast_one, model.inplace_one, 2000)
     hit_p50, miss_p50 = cache_costs(spec, pipeline, holdout, env)
     batch_per_row, inplace_row_1000, members_row_1000 = batch["batch"], batch["inplace"], batch["members"]
     batch_cpu_per_row = batch["batch_cpu"]
