@@ -21,9 +21,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
-from itertools import repeat
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 
 import msgspec
 import psycopg2
@@ -49,7 +49,7 @@ _INSERT_PREDICTIONS = (
     " select (r->>0)::uuid, (r->>1)::float8, (r->>2)::float8, (r->>3)::float8, (r->4)::json, (r->>5)::timestamptz,"
     " r->>6, (r->>7)::float8, r->>8 from jsonb_array_elements(%s::jsonb) as r on conflict do nothing"
 )
-_FEATURES = msgspec.json.Encoder()
+_ENCODER = msgspec.json.Encoder()
 _INSERT_ACTUALS = (
     "insert into monitoring.actuals (prediction_id, actual) values %s"
     " on conflict (prediction_id) do update set actual = excluded.actual, received_at = now()"
@@ -224,9 +224,9 @@ class PredictionLog:
         joined in C. No per-record Python formatting: this thread shares the interpreter lock
         with the requests.
         """
-        heads = _FEATURES.encode_lines(zip(batch.prediction_ids, batch.predictions, batch.lower, batch.upper, strict=True))
+        heads = _ENCODER.encode_lines(zip(batch.prediction_ids, batch.predictions, batch.lower, batch.upper, strict=True))
         heads = heads.translate(None, b'[]"').replace(b",", b"\t").split(b"\n")
-        features = _FEATURES.encode_lines(self._features(batch))
+        features = _ENCODER.encode_lines(self._features(batch))
         if b"\\" in features:  # only strings with escapes have one
             features = features.replace(b"\\", b"\\\\")
         features = features.split(b"\n")
