@@ -59,7 +59,7 @@ from serving.fast_path import CompiledPipeline, NotCompilable, derived_sources, 
 ROW_BY_ROW = 6
 #: Batches of at least ``2 * CHUNK_ROWS`` records are predicted in chunks of ``CHUNK_ROWS`` by two
 #: threads (:meth:`CompiledBlend.predict`). Smaller chunks would start the second thread sooner,
-#: but every booster call has a fixed cost (about 0.5 ms for 1,200 trees on 2.5 GHz Xeon cores).
+#: but every booster call has a fixed cost (about 1 ms for 1,200 trees on the 2-core development host).
 CHUNK_ROWS = 256
 #: The second thread of large batches. A single-threaded XGBoost call at a time rather than
 #: OpenMP threads: on a busy core a thread only waits its turn, where OpenMP's spinning
@@ -176,8 +176,8 @@ class CompiledBlend(CompiledPipeline):
 
         Encoding needs the interpreter lock; kernel ridge and the booster do not. So this thread
         encodes the chunks one after another and hands each chunk's members to the other
-        thread, then computes itself the chunks that thread has not started. Every number is
-        the one the whole batch in one call would give: records are independent.
+        thread, then computes itself the chunks that thread has not started. Records are
+        independent: each gets the price a call with its chunk alone gives.
         """
         if len(rows) < 2 * CHUNK_ROWS:
             internal = self.encoder.encode_few(rows) if len(rows) <= ROW_BY_ROW else self.encoder.encode_many(rows)
