@@ -157,9 +157,7 @@ def paired_p50(first: Any, second: Any, repeats: int) -> tuple[float, float]:
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
         for function, kept in zip((first, second), times, strict=True):
-            start = time.perf_counter()
-            function()
-            kept.append(time.perf_counter() - start)
+            kept.append(timed(function))
     return float(np.median(times[0])), float(np.median(times[1]))
 
 

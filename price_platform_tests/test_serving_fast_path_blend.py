@@ -64,8 +64,8 @@ def test_a_large_batch_predicted_in_chunks_by_two_threads_gives_every_record_its
     expected = blend.pipeline.predict(frame[blend.spec.features])
     chunked = compiled.predict(rows)  # five chunks, the last one of 7 records
     assert worst_relative(chunked, expected) < 1e-6
-    one_call = np.concatenate([compiled.predict(rows[start : start + CHUNK_ROWS]) for start in range(0, len(rows), CHUNK_ROWS)])
-    np.testing.assert_array_equal(chunked, one_call)
+    chunk_by_chunk = np.concatenate([compiled.predict(rows[start : start + CHUNK_ROWS]) for start in range(0, len(rows), CHUNK_ROWS)])
+    np.testing.assert_array_equal(chunked, chunk_by_chunk)
 
 
 def test_a_blend_whose_trees_read_ordinal_codes_still_compiles(blend: SimpleNamespace) -> None:

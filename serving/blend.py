@@ -187,10 +187,12 @@ class CompiledBlend(CompiledPipeline):
             internal = self.encoder.encode_many(rows[start : start + CHUNK_ROWS])
             kernel, trees = internal[:, self._kernel_internal], internal[:, self._tree_internal]
             chunks.append((kernel, trees, MEMBERS_THREAD.submit(self._prices, kernel, trees)))
-        prices = [self._prices(kernel, trees) if started.cancel() else None for kernel, trees, started in reversed(chunks)]
-        return np.concatenate([
-            mine if mine is not None else started.result() for mine, (_, _, started) in zip(reversed(prices), chunks, strict=True)
-        ])
+        parts: list[np.ndarray | Future[np.ndarray]] = [started for _, _, started in chunks]
+        for index in reversed(range(len(chunks))):  # the other thread takes chunks from the front, this one from the back
+            kernel, trees, started = chunks[index]
+            if started.cancel():
+                parts[index] = self._prices(kernel, trees)
+        return np.concatenate([part.result() if isinstance(part, Future) else part for part in parts])
 
     def _prices(self, kernel_columns: np.ndarray, tree_columns: np.ndarray) -> np.ndarray:
         kernel, trees = self.member_outputs(kernel_columns, tree_columns)
