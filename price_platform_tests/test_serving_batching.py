@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from types import SimpleNamespace
@@ -193,6 +194,39 @@ def test_rows_postgresql_already_holds_are_skipped_not_dropped(postgres) -> None
     _write(again, batch, fresh)
     assert (again.written, again.dropped) == (5, 0)
     assert len(_logged(postgres.dsn(), [*batch.prediction_ids, *fresh.prediction_ids])) == 5
+
+
+def _written(log: PredictionLog, rows: int, seconds: float = 30.0) -> bool:
+    """Whether the writer has written ``rows`` rows within ``seconds`` (a generous deadline, not a speed check)."""
+    deadline = time.monotonic() + seconds
+    while log.written < rows and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return log.written >= rows
+
+
+def test_the_writer_holds_its_write_while_a_request_is_in_flight(postgres) -> None:
+    log = PredictionLog(postgres.dsn(), capacity=10, quiet_seconds=600.0)
+    log.start()
+    try:
+        with log.handling():
+            log.add(_batch(3))
+            assert not _written(log, 3, seconds=1.0)  # the writer wakes every FLUSH_SECONDS, but waits
+        assert _written(log, 3)  # the request is answered: now it writes
+    finally:
+        log.stop(timeout=30.0)
+    assert (log.written, log.dropped) == (3, 0)
+
+
+def test_under_steady_load_the_writer_waits_only_so_long_for_a_quiet_moment(postgres) -> None:
+    log = PredictionLog(postgres.dsn(), capacity=10, quiet_seconds=0.05)
+    log.start()
+    try:
+        with log.handling():  # a request always in flight
+            log.add(_batch(4))
+            assert _written(log, 4)
+    finally:
+        log.stop(timeout=30.0)
+    assert (log.written, log.dropped) == (4, 0)
 
 
 async def _shared_figures(url: str, identity: str, key: str) -> SimpleNamespace:

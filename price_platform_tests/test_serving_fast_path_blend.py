@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +16,7 @@ from test_serving_support import split
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.modeling import _group_columns, build_blend_pipeline, read_sample
 from price_platform.settings import Settings
-from serving.blend import CHUNK_ROWS, KERNEL_TERM, CompiledBlend
+from serving.blend import KERNEL_TERM, MEMBERS_THREAD, SPLIT_ROWS, CompiledBlend
 from serving.fast_path import (
     NotCompilable,
     PipelinePredictor,
@@ -57,15 +58,34 @@ def test_compiled_blend_agrees_with_the_pipeline_on_the_whole_holdout(blend: Sim
     assert worst_relative(np.array([compiled.predict([row])[0] for row in rows]), expected) < 1e-6
 
 
-def test_a_large_batch_predicted_in_chunks_by_two_threads_gives_every_record_its_own_price(blend: SimpleNamespace) -> None:
+def test_a_large_batch_predicted_in_two_parts_by_two_threads_gives_every_record_its_own_price(blend: SimpleNamespace) -> None:
     compiled = compile_pipeline(blend.pipeline, blend.spec.features)
-    frame = pd.concat([blend.holdout] * (4 * CHUNK_ROWS // len(blend.holdout) + 1)).head(4 * CHUNK_ROWS + 7)
+    frame = pd.concat([blend.holdout] * (SPLIT_ROWS // len(blend.holdout) + 1)).head(SPLIT_ROWS + 7)
     rows = rows_of(blend.spec, frame)
     expected = blend.pipeline.predict(frame[blend.spec.features])
-    chunked = compiled.predict(rows)  # five chunks, the last one of 7 records
-    assert worst_relative(chunked, expected) < 1e-6
-    chunk_by_chunk = np.concatenate([compiled.predict(rows[start : start + CHUNK_ROWS]) for start in range(0, len(rows), CHUNK_ROWS)])
-    np.testing.assert_array_equal(chunked, chunk_by_chunk)
+    cut = compiled.split_at(len(rows))
+    assert 0 < cut < len(rows) and max(cut, len(rows) - cut) < SPLIT_ROWS  # each part alone is priced by one thread
+    both = compiled.predict(rows)  # the other thread prices rows[:cut]
+    assert worst_relative(both, expected) < 1e-6
+    np.testing.assert_array_equal(both, np.concatenate([compiled.predict(rows[:cut]), compiled.predict(rows[cut:])]))
+    ratio = compiled.encode_over_members
+    assert np.isfinite(ratio) and ratio > 0
+
+
+def test_a_large_batch_is_priced_whole_when_the_other_thread_is_busy(blend: SimpleNamespace) -> None:
+    """Another batch holds the members thread: this one does not wait for it but prices the first part itself."""
+    compiled = compile_pipeline(blend.pipeline, blend.spec.features)
+    frame = pd.concat([blend.holdout] * (SPLIT_ROWS // len(blend.holdout) + 1)).head(SPLIT_ROWS + 7)
+    rows = rows_of(blend.spec, frame)
+    release = threading.Event()
+    busy = MEMBERS_THREAD.submit(release.wait, 60)
+    try:
+        prices = compiled.predict(rows)
+        assert not busy.done()  # priced while the other thread was still held
+    finally:
+        release.set()
+    assert busy.result() is True
+    assert worst_relative(prices, blend.pipeline.predict(frame[blend.spec.features])) < 1e-6
 
 
 def test_a_blend_whose_trees_read_ordinal_codes_still_compiles(blend: SimpleNamespace) -> None:

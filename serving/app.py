@@ -20,6 +20,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.types import ASGIApp, Receive, Scope, Send
 
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.postgres import ensure_server
@@ -99,7 +100,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         exception_handlers={UnpriceableRecords: unpriceable},
         dependencies={"services": Provide(lambda: services, sync_to_thread=False, use_cache=True)},
         lifespan=[lifespan],
-        middleware=[metrics.count_requests],
+        middleware=[metrics.count_requests, _log_waits_for_quiet],
         after_request=close_when_draining,
         compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=1),
         request_max_body_size=settings.max_body_bytes,
@@ -116,6 +117,19 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
     app.state.services = services
     _document_bodies(app, body_components)
     return app
+
+
+def _log_waits_for_quiet(app: ASGIApp) -> ASGIApp:
+    """ASGI middleware: every HTTP request is in flight for the prediction-log writer until its answer is sent."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        with scope["app"].state.services.log.handling():
+            await app(scope, receive, send)
+
+    return middleware
 
 
 def unpriceable(request: Request, error: UnpriceableRecords) -> Response:

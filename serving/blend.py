@@ -16,17 +16,18 @@ computed once at compile time: a record then costs d^2 rather than n*d multiplic
 (d = kernel columns, a few hundred; n = training rows, thousands). Other degrees evaluate
 the kernel against the training rows.
 
-A large batch is predicted in chunks by two threads (:meth:`CompiledBlend.predict`): both
+A large batch is predicted in two parts by two threads (:meth:`CompiledBlend.predict`): both
 members' arithmetic (a matrix product, then XGBoost's trees) runs without the interpreter
-lock, so while one thread encodes the next chunk, which needs the lock, the other works
-through the chunks already encoded.
+lock, so while one thread encodes the second part, which needs the lock, the other prices
+the first.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,14 +58,18 @@ from serving.fast_path import CompiledPipeline, NotCompilable, derived_sources, 
 
 #: Up to this many records are encoded one by one (numpy's per-call cost dominates below it).
 ROW_BY_ROW = 6
-#: Batches of at least ``2 * CHUNK_ROWS`` records are predicted in chunks of ``CHUNK_ROWS`` by two
-#: threads (:meth:`CompiledBlend.predict`). Smaller chunks would start the second thread sooner,
-#: but every booster call has a fixed cost (about 1 ms for 1,200 trees on the 2-core development host).
-CHUNK_ROWS = 256
+#: Batches of at least this many records are predicted in two parts by two threads
+#: (:meth:`CompiledBlend.predict`). Two parts, not more: every booster call has a fixed cost
+#: (0.5-1 ms for 1,200 trees on the 2-core development hosts), and each part handed over makes
+#: the threads trade the interpreter lock.
+SPLIT_ROWS = 512
 #: The second thread of large batches. A single-threaded XGBoost call at a time rather than
 #: OpenMP threads: on a busy core a thread only waits its turn, where OpenMP's spinning
 #: threads slowed XGBoost many times over.
 MEMBERS_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="blend-members")
+#: First guess of encoding's cost per record over both members' (measured on the Ames blend:
+#: about 0.3); each split batch then updates it (:meth:`CompiledBlend.predict`).
+ENCODE_OVER_MEMBERS = 0.3
 #: Name of the kernel ridge member's (weighted) log prediction among ``/explain``'s contributions.
 KERNEL_TERM = "kernel_ridge"
 
@@ -134,6 +139,7 @@ class CompiledBlend(CompiledPipeline):
     iteration_range: tuple[int, int]
     weights: list[float] | None  # VotingRegressor.weights (None: plain mean), kernel ridge first
     fast: bool = True
+    encode_over_members: float = ENCODE_OVER_MEMBERS
     _quadratic: QuadraticForm | None = field(init=False)
     _kernel_internal: np.ndarray = field(init=False)
     _tree_internal: np.ndarray = field(init=False)
@@ -172,27 +178,38 @@ class CompiledBlend(CompiledPipeline):
         return self._shares[0] * kernel + self._shares[1] * trees
 
     def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
-        """Prices of ``rows``; a large batch in chunks, by this thread and :data:`MEMBERS_THREAD`.
+        """Prices of ``rows``; a large batch in two parts, by this thread and :data:`MEMBERS_THREAD`.
 
-        Encoding needs the interpreter lock; kernel ridge and the booster do not. So this thread
-        encodes the chunks one after another and hands each chunk's members to the other
-        thread, then computes itself the chunks that thread has not started. Records are
-        independent: each gets the price a call with its chunk alone gives.
+        Encoding needs the interpreter lock; kernel ridge and the booster do not. So this
+        thread encodes the first part and hands its members to the other thread, then encodes
+        and prices the second part itself. The cut balances the two: the other thread's members
+        of the first part take as long as this thread's encoding and members of the second,
+        with encoding's cost relative to the members' as measured on the batches before
+        (:attr:`encode_over_members`). When the other thread is busy with another batch, this
+        one prices the first part too. Records are independent: each gets the price a call
+        with its part alone gives.
         """
-        if len(rows) < 2 * CHUNK_ROWS:
+        if len(rows) < SPLIT_ROWS:
             internal = self.encoder.encode_few(rows) if len(rows) <= ROW_BY_ROW else self.encoder.encode_many(rows)
             return self._prices(internal[:, self._kernel_internal], internal[:, self._tree_internal])
-        chunks: list[tuple[np.ndarray, np.ndarray, Future[np.ndarray]]] = []
-        for start in range(0, len(rows), CHUNK_ROWS):
-            internal = self.encoder.encode_many(rows[start : start + CHUNK_ROWS])
-            kernel, trees = internal[:, self._kernel_internal], internal[:, self._tree_internal]
-            chunks.append((kernel, trees, MEMBERS_THREAD.submit(self._prices, kernel, trees)))
-        parts: list[np.ndarray | Future[np.ndarray]] = [started for _, _, started in chunks]
-        for index in reversed(range(len(chunks))):  # the other thread takes chunks from the front, this one from the back
-            kernel, trees, started = chunks[index]
-            if started.cancel():
-                parts[index] = self._prices(kernel, trees)
-        return np.concatenate([part.result() if isinstance(part, Future) else part for part in parts])
+        ratio = self.encode_over_members
+        cut = self.split_at(len(rows))
+        first = self.encoder.encode_many(rows[:cut])
+        handed = MEMBERS_THREAD.submit(self._prices, first[:, self._kernel_internal], first[:, self._tree_internal])
+        started = time.perf_counter()
+        second = self.encoder.encode_many(rows[cut:])
+        encoded = time.perf_counter()
+        prices = self._prices(second[:, self._kernel_internal], second[:, self._tree_internal])
+        members = time.perf_counter() - encoded
+        self.encode_over_members = 0.8 * ratio + 0.2 * (encoded - started) / members
+        if handed.cancel():
+            return np.concatenate([self._prices(first[:, self._kernel_internal], first[:, self._tree_internal]), prices])
+        return np.concatenate([handed.result(), prices])
+
+    def split_at(self, count: int) -> int:
+        """Where :meth:`predict` cuts a batch of ``count`` records: the other thread prices those before."""
+        ratio = self.encode_over_members
+        return round(count * (1 + ratio) / (2 + ratio))
 
     def _prices(self, kernel_columns: np.ndarray, tree_columns: np.ndarray) -> np.ndarray:
         kernel, trees = self.member_outputs(kernel_columns, tree_columns)

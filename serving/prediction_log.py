@@ -3,7 +3,10 @@
 A request only appends its answered records, as they are (one :class:`LoggedPredictions`
 per request, whatever its size), to a bounded in-memory buffer; turning them into table rows
 (ids as text, features as JSON) is the writer thread's work. The writer takes about
-``BATCH_ROWS`` rows at a time and sends them with one ``COPY``; when PostgreSQL does not
+``BATCH_ROWS`` rows at a time and sends them with one ``COPY``. It starts a write in a moment
+when no request is in flight (:meth:`PredictionLog.handling`), waiting at most
+``quiet_seconds`` for one: its work (and PostgreSQL's) then does not compete with answers
+for the interpreter lock and the cores, and under steady load it writes anyway. When PostgreSQL does not
 answer, the batch goes back to the head of the buffer and the writer retries with a growing
 pause, so the rows wait until the database returns. Rows that arrive while the buffer is full
 are dropped, counted in ``prediction_logs_dropped_total`` and reported in a log line.
@@ -20,7 +23,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 BATCH_ROWS = 2000
 FLUSH_SECONDS = 0.2
 MAX_PAUSE_SECONDS = 2.0
+#: Longest wait of the writer for a moment with no request in flight before it writes anyway.
+QUIET_SECONDS = 0.05
 
 _COLUMNS = "prediction_id, prediction, lower_bound, upper_bound, features, created_at, model_version, latency_ms, key_id"
 #: The rows go as COPY text made by :meth:`PredictionLog._copy_text`: PostgreSQL parses no SQL per
@@ -84,9 +90,10 @@ class LoggedPredictions:
 class PredictionLog:
     """A bounded buffer of prediction and feedback rows and the thread that writes them."""
 
-    def __init__(self, dsn: str | None, *, capacity: int, pii: Sequence[str] = ()) -> None:
+    def __init__(self, dsn: str | None, *, capacity: int, pii: Sequence[str] = (), quiet_seconds: float = QUIET_SECONDS) -> None:
         self.dsn = dsn
         self.capacity = capacity
+        self.quiet_seconds = quiet_seconds
         self.pii = frozenset(pii)
         self.accepted = 0  # rows taken into the buffer (only the request side adds)
         self.dropped = 0
@@ -96,6 +103,9 @@ class PredictionLog:
         self._actuals: deque[tuple[uuid.UUID, float]] = deque()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._in_flight = 0  # requests being handled (only the event loop changes it)
+        self._quiet = threading.Event()
+        self._quiet.set()
         self._thread: threading.Thread | None = None
         self._last_drop_report = 0.0
         self._deadline = float("inf")
@@ -106,6 +116,18 @@ class PredictionLog:
     def _waiting(self) -> int:
         """Prediction rows in the buffer."""
         return self.accepted - self._taken
+
+    @contextmanager
+    def handling(self) -> Iterator[None]:
+        """Count a request in flight for as long as this block runs (the writer waits for none to be)."""
+        self._in_flight += 1
+        self._quiet.clear()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._quiet.set()
 
     def add(self, batch: LoggedPredictions) -> None:
         """Queue one request's records; those beyond the buffer's capacity are dropped and counted."""
@@ -167,6 +189,8 @@ class PredictionLog:
                 self._wake.wait(FLUSH_SECONDS)
                 self._wake.clear()
                 continue
+            if not stopping:
+                self._quiet.wait(self.quiet_seconds)
             predictions = _take(self._predictions, BATCH_ROWS)
             self._taken += sum(map(len, predictions))
             actuals = _take(self._actuals, BATCH_ROWS)
