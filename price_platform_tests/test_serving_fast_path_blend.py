@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import sys
 import threading
 from types import SimpleNamespace
 from typing import Any
@@ -16,7 +18,7 @@ from test_serving_support import split
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.modeling import _group_columns, build_blend_pipeline, read_sample
 from price_platform.settings import Settings
-from serving.blend import KERNEL_TERM, MEMBERS_THREAD, SPLIT_ROWS, CompiledBlend
+from serving.blend import HELPER_PLACEMENT, KERNEL_TERM, MEMBERS_THREAD, SPLIT_ROWS, CompiledBlend
 from serving.fast_path import (
     NotCompilable,
     PipelinePredictor,
@@ -86,6 +88,20 @@ def test_a_large_batch_is_priced_whole_when_the_other_thread_is_busy(blend: Simp
         release.set()
     assert busy.result() is True
     assert worst_relative(prices, blend.pipeline.predict(frame[blend.spec.features])) < 1e-6
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2, reason="Linux, 2+ CPUs")
+def test_the_helper_thread_is_kept_off_the_cpu_of_the_thread_handing_it_work() -> None:
+    MEMBERS_THREAD.submit(int).result()  # the helper has started and noted its id
+    allowed = os.sched_getaffinity(0)
+    assert HELPER_PLACEMENT.cpus == allowed
+    try:
+        for here in sorted(allowed)[:2]:
+            os.sched_setaffinity(0, {here})  # this thread on one CPU
+            HELPER_PLACEMENT.keep_off_this_cpu()
+            assert os.sched_getaffinity(HELPER_PLACEMENT.thread_id) == allowed - {here}
+    finally:
+        os.sched_setaffinity(0, allowed)
 
 
 def test_a_blend_whose_trees_read_ordinal_codes_still_compiles(blend: SimpleNamespace) -> None:

@@ -86,7 +86,6 @@ class EncoderPlan:
     output_order: np.ndarray  # encoder column j is internal column output_order[j]
 
     def __post_init__(self) -> None:
-        self._categorical = [lookup.source for lookup in self.lookups]
         self.width = len(self.numeric_source) + sum(lookup.table.shape[1] for lookup in self.lookups)
 
     def encode_many(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
@@ -95,18 +94,17 @@ class EncoderPlan:
         matrix = np.empty((count, self.width), dtype=np.float64)
         if not count:
             return matrix
-        fields = np.array(rows, dtype=object).reshape(count, -1)  # None becomes NaN in astype(float64)
-        values = fields[:, self.inputs].astype(np.float64)
+        columns = list(zip(*rows, strict=True))  # one tuple per input feature
+        values = np.array([columns[i] for i in self.inputs], dtype=np.float64)  # (inputs, rows); None becomes NaN
         if self.derived:
-            named = dict(zip(self.input_names, values.T, strict=True))
+            named = dict(zip(self.input_names, values, strict=True))
             with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
                 extra = [np.broadcast_to(np.asarray(f(named), dtype=np.float64), (count,)) for f in self.derived.values()]
-            values = np.column_stack([values, *extra])
+            values = np.vstack([values, *extra])
         end = len(self.numeric_source)
-        matrix[:, :end] = self._numeric(values[:, self.numeric_source])
-        columns = fields[:, self._categorical].T.tolist()
-        for lookup, column in zip(self.lookups, columns, strict=True):
-            codes = np.fromiter(map(lookup.vocabulary.__getitem__, column), dtype=np.intp, count=count)
+        matrix[:, :end] = self._numeric(values[self.numeric_source].T)
+        for lookup in self.lookups:
+            codes = np.fromiter(map(lookup.vocabulary.__getitem__, columns[lookup.source]), dtype=np.intp, count=count)
             start, end = end, end + lookup.table.shape[1]
             matrix[:, start:end] = lookup.table[codes]
         return matrix

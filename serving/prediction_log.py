@@ -3,10 +3,11 @@
 A request only appends its answered records, as they are (one :class:`LoggedPredictions`
 per request, whatever its size), to a bounded in-memory buffer; turning them into table rows
 (ids as text, features as JSON) is the writer thread's work. The writer takes about
-``BATCH_ROWS`` rows at a time and sends them with one ``COPY``. It starts a write in a moment
-when no request is in flight (:meth:`PredictionLog.handling`), waiting at most
-``quiet_seconds`` for one: its work (and PostgreSQL's) then does not compete with answers
-for the interpreter lock and the cores, and under steady load it writes anyway. When PostgreSQL does not
+``BATCH_ROWS`` rows at a time and sends them with one ``COPY``, in moments when no request is
+in flight (:meth:`PredictionLog.handling`): as soon as the last request in flight is answered
+with rows waiting and, under steady load, every ``FLUSH_SECONDS`` or ``BATCH_ROWS`` rows after
+waiting at most ``quiet_seconds`` for such a moment. Its work (and PostgreSQL's) then does not
+compete with answers for the interpreter lock and the cores. When PostgreSQL does not
 answer, the batch goes back to the head of the buffer and the writer retries with a growing
 pause, so the rows wait until the database returns. Rows that arrive while the buffer is full
 are dropped, counted in ``prediction_logs_dropped_total`` and reported in a log line.
@@ -119,7 +120,7 @@ class PredictionLog:
 
     @contextmanager
     def handling(self) -> Iterator[None]:
-        """Count a request in flight for as long as this block runs (the writer waits for none to be)."""
+        """Count a request in flight for as long as this block runs; the last one out wakes the writer."""
         self._in_flight += 1
         self._quiet.clear()
         try:
@@ -128,6 +129,8 @@ class PredictionLog:
             self._in_flight -= 1
             if not self._in_flight:
                 self._quiet.set()
+                if len(self):
+                    self._wake.set()
 
     def add(self, batch: LoggedPredictions) -> None:
         """Queue one request's records; those beyond the buffer's capacity are dropped and counted."""
