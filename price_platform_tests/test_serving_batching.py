@@ -14,9 +14,10 @@ import numpy as np
 import psycopg2
 import pytest
 
+from serving import prediction_log
 from serving.batching import MicroBatcher
 from serving.cache import SharedStore, redis_client
-from serving.prediction_log import LoggedPredictions, PredictionLog
+from serving.prediction_log import QUIET_ROWS, LoggedPredictions, PredictionLog
 
 
 class CountingModel:
@@ -215,6 +216,22 @@ def test_the_writer_holds_its_write_while_a_request_is_in_flight(postgres) -> No
     finally:
         log.stop(timeout=30.0)
     assert (log.written, log.dropped) == (3, 0)
+
+
+def test_the_last_request_out_wakes_the_writer_when_enough_rows_wait(postgres, monkeypatch) -> None:
+    monkeypatch.setattr(prediction_log, "FLUSH_SECONDS", 600.0)  # no timed rounds: only wakes write
+    log = PredictionLog(postgres.dsn(), capacity=2 * QUIET_ROWS)
+    log.start()
+    try:
+        with log.handling():
+            log.add(_batch(QUIET_ROWS - 1))
+        assert not _written(log, 1, seconds=1.0)  # too few rows for a write of their own
+        with log.handling():
+            log.add(_batch(1))
+        assert _written(log, QUIET_ROWS)
+    finally:
+        log.stop(timeout=30.0)
+    assert (log.written, log.dropped) == (QUIET_ROWS, 0)
 
 
 def test_under_steady_load_the_writer_waits_only_so_long_for_a_quiet_moment(postgres) -> None:

@@ -5,8 +5,8 @@ per request, whatever its size), to a bounded in-memory buffer; turning them int
 (ids as text, features as JSON) is the writer thread's work. The writer takes about
 ``BATCH_ROWS`` rows at a time and sends them with one ``COPY``, in moments when no request is
 in flight (:meth:`PredictionLog.handling`): as soon as the last request in flight is answered
-with rows waiting and, under steady load, every ``FLUSH_SECONDS`` or ``BATCH_ROWS`` rows after
-waiting at most ``quiet_seconds`` for such a moment. Its work (and PostgreSQL's) then does not
+with ``QUIET_ROWS`` rows waiting, and otherwise every ``FLUSH_SECONDS`` or ``BATCH_ROWS`` rows,
+after waiting at most ``quiet_seconds`` for such a moment. Its work (and PostgreSQL's) then does not
 compete with answers for the interpreter lock and the cores. When PostgreSQL does not
 answer, the batch goes back to the head of the buffer and the writer retries with a growing
 pause, so the rows wait until the database returns. Rows that arrive while the buffer is full
@@ -44,6 +44,10 @@ FLUSH_SECONDS = 0.2
 MAX_PAUSE_SECONDS = 2.0
 #: Longest wait of the writer for a moment with no request in flight before it writes anyway.
 QUIET_SECONDS = 0.05
+#: Rows that make a moment with no request in flight worth a write of their own; fewer wait for
+#: the writer's next round (each COPY is a commit: under a load of single records, quiet moments
+#: come many times a second with a few rows each).
+QUIET_ROWS = 500
 
 _COLUMNS = "prediction_id, prediction, lower_bound, upper_bound, features, created_at, model_version, latency_ms, key_id"
 #: The rows go as COPY text made by :meth:`PredictionLog._copy_text`: PostgreSQL parses no SQL per
@@ -120,16 +124,17 @@ class PredictionLog:
 
     @contextmanager
     def handling(self) -> Iterator[None]:
-        """Count a request in flight for as long as this block runs; the last one out wakes the writer."""
+        """Count a request in flight for as long as this block runs; the last one out may wake the writer."""
         self._in_flight += 1
-        self._quiet.clear()
+        if self._in_flight == 1:
+            self._quiet.clear()
         try:
             yield
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._quiet.set()
-                if len(self):
+                if self._waiting() >= QUIET_ROWS:
                     self._wake.set()
 
     def add(self, batch: LoggedPredictions) -> None:
