@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import math
 import time
@@ -13,6 +14,7 @@ import pytest
 from litestar.testing import TestClient
 
 from serving.app import create_app
+from serving.model_store import YOUNG_COLLECTION_THRESHOLD
 from test_serving_support import HALF_WIDTH, Champion, champion, records, wait_ready  # noqa: F401 (fixture)
 
 
@@ -32,6 +34,11 @@ def test_ready_is_503_until_a_model_is_loaded(champion: Champion) -> None:
         assert ready.status_code == 503 and ready.json()["status"] == "loading"
         answer = test_client.post("/predict", json=records(champion.spec, champion.holdout.head(1))[0])
         assert answer.status_code == 503 and "no model" in answer.json()["detail"]
+
+
+def test_the_young_generation_is_collected_less_often_once_a_model_serves(client: TestClient) -> None:
+    assert client.get("/ready").status_code == 200
+    assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD != 700
 
 
 def test_one_record_gets_price_interval_version_and_id(client: TestClient, champion: Champion) -> None:
