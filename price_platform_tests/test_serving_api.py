@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import gzip
 import math
+import sys
 import time
 import uuid
 
@@ -13,7 +14,8 @@ import psycopg2
 import pytest
 from litestar.testing import TestClient
 
-from serving.app import create_app
+from serving import app as serving_app
+from serving.app import SWITCH_INTERVAL_SECONDS, create_app
 from serving.model_store import YOUNG_COLLECTION_THRESHOLD
 from test_serving_support import HALF_WIDTH, Champion, champion, records, wait_ready  # noqa: F401 (fixture)
 
@@ -39,6 +41,18 @@ def test_ready_is_503_until_a_model_is_loaded(champion: Champion) -> None:
 def test_the_young_generation_is_collected_less_often_once_a_model_serves(client: TestClient) -> None:
     assert client.get("/ready").status_code == 200
     assert gc.get_threshold()[0] == YOUNG_COLLECTION_THRESHOLD != 700
+
+
+def test_the_server_process_hands_the_interpreter_lock_over_sooner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``price-platform serve``'s app factory sets the switch interval (the app itself is not built here)."""
+    monkeypatch.setattr(serving_app, "platform_dsn", lambda settings: None)
+    monkeypatch.setattr(serving_app, "create_app", lambda settings, dsn: "app")
+    before = sys.getswitchinterval()
+    try:
+        assert serving_app.app_from_environment() == "app"
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_SECONDS) != before
+    finally:
+        sys.setswitchinterval(before)
 
 
 def test_one_record_gets_price_interval_version_and_id(client: TestClient, champion: Champion) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 
 from litestar import Litestar, Request, Response
@@ -41,6 +42,13 @@ from serving.schemas import build_schemas
 from serving.services import Services, UnpriceableRecords
 
 log = logging.getLogger(__name__)
+
+#: How long a thread holds the interpreter lock while another waits for it (CPython: 5 ms). The
+#: event loop, a large batch's two threads (:mod:`serving.blend`) and the log writer hand it to
+#: each other; at 5 ms a hand-off could wait that long. Measured here with 0.2 ms: 1,000-record
+#: batches about 2.5% faster and the p99 of single-record load 19-23 ms instead of 27-30 ms, at
+#: the same throughput.
+SWITCH_INTERVAL_SECONDS = 0.0002
 
 
 def platform_dsn(settings: Settings) -> str:
@@ -153,5 +161,6 @@ async def _refresh_keys(services: Services) -> None:
 
 def app_from_environment() -> Litestar:
     """The app for ``uvicorn --factory``: settings from the environment, database started if embedded."""
+    sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     settings = get_settings()
     return create_app(settings, dsn=platform_dsn(settings))
