@@ -41,11 +41,11 @@ WARM_ROWS = 64
 #: Net new container objects between two collections of the young generation (CPython: 700).
 #: A 1,000-record batch holds a few thousand (record tuples, ids, answer lists) for a few
 #: milliseconds; at 700 the collector ran about three times within each such request, walked
-#: them and promoted them, so that the older generations' collections (full ones took 40-115 ms,
-#: 18 of them by the end of 15 seconds of single-record load) walked them again. With 50,000 a request's objects are freed
-#: by reference counting before a collection comes: measured here, no collection during batches
-#: (0.8 ms each before), and under single-record load 10% more requests a second and a p99 of
-#: 24 ms instead of 45 ms. Only cyclic garbage waits longer to be freed.
+#: them and promoted them, so that the older generations' collections walked them again (full
+#: ones took 40-115 ms, 18 of them by the end of 15 seconds of single-record load). With 50,000
+#: a request's objects are freed by reference counting before a collection comes: measured
+#: here, no collection during batches (0.8 ms each before), and under single-record load 10%
+#: more requests a second and a p99 of 24 ms instead of 45 ms. Only cyclic garbage waits longer.
 YOUNG_COLLECTION_THRESHOLD = 50_000
 #: A refused version is tried again (when the alias still points to it) after this long.
 RETRY_REFUSED_SECONDS = 30.0
