@@ -28,8 +28,9 @@ What the in-process ratios compare (the comparators on one thread):
   costs the API where the first figure is how long the batch takes. The API also logs every
   record to the benchmark's PostgreSQL, on the same two cores: its ``COPY`` of the batch's
   rows takes about 14-30 ms of a core per 1,000 records (host-dependent). The log writer writes
-  in the moments when no request is in flight (:mod:`serving.prediction_log`), here the pause
-  while this process times the comparators, so that work is in neither figure;
+  in the moments when no request is in flight (:mod:`serving.prediction_log`): after each batch
+  this process waits until the batch's rows are written, then times the comparators, so that
+  work is in neither figure and slows neither side;
   ``batch_sustained_per_row_vs_inplace`` sends ``SUSTAINED_BATCHES`` batches back to back
   after them, with no pause, and so includes it: what a record costs when the API, its log and
   PostgreSQL share the two cores under steady load.
@@ -294,10 +295,13 @@ def batch_costs(port: int, pid: int, body: bytes, headers: dict[str, str], model
     times: dict[str, list[float]] = {"batch": [], "inplace": [], "members": []}
     cpu = 0.0
     try:
+        logged = logged_rows(port)
         for repeat in range(BATCH_REPEATS + 1):
             cpu_before = cpu_seconds(pid)
             batch = timed(post)
             batch_cpu = cpu_seconds(pid) - cpu_before
+            logged += len(model.rows)
+            wait_until_logged(port, logged)  # PostgreSQL and the log writer idle again
             inplace, members = timed(model.inplace_many), timed(model.members_many)
             if repeat:  # the first round warms up
                 times["batch"].append(batch)
@@ -310,6 +314,21 @@ def batch_costs(port: int, pid: int, body: bytes, headers: dict[str, str], model
     rows = len(model.rows)
     per_record = {name: float(np.median(values)) / rows for name, values in times.items()}
     return {**per_record, "batch_cpu": cpu / BATCH_REPEATS / rows, "sustained": sustained / rows}
+
+
+def logged_rows(port: int) -> float:
+    """The API's ``prediction_logs_written_total``."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return float(re.search(r"^prediction_logs_written_total\S*\s+([\d.e+]+)", text, re.MULTILINE).group(1))
+
+
+def wait_until_logged(port: int, rows: float, timeout: float = 60.0) -> None:
+    """Wait until the API has written ``rows`` prediction-log rows in all."""
+    deadline = time.monotonic() + timeout
+    while logged_rows(port) < rows:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the API on port {port} had not written {rows:.0f} log rows after {timeout:.0f} s")
+        time.sleep(0.01)
 
 
 def timed(function: Any) -> float:
