@@ -316,10 +316,16 @@ def batch_costs(port: int, pid: int, body: bytes, headers: dict[str, str], model
     return {**per_record, "batch_cpu": cpu / BATCH_REPEATS / rows, "sustained": sustained / rows}
 
 
+def api_metric(port: int, name: str) -> float | None:
+    """The first sample named ``name`` (plus any suffix or labels) on the API's ``/metrics``, if there is one."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    found = re.search(rf"^{name}\S*\s+([\d.e+]+)", text, re.MULTILINE)
+    return None if found is None else float(found.group(1))
+
+
 def logged_rows(port: int) -> float:
     """The API's ``prediction_logs_written_total``."""
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-    return float(re.search(r"^prediction_logs_written_total\S*\s+([\d.e+]+)", text, re.MULTILINE).group(1))
+    return api_metric(port, "prediction_logs_written_total") or 0.0
 
 
 def wait_until_logged(port: int, rows: float, timeout: float = 60.0) -> None:
@@ -346,9 +352,7 @@ def wait_for_the_log(port: int, timeout: float = 120.0) -> None:
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        waiting = re.search(r"^prediction_log_buffer_rows\S*\s+([\d.e+]+)", text, re.MULTILINE)
-        if waiting is not None and float(waiting.group(1)) == 0:
+        if api_metric(port, "prediction_log_buffer_rows") == 0:
             return
         time.sleep(0.5)
     raise TimeoutError(f"the API on port {port} still had prediction-log rows to write after {timeout:.0f} s")

@@ -237,17 +237,17 @@ class CompiledBlend(CompiledPipeline):
         ratio = self.encode_over_members
         cut = self.split_at(len(rows))
         first = self.encoder.encode_many(rows[:cut])
+        first_kernel, first_trees = first[:, self._kernel_internal], first[:, self._tree_internal]
         HELPER_PLACEMENT.keep_off_this_cpu()
-        handed = MEMBERS_THREAD.submit(self._prices, first[:, self._kernel_internal], first[:, self._tree_internal])
+        handed = MEMBERS_THREAD.submit(self._prices, first_kernel, first_trees)
         started = time.perf_counter()
         second = self.encoder.encode_many(rows[cut:])
         encoded = time.perf_counter()
         prices = self._prices(second[:, self._kernel_internal], second[:, self._tree_internal])
         members = time.perf_counter() - encoded
         self.encode_over_members = 0.8 * ratio + 0.2 * (encoded - started) / members
-        if handed.cancel():
-            return np.concatenate([self._prices(first[:, self._kernel_internal], first[:, self._tree_internal]), prices])
-        return np.concatenate([handed.result(), prices])
+        first_prices = self._prices(first_kernel, first_trees) if handed.cancel() else handed.result()
+        return np.concatenate([first_prices, prices])
 
     def split_at(self, count: int) -> int:
         """Where :meth:`predict` cuts a batch of ``count`` records: the other thread prices those before."""
