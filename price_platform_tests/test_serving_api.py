@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import gzip
 import math
 import sys
 import time
@@ -143,9 +142,15 @@ def test_responses_are_gzipped_when_accepted(client: TestClient, champion: Champ
     body = records(champion.spec, champion.holdout.head(50))
     response = client.post("/predict", json=body, headers={"Accept-Encoding": "gzip"})
     assert response.headers["content-encoding"] == "gzip"
+    assert response.headers["vary"] == "Accept-Encoding"
     plain = client.post("/predict", json=body, headers={"Accept-Encoding": "identity"})
     assert "content-encoding" not in plain.headers
-    assert len(plain.content) > 2 * int(response.headers.get("content-length", len(gzip.compress(plain.content))))
+    assert len(plain.content) > 2 * int(response.headers["content-length"])
+    assert [p["price"] for p in response.json()["predictions"]] == [p["price"] for p in plain.json()["predictions"]]
+    one = client.post("/predict", json=body[0], headers={"Accept-Encoding": "gzip"})  # under the minimum size
+    assert one.status_code == 200 and "content-encoding" not in one.headers
+    other = client.get("/model-info", headers={"Accept-Encoding": "gzip"})  # the app's middleware, not /predict's own
+    assert other.headers["content-encoding"] == "gzip" and other.json()["name"] == champion.settings.model_name
 
 
 def test_openapi_docs_and_metrics_are_served(client: TestClient) -> None:
@@ -154,6 +159,8 @@ def test_openapi_docs_and_metrics_are_served(client: TestClient) -> None:
                  "/admin/reload", "/admin/rollback"):
         assert path in schema["paths"], path
     assert "PredictRequest" in schema["components"]["schemas"]
+    answer = schema["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer == {"$ref": "#/components/schemas/PredictResponse"}
     assert client.get("/schema/swagger").status_code == 200
     client.post("/predict", json={})
     text = client.get("/metrics").text

@@ -27,7 +27,7 @@ from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.postgres import ensure_server
 from price_platform.settings import Settings, get_settings
 from price_platform.warehouse import migrate
-from serving import auth, metrics
+from serving import auth, compression, metrics
 from serving.batching import MicroBatcher
 from serving.cache import SharedStore, redis_client
 from serving.controllers.admin import AdminController
@@ -110,7 +110,10 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         lifespan=[lifespan],
         middleware=[metrics.count_requests, _log_waits_for_quiet],
         after_request=close_when_draining,
-        compression_config=CompressionConfig(backend="gzip", minimum_size=500, gzip_compress_level=1),
+        compression_config=CompressionConfig(
+            backend="gzip", minimum_size=compression.MINIMUM_SIZE, gzip_compress_level=1,
+            exclude_opt_key=compression.OWN_COMPRESSION,
+        ),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="price-platform prediction API",

@@ -10,11 +10,12 @@ from datetime import UTC, datetime
 
 import msgspec
 import numpy as np
-from litestar import Controller, Request, post
+from litestar import Controller, Request, Response, post
 from litestar.exceptions import ServiceUnavailableException, ValidationException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from serving import metrics
+from serving.compression import OWN_COMPRESSION, json_answer
 from serving.guards import requires
 from serving.model_store import LoadedModel
 from serving.openapi import json_body
@@ -97,8 +98,9 @@ class PredictionsController(Controller):
         operation_class=json_body("PredictRequest", "One record, or a JSON array of records (a batch)."),
         summary="Price one record or a batch, each with a 90% interval, the model version and a prediction id",
         middleware=[expecting_a_row],
+        opt={OWN_COMPRESSION: True},
     )
-    async def predict(self, request: Request, services: Services) -> PredictResponse:
+    async def predict(self, request: Request, services: Services) -> Response[PredictResponse]:
         started = time.perf_counter()
         model = serving_model(services)
         try:
@@ -122,7 +124,7 @@ class PredictionsController(Controller):
         )
         metrics.PREDICTIONS.labels(model_version=version, outcome="ok").inc(len(predictions))
         PREDICT_LATENCY.observe(elapsed)
-        return PredictResponse(model_version=version, predictions=predictions)
+        return json_answer(request, msgspec.json.encode(PredictResponse(model_version=version, predictions=predictions)))
 
     @post(
         "/explain",
