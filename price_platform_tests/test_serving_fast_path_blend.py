@@ -18,7 +18,7 @@ from test_serving_support import split
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.modeling import _group_columns, build_blend_pipeline, read_sample
 from price_platform.settings import Settings
-from serving.blend import HELPER_PLACEMENT, KERNEL_TERM, MEMBERS_THREAD, SPLIT_ROWS, CompiledBlend
+from serving.blend import HELPER_PLACEMENT, KERNEL_TERM, MEMBERS_THREAD, SPLIT_ROWS, CompiledBlend, QuadraticForm
 from serving.fast_path import (
     NotCompilable,
     PipelinePredictor,
@@ -202,9 +202,24 @@ def test_the_model_store_serves_the_blend_through_the_compiled_path(blend: Simpl
 def test_the_quadratic_form_is_the_kernel_against_every_training_row(blend: SimpleNamespace) -> None:
     compiled = compile_pipeline(blend.pipeline, blend.spec.features)
     columns = compiled.encode(rows_of(blend.spec, blend.holdout))[:, compiled.kernel_columns]
-    by_form = compiled.kernel.quadratic()(columns)
+    form = compiled.kernel.quadratic()
     by_rows = compiled.kernel.against_rows(columns)
-    assert worst_relative(by_form, by_rows) < 1e-9
+    assert worst_relative(form(columns), by_rows) < 1e-9
+    # one-hot blocks make the form singular: it keeps only the directions it has
+    assert form.basis.shape == (len(compiled.kernel_columns), len(form.eigenvalues))
+    assert len(form.eigenvalues) < len(compiled.kernel_columns)
+
+
+def test_the_quadratic_form_keeps_every_direction_of_a_full_rank_matrix() -> None:
+    generator = np.random.default_rng(0)
+    square = generator.normal(size=(6, 6))
+    matrix, linear = square + square.T, generator.normal(size=6)
+    form = QuadraticForm.of(matrix, linear, 0.5)
+    assert len(form.eigenvalues) == 6
+    rows = generator.normal(size=(20, 6))
+    expected = np.einsum("ij,jk,ik->i", rows, matrix, rows) + rows @ linear + 0.5
+    assert worst_relative(form(rows), expected) < 1e-12
+    assert np.allclose(QuadraticForm.of(np.zeros((6, 6)), linear, 0.5)(rows), rows @ linear + 0.5)
 
 
 def test_a_kernel_of_another_degree_is_evaluated_against_the_training_rows(blend: SimpleNamespace) -> None:

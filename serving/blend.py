@@ -118,18 +118,32 @@ KERNEL_TERM = "kernel_ridge"
 
 @dataclass(frozen=True)
 class QuadraticForm:
-    """``x' A x + b.x + a0`` for every row x of a matrix (A symmetric)."""
+    """``x' A x + b.x + a0`` for every row x of a matrix (A symmetric), with A kept as its eigenvectors.
 
-    matrix: np.ndarray
+    ``x' A x`` is the sum over A's eigenpairs of ``eigenvalue * (eigenvector . x)^2``, and only the
+    numerically nonzero eigenvalues are kept: one-hot blocks make A singular (the Ames blend's
+    is of rank 248 in 298 columns), so the matrix product is that much narrower than ``x' A``.
+    """
+
+    basis: np.ndarray  # one column per kept eigenvector
+    eigenvalues: np.ndarray
     linear: np.ndarray
     constant: float
 
+    @classmethod
+    def of(cls, matrix: np.ndarray, linear: np.ndarray, constant: float) -> QuadraticForm:
+        """The form of ``matrix``, without the eigenvalues below ``matrix_rank``'s tolerance."""
+        eigenvalues, vectors = np.linalg.eigh(matrix)
+        size = np.abs(eigenvalues)
+        kept = size > size.max(initial=0.0) * len(size) * np.finfo(np.float64).eps
+        return cls(np.ascontiguousarray(vectors[:, kept]), eigenvalues[kept], linear, constant)
+
     def __call__(self, columns: np.ndarray) -> np.ndarray:
-        # Matrix product, product and row sums: numpy releases the interpreter lock in each
-        # (einsum and scipy's BLAS wrappers keep it), so this runs beside another thread's encoding.
-        values = columns @ self.matrix
-        values *= columns
-        values = values.sum(axis=1)
+        # Matrix products and a product: numpy releases the interpreter lock in each (einsum and
+        # scipy's BLAS wrappers keep it), so this runs beside another thread's encoding.
+        projected = columns @ self.basis
+        projected *= projected
+        values = projected @ self.eigenvalues
         values += columns @ self.linear
         values += self.constant
         return values
@@ -150,7 +164,7 @@ class PolynomialKernel:
         if self.degree != 2:
             return None
         weighted = self.fit_rows.T * self.dual
-        return QuadraticForm(
+        return QuadraticForm.of(
             self.gamma**2 * (weighted @ self.fit_rows),
             2.0 * self.gamma * self.coef0 * (self.fit_rows.T @ self.dual),
             self.coef0**2 * float(self.dual.sum()),
