@@ -6,7 +6,10 @@ built features, trained and promoted a champion (in a home that already has one,
 gate may instead refuse a worse challenger and keep it) and the API serves it, replays the next
 ``--months`` months of history through the landing folder (drift, retraining, promotion or
 refusal, all by the Dagster daemon's sensors), waits for the runs to settle and prints a
-summary of drift, registry decisions, holdout errors and the version the API ends on.
+summary of drift, registry decisions, holdout errors and the version the API ends on. The real
+months hardly drift, so the prices of the ``--shock``-th replayed month are multiplied by
+:data:`~price_platform.monitoring.replay.SHOCK_FACTOR`: a market jump the drift sensor should
+answer with a retrain.
 """
 
 from __future__ import annotations
@@ -20,8 +23,18 @@ from datetime import UTC, datetime
 import httpx
 from tqdm import tqdm
 
+from price_platform.datasets import load_dataset
 from price_platform.launcher import Stack
-from price_platform.monitoring.replay import ReplayError, decisions, replay, summary
+from price_platform.modeling import read_sample
+from price_platform.monitoring.replay import (
+    SHOCK_FACTOR,
+    ReplayError,
+    decisions,
+    months_of,
+    months_to_replay,
+    replay,
+    summary,
+)
 from price_platform.registry.champion import champion_version
 from price_platform.settings import get_settings
 
@@ -64,6 +77,8 @@ def kept_champion(earlier: str | None, decided: list[tuple]) -> str | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-until", default="2008-12", help="last month of the initial backfill, YYYY-MM")
     parser.add_argument("--months", type=int, default=12, help="months of history to replay after it")
+    parser.add_argument("--shock", type=int, default=6, metavar="N",
+                        help=f"multiply the prices of the N-th replayed month by {SHOCK_FACTOR:g} (0: none)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds each stage may take")
 
 
@@ -96,7 +111,10 @@ def play(args: argparse.Namespace) -> int:
         wait_for("API serves the champion", lambda: api_version(stack) == first, args.timeout)
         print(f"champion v{first} serving at {stack.api_url}")
         try:
-            outcomes = replay(settings, stack.server.dsn(), args.months, None, timeout=args.timeout)
+            spec = load_dataset(settings.dataset)
+            chosen = months_to_replay(months_of(spec, read_sample(spec)), stack.server.dsn(), args.months)
+            shock = chosen[args.shock - 1] if 0 < args.shock <= len(chosen) else None
+            outcomes = replay(settings, stack.server.dsn(), args.months, chosen[0], timeout=args.timeout, shock=shock)
         except ReplayError as error:
             raise DemoError(str(error)) from error
         wait_for("retraining runs settle", lambda: stack.active_runs() == 0, args.timeout)

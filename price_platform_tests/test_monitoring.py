@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -395,6 +396,31 @@ def test_replay_drops_months_in_order_as_files_the_landing_sensor_reads(tmp_path
     assert len(records) == outcomes[1].rows == len(replay.month_rows(spec, sample, "2009-02"))
     text = replay.summary(outcomes, [])
     assert "2009-03" in text and "registry decisions: none" in text
+
+
+def test_a_shocked_month_lands_with_its_prices_multiplied_and_is_marked_in_the_summary(tmp_path, platform, spec, sample):
+    from price_platform.monitoring import replay
+
+    settings, server = platform
+    local = settings.model_copy(update={"landing_dir": tmp_path / "landing"})
+    outcomes = replay.replay(local, server.dsn(), 2, "2009-01", wait=False, shock="2009-02")
+    assert [o.shocked for o in outcomes] == [False, True]
+    for month, factor in (("2009-01", 1.0), ("2009-02", replay.SHOCK_FACTOR)):
+        landed = pd.read_csv(tmp_path / "landing" / f"sales_{month.replace('-', '_')}.csv")
+        original = replay.month_rows(spec, sample, month)[spec.target].to_numpy(dtype=float)
+        assert np.array_equal(landed[spec.target].to_numpy(dtype=float), np.round(original * factor))
+    lines = replay.summary(outcomes, []).splitlines()
+    assert "simulated shock" in lines[2] and "simulated shock" not in lines[1]
+
+
+def test_replay_refuses_a_shock_outside_the_replayed_months(tmp_path, platform):
+    from price_platform.monitoring import replay
+
+    settings, server = platform
+    local = settings.model_copy(update={"landing_dir": tmp_path / "landing"})
+    with pytest.raises(replay.ReplayError, match=r"the shocked month 2009-05 is not one of the replayed months \(2009-01 .. 2009-02\)"):
+        replay.replay(local, server.dsn(), 2, "2009-01", wait=False, shock="2009-05")
+    assert not (tmp_path / "landing").exists()
 
 
 def test_replay_refuses_a_month_outside_the_history_and_a_platform_that_has_it_all(tmp_path, platform):

@@ -5,6 +5,9 @@ the rest (the landing sensor ingests the file, features are rebuilt, ``drift_rep
 drift past threshold retrains, a better challenger is promoted and the API follows the new
 champion). The replay waits for each month's drift report before dropping the next, so the
 history arrives in order, and ends with a summary of drift, retrains and registry decisions.
+
+The real months after 2008 hardly drift, so ``--shock YYYY-MM`` multiplies that month's prices
+by :data:`SHOCK_FACTOR` (a simulated market jump): the drift rule should see it and retrain.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from price_platform.warehouse import connect
 
 #: The month a replay starts at when the platform holds no features yet (trained on 2006-2008).
 DEFAULT_START = "2009-01"
+#: A shocked month's prices are multiplied by this.
+SHOCK_FACTOR = 1.8
 
 
 class ReplayError(RuntimeError):
@@ -40,6 +45,7 @@ class MonthOutcome:
     drifted_share: float | None
     target_psi: float | None
     drift_detected: bool | None
+    shocked: bool = False
 
 
 def months_of(spec: DatasetSpec, sample: pd.DataFrame) -> list[str]:
@@ -58,12 +64,16 @@ def month_rows(spec: DatasetSpec, sample: pd.DataFrame, month: str) -> pd.DataFr
     return sample[chosen]
 
 
-def drop_month(landing: Path, spec: DatasetSpec, sample: pd.DataFrame, month: str) -> Path:
-    """Write one month's sales to the landing folder (atomically: the sensor never sees half a file)."""
+def drop_month(landing: Path, spec: DatasetSpec, sample: pd.DataFrame, month: str, *, price_factor: float = 1.0) -> Path:
+    """Write one month's sales to the landing folder, prices times ``price_factor`` (atomically: the sensor
+    never sees half a file)."""
     landing.mkdir(parents=True, exist_ok=True)
     target = landing / f"sales_{month.replace('-', '_')}.csv"
     partial = landing / f".{target.name}.part"
-    month_rows(spec, sample, month).to_csv(partial, index=False)
+    rows = month_rows(spec, sample, month)
+    if price_factor != 1.0:
+        rows = rows.assign(**{spec.target: (rows[spec.target] * price_factor).round()})
+    rows.to_csv(partial, index=False)
     partial.replace(target)
     return target
 
@@ -119,7 +129,7 @@ def wait_for_drift(dsn: str, partition_key: str, since: datetime, timeout: float
         time.sleep(poll)
 
 
-def outcome(dsn: str, month: str, rows: int, since: datetime) -> MonthOutcome:
+def outcome(dsn: str, month: str, rows: int, since: datetime, *, shocked: bool = False) -> MonthOutcome:
     """The stored drift summary of a replayed month (``None`` figures when it has none)."""
     with connect(dsn) as connection, connection.cursor() as cursor:
         cursor.execute(
@@ -128,7 +138,7 @@ def outcome(dsn: str, month: str, rows: int, since: datetime) -> MonthOutcome:
             (f"{month}-01", since),
         )
         found = cursor.fetchone() or (None, None, None)
-    return MonthOutcome(month, rows, *found)
+    return MonthOutcome(month, rows, *found, shocked=shocked)
 
 
 def decisions(dsn: str, model_name: str, since: datetime) -> list[tuple]:
@@ -150,7 +160,8 @@ def summary(outcomes: list[MonthOutcome], decided: list[tuple]) -> str:
         share = "-" if item.drifted_share is None else f"{item.drifted_share:.2f}"
         psi = "-" if item.target_psi is None else f"{item.target_psi:.3f}"
         retrain = "-" if item.drift_detected is None else ("yes" if item.drift_detected else "no")
-        lines.append(f"{item.month}  {item.rows:5d}  {share:>13}  {psi:>9}  {retrain}")
+        shock = f"  (prices x{SHOCK_FACTOR:g}: a simulated shock)" if item.shocked else ""
+        lines.append(f"{item.month}  {item.rows:5d}  {share:>13}  {psi:>9}  {retrain}{shock}")
     lines.append("")
     lines.append("registry decisions:" if decided else "registry decisions: none")
     for created, action, old, new, reason, metrics in decided:
@@ -158,30 +169,43 @@ def summary(outcomes: list[MonthOutcome], decided: list[tuple]) -> str:
     return "\n".join(lines)
 
 
-def replay(settings: Settings, dsn: str, months: int, start: str | None = None, *, wait: bool = True,
-           timeout: float = 900.0) -> list[MonthOutcome]:
-    """Drop ``months`` months into the landing folder in order, waiting for each one's drift report."""
-    spec = load_dataset(settings.dataset)
-    sample = read_sample(spec)
-    history = months_of(spec, sample)
+def months_to_replay(history: list[str], dsn: str, months: int, start: str | None = None) -> list[str]:
+    """The ``months`` months of ``history`` a replay drops, from ``start`` or after the newest features."""
     start = start or first_month_to_replay(dsn, history)
     if start not in history:
         raise ReplayError(f"{start} is not a month of the history ({history[0]} .. {history[-1]})")
-    chosen = history[history.index(start):][:months]
+    return history[history.index(start):][:months]
+
+
+def replay(settings: Settings, dsn: str, months: int, start: str | None = None, *, wait: bool = True,
+           timeout: float = 900.0, shock: str | None = None) -> list[MonthOutcome]:
+    """Drop ``months`` months into the landing folder in order, waiting for each one's drift report.
+
+    The prices of the month ``shock`` (one of those months) are multiplied by :data:`SHOCK_FACTOR`.
+    """
+    spec = load_dataset(settings.dataset)
+    sample = read_sample(spec)
+    chosen = months_to_replay(months_of(spec, sample), dsn, months, start)
+    if shock is not None and shock not in chosen:
+        raise ReplayError(f"the shocked month {shock} is not one of the replayed months ({chosen[0]} .. {chosen[-1]})")
     outcomes = []
     for month in tqdm(chosen, desc="replay", unit="month"):
         since = datetime.now(UTC)
-        path = drop_month(settings.landing, spec, sample, month)
+        shocked = month == shock
+        path = drop_month(settings.landing, spec, sample, month, price_factor=SHOCK_FACTOR if shocked else 1.0)
         if wait:
             wait_for_drift(dsn, f"{month}-01", since, timeout)
-        outcomes.append(outcome(dsn, month, len(month_rows(spec, sample, month)), since))
-        tqdm.write(f"{month}: {path.name} landed" + (f", drift detected: {outcomes[-1].drift_detected}" if wait else ""))
+        outcomes.append(outcome(dsn, month, len(month_rows(spec, sample, month)), since, shocked=shocked))
+        tqdm.write(f"{month}: {path.name} landed" + (f" with prices x{SHOCK_FACTOR:g}" if shocked else "")
+                   + (f", drift detected: {outcomes[-1].drift_detected}" if wait else ""))
     return outcomes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--months", type=int, default=12, help="months of history to play (default 12)")
     parser.add_argument("--start", default=None, help="first month, YYYY-MM (default: after the newest features)")
+    parser.add_argument("--shock", default=None, metavar="YYYY-MM",
+                        help=f"multiply that month's prices by {SHOCK_FACTOR:g} (a simulated market jump)")
     parser.add_argument("--no-wait", action="store_true", help="drop the files without waiting for drift reports")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each month's drift report")
 
@@ -198,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
     migrate(dsn)
     started = datetime.now(UTC)
     try:
-        outcomes = replay(settings, dsn, args.months, args.start, wait=not args.no_wait, timeout=args.timeout)
+        outcomes = replay(settings, dsn, args.months, args.start, wait=not args.no_wait, timeout=args.timeout,
+                          shock=args.shock)
     except ReplayError as error:
         print(f"replay stopped: {error}")
         return 1
