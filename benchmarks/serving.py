@@ -54,6 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -330,11 +331,17 @@ def logged_rows(port: int) -> float:
 
 def wait_until_logged(port: int, rows: float, timeout: float = 60.0) -> None:
     """Wait until the API has written ``rows`` prediction-log rows in all."""
+    wait_until(lambda: logged_rows(port) >= rows, timeout, 0.01,
+               f"the API on port {port} had not written {rows:.0f} log rows after {timeout:.0f} s")
+
+
+def wait_until(ready: Callable[[], bool], timeout: float, poll: float, failure: str) -> None:
+    """Ask ``ready()`` every ``poll`` seconds until it is true; ``TimeoutError(failure)`` after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while logged_rows(port) < rows:
+    while not ready():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the API on port {port} had not written {rows:.0f} log rows after {timeout:.0f} s")
-        time.sleep(0.01)
+            raise TimeoutError(failure)
+        time.sleep(poll)
 
 
 def timed(function: Any) -> float:
@@ -350,12 +357,8 @@ def wait_for_the_log(port: int, timeout: float = 120.0) -> None:
     batches would share the process and the second core with that backlog, not only with
     their own log rows.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if api_metric(port, "prediction_log_buffer_rows") == 0:
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"the API on port {port} still had prediction-log rows to write after {timeout:.0f} s")
+    wait_until(lambda: api_metric(port, "prediction_log_buffer_rows") == 0, timeout, 0.5,
+               f"the API on port {port} still had prediction-log rows to write after {timeout:.0f} s")
 
 
 def cpu_seconds(pid: int) -> float:
