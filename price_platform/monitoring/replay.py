@@ -65,8 +65,10 @@ def month_rows(spec: DatasetSpec, sample: pd.DataFrame, month: str) -> pd.DataFr
 
 
 def drop_month(landing: Path, spec: DatasetSpec, sample: pd.DataFrame, month: str, *, price_factor: float = 1.0) -> Path:
-    """Write one month's sales to the landing folder, prices times ``price_factor`` (atomically: the sensor
-    never sees half a file)."""
+    """Write one month's sales, prices times ``price_factor``, to the landing folder.
+
+    Atomically: the landing sensor never sees half a file.
+    """
     landing.mkdir(parents=True, exist_ok=True)
     target = landing / f"sales_{month.replace('-', '_')}.csv"
     partial = landing / f".{target.name}.part"
