@@ -74,6 +74,16 @@ def kept_champion(earlier: str | None, decided: list[tuple]) -> str | None:
     return refusals[-1] if earlier is not None and refusals else None
 
 
+def shocked_month(months: list[str], number: int) -> str | None:
+    """The ``number``-th of the months to replay (``--shock``, counted from 1), or None for 0."""
+    if number == 0:
+        return None
+    if not 1 <= number <= len(months):
+        raise DemoError(f"--shock {number}: the replay has {len(months)} months ({months[0]} .. {months[-1]});"
+                        f" give 1 to {len(months)}, or 0 for none")
+    return months[number - 1]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-until", default="2008-12", help="last month of the initial backfill, YYYY-MM")
     parser.add_argument("--months", type=int, default=12, help="months of history to replay after it")
@@ -113,8 +123,8 @@ def play(args: argparse.Namespace) -> int:
         try:
             spec = load_dataset(settings.dataset)
             chosen = months_to_replay(months_of(spec, read_sample(spec)), stack.server.dsn(), args.months)
-            shock = chosen[args.shock - 1] if 0 < args.shock <= len(chosen) else None
-            outcomes = replay(settings, stack.server.dsn(), args.months, chosen[0], timeout=args.timeout, shock=shock)
+            outcomes = replay(settings, stack.server.dsn(), args.months, chosen[0], timeout=args.timeout,
+                              shock=shocked_month(chosen, args.shock))
         except ReplayError as error:
             raise DemoError(str(error)) from error
         wait_for("retraining runs settle", lambda: stack.active_runs() == 0, args.timeout)
