@@ -1,8 +1,16 @@
-"""The ``raw_sales`` asset: one partition of sales records, loaded from the sample, a landed file or a query."""
+"""The ``raw_sales`` asset: partitions of sales records, loaded from the sample, a landed file or a query.
 
+A backfill of many months runs as one run (``BackfillPolicy.single_run``): Great Expectations
+and the run's process start once instead of once a month. Each month still gets its own
+materialization with its own row counts, so the partitions stay visible one by one in the UI.
+"""
+
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
+import pandas as pd
 from pydantic import Field
 
 from price_platform.datasets import DatasetSpec
@@ -11,6 +19,9 @@ from price_platform.ingestion.tables import raw_sales_columns
 from price_platform.partitions import sales_partitions
 from price_platform.resources import Dataset, Warehouse
 
+if TYPE_CHECKING:
+    from price_platform.ingestion.loading import LoadSummary
+
 RAW_SALES = dg.AssetKey(["raw_sales"])
 
 
@@ -18,7 +29,8 @@ class RawSalesConfig(dg.Config):
     """Which source a run loads into its partition."""
 
     source_file: str | None = Field(
-        default=None, description="A landed CSV/Parquet file to load; unset: the data set's own source."
+        default=None,
+        description="A landed CSV/Parquet file to load into the run's one partition; unset: the data set's own source.",
     )
 
 
@@ -30,38 +42,75 @@ def build_raw_sales(spec: DatasetSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=RAW_SALES,
         partitions_def=sales_partitions(spec),
+        backfill_policy=dg.BackfillPolicy.single_run(),
         group_name="ingestion",
         kinds={"postgres"},
         metadata={"dagster/table_name": "price_data.raw_sales", "dagster/column_schema": schema},
     )
     def raw_sales(
         context: dg.AssetExecutionContext, config: RawSalesConfig, warehouse: Warehouse, dataset: Dataset
-    ) -> dg.MaterializeResult:
-        """Sales records of one partition, typed and stripped, with bad rows set aside in rejected_rows."""
+    ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
+        """Sales records of the run's partitions, typed and stripped, with bad rows set aside in rejected_rows."""
         from price_platform.ingestion.loading import ingest_partition  # imports Great Expectations: slow
 
+        keys = context.partition_keys
+        if config.source_file and len(keys) > 1:
+            raise dg.Failure(description=f"source_file loads one partition; this run covers {len(keys)}")
         source_file = Path(config.source_file) if config.source_file else None
-        try:
-            summary = ingest_partition(warehouse.dsn, dataset.spec, context.partition_key, source_file)
-        except IngestionError as error:
-            raise dg.Failure(description=str(error)) from error
-        context.log.info(
-            "%s: %d rows loaded, %d rejected from %s", summary.partition_key, summary.rows_loaded,
-            summary.rows_rejected, summary.source_name,
-        )
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": summary.rows_loaded,
-                "rows_rejected": summary.rows_rejected,
-                "rejected_share": dg.MetadataValue.float(summary.rejected_share),
-                "load_id": str(summary.load_id),
-                "source": summary.source_kind,
-                "source_file": summary.source_name,
-                "preview": dg.MetadataValue.md(summary.preview.to_markdown(index=False)),
-                "rejected_rows": dg.MetadataValue.md(
-                    summary.rejected_preview.to_markdown(index=False) if summary.rows_rejected else "none"
-                ),
-            }
-        )
+        summaries = []
+        for number, key in enumerate(keys, start=1):
+            try:
+                summary = ingest_partition(warehouse.dsn, dataset.spec, key, source_file)
+            except IngestionError as error:
+                where = f"partition {key} ({number} of {len(keys)}): " if len(keys) > 1 else ""
+                raise dg.Failure(description=f"{where}{error}") from error
+            context.log.info(
+                "[%d/%d] %s: %d rows loaded, %d rejected from %s", number, len(keys), summary.partition_key,
+                summary.rows_loaded, summary.rows_rejected, summary.source_name,
+            )
+            summaries.append(summary)
+        # The run's own materialization covers every partition of the run; the per-partition
+        # materializations that follow it are each partition's latest, with its own figures.
+        yield dg.MaterializeResult(metadata=run_metadata(summaries))
+        if len(summaries) > 1:
+            for summary in summaries:
+                yield dg.AssetMaterialization(
+                    asset_key=RAW_SALES, partition=summary.partition_key, metadata=partition_metadata(summary)
+                )
 
     return raw_sales
+
+
+def partition_metadata(summary: "LoadSummary") -> dict[str, object]:
+    """What the UI shows for one loaded partition: counts, source, previews of kept and rejected rows."""
+    return {
+        "dagster/row_count": summary.rows_loaded,
+        "rows_rejected": summary.rows_rejected,
+        "rejected_share": dg.MetadataValue.float(summary.rejected_share),
+        "load_id": str(summary.load_id),
+        "source": summary.source_kind,
+        "source_file": summary.source_name,
+        "preview": dg.MetadataValue.md(summary.preview.to_markdown(index=False)),
+        "rejected_rows": dg.MetadataValue.md(
+            summary.rejected_preview.to_markdown(index=False) if summary.rows_rejected else "none"
+        ),
+    }
+
+
+def run_metadata(summaries: "list[LoadSummary]") -> dict[str, object]:
+    """One partition's metadata, or for a run over many a table of their counts."""
+    if len(summaries) == 1:
+        return partition_metadata(summaries[0])
+    table = pd.DataFrame(
+        {
+            "partition": [summary.partition_key for summary in summaries],
+            "rows_loaded": [summary.rows_loaded for summary in summaries],
+            "rows_rejected": [summary.rows_rejected for summary in summaries],
+        }
+    )
+    return {
+        "dagster/row_count": int(table.rows_loaded.sum()),
+        "rows_rejected": int(table.rows_rejected.sum()),
+        "partitions": len(summaries),
+        "partitions_loaded": dg.MetadataValue.md(table.to_markdown(index=False)),
+    }

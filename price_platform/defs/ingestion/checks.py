@@ -1,6 +1,7 @@
 """Blocking validation of each ``raw_sales`` partition: its records meet the suite, few of them were rejected.
 
-Both checks run in one step, so that a partition's run loads Great Expectations once for them.
+Both checks run in one step, so that a run loads Great Expectations once for them, however many
+partitions it covers.
 """
 
 from collections.abc import Iterator
@@ -41,39 +42,67 @@ def build_checks(spec: DatasetSpec, max_rejected_share: float) -> list[dg.AssetC
     @dg.multi_asset_check(specs=specs, name="raw_sales_checks")
     def raw_sales_checks(
         context: dg.AssetCheckExecutionContext, warehouse: Warehouse, dataset: Dataset
-    ) -> Iterator[dg.AssetCheckResult]:
-        """Validates one partition of raw_sales as stored, and gates it on its share of rejected rows."""
-        from price_platform.validation.validate import validate_records  # imports Great Expectations: slow
+    ) -> Iterator[dg.AssetCheckResult | dg.AssetCheckEvaluation]:
+        """Validates each partition of the run's raw_sales as stored, and gates it on its share of rejected rows.
 
-        with warehouse.connect() as connection:
-            records = read_partition(connection, dataset.spec, context.partition_key)
-            stored, rejected = partition_counts(connection, context.partition_key)
-        validation = validate_records(dataset.spec, records[dataset.spec.columns])
-        yield dg.AssetCheckResult(
-            asset_key=RAW_SALES,
-            check_name=RECORDS_MEET_EXPECTATIONS,
-            passed=validation.success,
-            severity=dg.AssetCheckSeverity.ERROR,
-            metadata={
+        A run over many partitions records each partition's own evaluation, then the run's
+        result: passed when every partition passed (the gate for what follows in the run).
+        """
+        keys = context.partition_keys
+        results = [check_partition(warehouse, dataset.spec, key, max_rejected_share) for key in keys]
+        for name in (RECORDS_MEET_EXPECTATIONS, REJECTED_SHARE_WITHIN_LIMIT):
+            outcomes = [result[name] for result in results]
+            if len(keys) == 1:
+                yield dg.AssetCheckResult(asset_key=RAW_SALES, check_name=name, **outcomes[0])
+                continue
+            for key, outcome in zip(keys, outcomes, strict=True):
+                yield dg.AssetCheckEvaluation(asset_key=RAW_SALES, check_name=name, partition=key, **outcome)
+            failed = [key for key, outcome in zip(keys, outcomes, strict=True) if not outcome["passed"]]
+            yield dg.AssetCheckResult(
+                asset_key=RAW_SALES,
+                check_name=name,
+                passed=not failed,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"{len(keys) - len(failed)} of {len(keys)} partitions passed"
+                + (f"; failed: {', '.join(failed)}" if failed else ""),
+                metadata={"partitions": len(keys), "partitions_failed": len(failed)},
+            )
+
+    return [raw_sales_checks]
+
+
+def check_partition(
+    warehouse: Warehouse, spec: DatasetSpec, partition_key: str, max_rejected_share: float
+) -> dict[str, dict[str, object]]:
+    """Both checks' outcomes (passed, severity, description, metadata) for one stored partition."""
+    from price_platform.validation.validate import validate_records  # imports Great Expectations: slow
+
+    with warehouse.connect() as connection:
+        records = read_partition(connection, spec, partition_key)
+        stored, rejected = partition_counts(connection, partition_key)
+    validation = validate_records(spec, records[spec.columns])
+    share = rejected / (stored + rejected) if stored + rejected else 0.0
+    return {
+        RECORDS_MEET_EXPECTATIONS: {
+            "passed": validation.success,
+            "severity": dg.AssetCheckSeverity.ERROR,
+            "metadata": {
                 "rows": len(records),
                 "expectations": len(validation.results),
                 "failed_expectations": len(validation.failed),
                 "failures": dg.MetadataValue.md(validation.markdown() or "none"),
             },
-        )
-        share = rejected / (stored + rejected) if stored + rejected else 0.0
-        yield dg.AssetCheckResult(
-            asset_key=RAW_SALES,
-            check_name=REJECTED_SHARE_WITHIN_LIMIT,
-            passed=share <= max_rejected_share,
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=f"{rejected} of {stored + rejected} records rejected ({share:.1%}; limit {max_rejected_share:.1%})",
-            metadata={
+        },
+        REJECTED_SHARE_WITHIN_LIMIT: {
+            "passed": share <= max_rejected_share,
+            "severity": dg.AssetCheckSeverity.ERROR,
+            "description": f"{rejected} of {stored + rejected} records rejected"
+            f" ({share:.1%}; limit {max_rejected_share:.1%})",
+            "metadata": {
                 "rows_stored": stored,
                 "rows_rejected": rejected,
                 "rejected_share": dg.MetadataValue.float(share),
                 "max_rejected_share": dg.MetadataValue.float(max_rejected_share),
             },
-        )
-
-    return [raw_sales_checks]
+        },
+    }
