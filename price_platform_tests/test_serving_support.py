@@ -40,6 +40,7 @@ class Champion:
             self.settings.model_name,
             pipeline if pipeline is not None else self.pipeline,
             self.train[self.spec.features],
+            dsn=self.dsn,
             interval_log_halfwidth=half_width,
             data_version="serving-test",
             metrics={"holdout_rmsle": 0.1},

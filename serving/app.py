@@ -110,6 +110,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         lifespan=[lifespan],
         middleware=[metrics.count_requests, _log_waits_for_quiet],
         after_request=close_when_draining,
+        after_exception=[metrics.count_unrouted],
         compression_config=CompressionConfig(
             backend="gzip", minimum_size=compression.MINIMUM_SIZE, gzip_compress_level=1,
             exclude_opt_key=compression.OWN_COMPRESSION,

@@ -39,12 +39,20 @@ LOG_BUFFER = Gauge("prediction_log_buffer_rows", "Prediction log rows waiting fo
 SHARED_STORE_FALLBACKS = Counter(
     "shared_store_fallbacks_total", "Times Redis failed and the cache and rate limits fell back to this process."
 )
-HTTP_REQUESTS = Counter("http_requests_total", "Every HTTP request by endpoint and status code.", ["endpoint", "status"])
+HTTP_REQUESTS = Counter(
+    "http_requests_total", "Every HTTP request by route template (or unrouted) and status code.", ["endpoint", "status"]
+)
 RATE_LIMITED = Counter("rate_limited_total", "Requests refused by the per-key rate limit.")
 
 
 def count_requests(app: ASGIApp) -> ASGIApp:
-    """ASGI middleware counting every response in ``http_requests_total`` (unknown paths as ``other``)."""
+    """ASGI middleware counting every routed response in ``http_requests_total``, by route template.
+
+    The label is the template of the route that answered (``/v2/models/{name}/infer``, never the
+    path the client sent), so however many paths callers make up, the label values stay the
+    routes of the app. Requests that match no route never reach this middleware: see
+    :func:`count_unrouted`.
+    """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,22 +69,25 @@ def count_requests(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send_and_note)
         finally:
-            path = scope.get("path", "")
-            endpoint = path if path in ENDPOINTS or path.startswith("/schema") else "other"
-            _requests(endpoint, status).inc()
+            _requests(scope.get("path_template") or UNROUTED, status).inc()
 
     return middleware
 
 
+async def count_unrouted(error: Exception, scope: Scope) -> None:
+    """``after_exception`` hook: a request no route matched (404, 405) counts under the one label ``unrouted``."""
+    if scope["type"] == "http" and "route_handler" not in scope:
+        _requests(UNROUTED, getattr(error, "status_code", 500)).inc()
+
+
+#: The ``endpoint`` label of requests that matched no route.
+UNROUTED = "unrouted"
+
+
 @functools.cache
 def _requests(endpoint: str, status: int) -> Counter:
-    """The ``http_requests_total`` child of one endpoint and status (few of each: kept)."""
+    """The ``http_requests_total`` child of one route template and status (few of each: kept)."""
     return HTTP_REQUESTS.labels(endpoint=endpoint, status=str(status))
-
-
-ENDPOINTS = frozenset(
-    ["/predict", "/explain", "/feedback", "/model-info", "/health", "/ready", "/metrics", "/admin/reload", "/admin/rollback"]
-)
 
 
 def render() -> tuple[bytes, str]:
