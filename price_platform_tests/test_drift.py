@@ -15,6 +15,7 @@ from price_platform.monitoring.drift import (
     CategoricalReference,
     DriftInputError,
     NumericReference,
+    SKETCH_POINTS,
     Reference,
     categorical_drift,
     compare,
@@ -45,10 +46,23 @@ def test_ks_statistic_equals_scipy_including_ties(size):
     rng = np.random.default_rng(size[0])
     reference = np.round(rng.normal(0, 3, size[0]))  # rounded: many ties
     current = np.round(rng.normal(0.4, 3, size[1]))
-    statistic, p_value = ks_statistic(np.sort(reference), np.sort(current))
+    statistic, p_value = ks_statistic(NumericReference.from_values(reference), np.sort(current))
     expected = stats.ks_2samp(reference, current, method="asymp")
     assert statistic == pytest.approx(expected.statistic, abs=1e-12)
     assert p_value == pytest.approx(expected.pvalue, rel=0.05, abs=1e-6)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.05, 0.5])
+def test_ks_statistic_on_a_quantile_sketch_is_within_one_sketch_step_of_scipy(shift):
+    rng = np.random.default_rng(7)
+    reference = rng.lognormal(7, 0.5, 50_000)  # continuous: far more distinct values than sketch points
+    current = rng.lognormal(7 + shift, 0.5, 20_000)
+    sketch = NumericReference.from_values(reference)
+    assert sketch.points.size < 2 * SKETCH_POINTS and sketch.rows == reference.size
+    statistic, _ = ks_statistic(sketch, np.sort(current))
+    expected = stats.ks_2samp(reference, current).statistic
+    assert statistic <= expected + 1e-12
+    assert statistic >= expected - 1.0 / SKETCH_POINTS
 
 
 def test_numeric_psi_is_zero_on_the_same_sample_and_large_on_a_shift():
@@ -62,7 +76,7 @@ def test_numeric_psi_is_zero_on_the_same_sample_and_large_on_a_shift():
 
 def test_numeric_drift_skips_nans_and_reports_nothing_for_an_empty_batch():
     reference = NumericReference.from_values(np.array([1.0, 2.0, np.nan, 3.0]))
-    assert reference.values.tolist() == [1.0, 2.0, 3.0]
+    assert reference.points.tolist() == [1.0, 2.0, 3.0] and reference.rows == 3
     assert numeric_drift(reference, np.array([np.nan, np.nan])) == {
         "psi": None, "ks": None, "ks_p": None, "current_rows": 0
     }
@@ -142,3 +156,33 @@ def test_reports_are_stored_with_one_row_per_feature_and_a_summary(spec, sample,
         cursor.execute("select features_checked, drift_detected, model_version from monitoring.drift_summaries"
                        " where report_id = %s", (str(report.report_id),))
         assert cursor.fetchone() == (len(spec.features), report.drift_detected, "3")
+
+
+def test_a_report_from_stored_reference_statistics_equals_one_from_the_frame(spec, sample, postgres):
+    from price_platform.monitoring import reference_store
+    from price_platform.warehouse import connect
+
+    reference = sample[sample["year_sold"] <= 2008]
+    current = sample[(sample["year_sold"] == 2009) & (sample["mo_sold"] == 8)].copy()
+    current[spec.target] = current[spec.target] * 1.5
+    direct = reports.measure(spec, reference, current, partition_key="2009-08-01", model_version="4",
+                             thresholds=thresholds())
+    built = []
+
+    def summarise():
+        built.append(True)
+        return reports.prepare(spec, reference), {"kind": "test"}
+
+    key = reference_store.reference_key("4", "2006-01-01 .. 2008-12-01", "test-loads", spec.features)
+    for _ in range(2):  # the second call reads what the first stored
+        with connect(postgres.dsn()) as connection:
+            stored, multivariate, _ = reference_store.load_or_build(
+                connection, key, summarise, model_version="4", window_label="2006-01-01 .. 2008-12-01"
+            )
+    assert built == [True] and multivariate == {"kind": "test"}
+    assert list(stored.numeric) == list(spec.numeric) and list(stored.categorical) == list(spec.categorical)
+    again = reports.measure(spec, stored, current, partition_key="2009-08-01", model_version="4",
+                            thresholds=thresholds())
+    pd.testing.assert_frame_equal(again.features, direct.features)
+    assert again.target == direct.target and again.target_drifted
+    assert again.reference_rows == direct.reference_rows == len(reference)

@@ -2,7 +2,9 @@
 
 The reference is the champion's training window of ``price_data.features``: the partitions
 from the version's ``train_start`` to its ``train_end`` tag (partition keys), or, for a
-version without those tags, every partition before the one being checked. The report is
+version without those tags, every partition before the one being checked. Its statistics
+are computed once and stored (``reference_store``); a report then reads only the partition
+being checked. The report is
 stored as one ``monitoring.drift_reports`` row per feature (plus ``target`` and
 ``prediction`` rows) and one ``monitoring.drift_summaries`` row saying whether it retrains.
 """
@@ -22,6 +24,7 @@ from psycopg2.extras import execute_values
 
 from price_platform.datasets import DatasetSpec
 from price_platform.monitoring.drift import NumericReference, Reference, compare, numeric_drift
+from price_platform.monitoring.reference_store import reference_key
 
 #: Significance level of the KS / chi-square tests that back a drift decision.
 P_VALUE = 0.05
@@ -48,6 +51,10 @@ class Window:
     start: str | None = None
     end: str | None = None
     before: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.start or '...'} .. {self.end or self.before or '...'}"
 
 
 @dataclass
@@ -133,9 +140,14 @@ class DriftReport:
         return f"![drift](data:image/png;base64,{base64.b64encode(self.plot_png()).decode()})"
 
 
+def prepare(spec: DatasetSpec, reference: pd.DataFrame) -> Reference:
+    """The statistics of a reference frame: every feature and the target."""
+    return Reference.from_frame(reference, spec.numeric, spec.categorical, spec.target)
+
+
 def measure(
     spec: DatasetSpec,
-    reference: pd.DataFrame,
+    reference: Reference | pd.DataFrame,
     current: pd.DataFrame,
     *,
     partition_key: str,
@@ -143,25 +155,44 @@ def measure(
     thresholds: Thresholds,
     predictions: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> DriftReport:
-    """Compare ``current`` with ``reference`` feature by feature, then the target and predictions."""
-    prepared = Reference.from_frame(reference, spec.numeric, spec.categorical)
+    """Compare ``current`` with the reference (its statistics, or a frame to summarise) feature by feature,
+    then the target and predictions."""
+    prepared = reference if isinstance(reference, Reference) else prepare(spec, reference)
     features = compare(prepared, current, psi_threshold=thresholds.psi, p_value=thresholds.p_value)
     report = DriftReport(
         partition_key=partition_key,
         model_version=model_version,
         features=features,
-        reference_rows=len(reference),
+        reference_rows=prepared.rows,
         current_rows=len(current),
         thresholds=thresholds,
     )
-    if spec.target in reference and spec.target in current and current[spec.target].notna().any():
+    if prepared.target is not None and spec.target in current and current[spec.target].notna().any():
         report.target = _numeric_row(
-            spec.target, "target", reference[spec.target].to_numpy(float), current[spec.target].to_numpy(float),
-            thresholds,
+            spec.target, "target", prepared.target, current[spec.target].to_numpy(float), thresholds
         )
     if predictions is not None and min(len(predictions[0]), len(predictions[1])) >= MIN_PREDICTIONS:
-        report.prediction = _numeric_row("prediction", "prediction", predictions[0], predictions[1], thresholds)
+        report.prediction = _numeric_row(
+            "prediction", "prediction", NumericReference.from_values(np.asarray(predictions[0], dtype=float)),
+            predictions[1], thresholds,
+        )
     return report
+
+
+def window_reference_key(
+    connection: psycopg2.extensions.connection, spec: DatasetSpec, model_version: str | None, window: Window
+) -> str:
+    """The :func:`~price_platform.monitoring.reference_store.reference_key` of a window as loaded now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "select count(*), max(loaded_at) from price_data.loads where (%(start)s::text is null or partition_key >= %(start)s)"
+            " and (%(end)s::text is null or partition_key <= %(end)s)"
+            " and (%(before)s::text is null or partition_key < %(before)s)",
+            {"start": window.start, "end": window.end, "before": window.before},
+        )
+        count, latest = cursor.fetchone()
+    loads = f"{count}:{latest.isoformat() if latest else '-'}"
+    return reference_key(model_version, window.label, loads, [*spec.numeric, *spec.categorical, spec.target])
 
 
 def read_features(engine: sa.Engine, spec: DatasetSpec, window: Window | None = None, *, partition: str | None = None) -> pd.DataFrame:
@@ -242,19 +273,15 @@ def save(connection: psycopg2.extensions.connection, report: DriftReport, run_id
         )
 
 
-def _numeric_row(name: str, kind: str, reference: np.ndarray, current: np.ndarray, thresholds: Thresholds) -> dict:
-    prepared = NumericReference.from_values(np.asarray(reference, dtype=float))
-    found = numeric_drift(prepared, np.asarray(current, dtype=float))
+def _numeric_row(
+    name: str, kind: str, reference: NumericReference, current: np.ndarray, thresholds: Thresholds
+) -> dict:
+    found = numeric_drift(reference, np.asarray(current, dtype=float))
     drifted = found["psi"] is not None and found["psi"] >= thresholds.psi and found["ks_p"] < thresholds.p_value
     return {
         "feature": name, "kind": kind, **found, "js": None, "chi2_p": None,
-        "reference_rows": int(prepared.values.size), "drifted": bool(drifted),
+        "reference_rows": reference.rows, "drifted": bool(drifted),
     }
-
-
-def _previous_key(partition_key: str) -> str:
-    """The partition key just before ``partition_key`` in sort order (keys compare as text)."""
-    return partition_key[:-1] + chr(ord(partition_key[-1]) - 1) if partition_key else partition_key
 
 
 def _num(value: object) -> float | None:

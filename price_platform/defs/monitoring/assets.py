@@ -33,17 +33,25 @@ def build_drift_report(spec: DatasetSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, warehouse: Warehouse, dataset: Dataset, monitoring: Monitoring
     ) -> dg.MaterializeResult:
         """How far this partition's sales moved from the champion's training data: per feature, target, predictions."""
-        from price_platform.monitoring import reports
+        from price_platform.monitoring import reference_store, reports
 
         champion = monitoring.champion()
         version = None if champion is None else str(champion.version)
         window = reports.reference_window(dict(champion.tags) if champion else {}, context.partition_key)
-        reference = reports.read_features(warehouse.engine, dataset.spec, window)
         current = reports.read_features(warehouse.engine, dataset.spec, partition=context.partition_key)
-        if current.empty or reference.empty:
+
+        def summarise() -> tuple[reports.Reference, None]:
+            return reports.prepare(dataset.spec, reports.read_features(warehouse.engine, dataset.spec, window)), None
+
+        with warehouse.connect() as connection:
+            key = reports.window_reference_key(connection, dataset.spec, version, window)
+            reference, _, built = reference_store.load_or_build(
+                connection, key, summarise, model_version=version, window_label=window.label
+            )
+        if current.empty or reference.rows == 0:
             raise dg.Failure(
                 description=f"partition {context.partition_key} has {len(current)} feature rows and the reference"
-                f" {window} has {len(reference)}: nothing to compare",
+                f" {window} has {reference.rows}: nothing to compare",
                 allow_retries=False,  # retries are for the network; data will not appear by waiting
             )
         with warehouse.connect() as connection:
@@ -69,8 +77,9 @@ def build_drift_report(spec: DatasetSpec) -> dg.AssetsDefinition:
                 "target_psi": dg.MetadataValue.float(float(report.target["psi"])) if report.target else "not measured",
                 "target_drifted": report.target_drifted,
                 "prediction_drifted": report.prediction_drifted,
-                "reference_window": f"{window.start or '...'} .. {window.end or window.before or '...'}",
+                "reference_window": window.label,
                 "reference_rows": report.reference_rows,
+                "reference_statistics": f"{'computed and stored' if built else 'read from storage'} ({key})",
                 "dagster/row_count": report.current_rows,
                 "moved_most": dg.MetadataValue.md(report.markdown()),
                 "plot": dg.MetadataValue.md(report.plot_markdown()),
