@@ -76,3 +76,22 @@ def test_a_range_run_refuses_one_landed_file_for_many_months(resources, settings
     assert not result.success
     (failure,) = [e for e in result.all_events if e.is_step_failure]
     assert "source_file loads one partition; this run covers 3" in str(failure.event_specific_data.error)
+
+
+def test_one_validation_splits_into_each_partitions_own_outcome() -> None:
+    from price_platform.ingestion.records import PARTITION_KEY, typed_records
+    from price_platform.ingestion.sources import read_source
+    from price_platform.validation.validate import validate_records
+
+    records = typed_records(SPEC, read_source(SPEC), None)
+    records = records[records[PARTITION_KEY].isin(MONTHS[:2])].reset_index(drop=True)
+    second = records.index[records[PARTITION_KEY] == MONTHS[1]]
+    records.loc[second[:2], SPEC.target] = -1.0  # two impossible prices in the second month only
+    validation = validate_records(SPEC, records[SPEC.columns])
+    assert not validation.success
+    first = validation.restricted_to(records.index[records[PARTITION_KEY] == MONTHS[0]])
+    assert first.success and not first.reasons
+    broken = validation.restricted_to(second)
+    assert not broken.success
+    assert set(broken.reasons) == set(second[:2])
+    assert sum(result["unexpected"] for result in broken.failed) >= 2

@@ -11,7 +11,7 @@ import pandas as pd
 from price_platform.datasets import DatasetSpec
 from price_platform.ingestion.errors import IngestionError
 from price_platform.ingestion.records import PARTITION_KEY, ROW_NUMBER, typed_records
-from price_platform.ingestion.sources import read_source
+from price_platform.ingestion.sources import SourceFrame, read_source
 from price_platform.ingestion.tables import PartitionLoad, ensure_raw_sales, replace_partition
 from price_platform.validation.validate import Validation, validate_records
 from price_platform.warehouse import connect
@@ -44,12 +44,44 @@ def ingest_partition(dsn: str, spec: DatasetSpec, partition_key: str, source_fil
     in the same transaction that inserts the new ones; a source that cannot be read
     raises :class:`IngestionError` before anything is written.
     """
+    (summary,) = ingest_partitions(dsn, spec, [partition_key], source_file)
+    return summary
+
+
+def ingest_partitions(
+    dsn: str, spec: DatasetSpec, partition_keys: list[str], source_file: Path | None = None
+) -> list[LoadSummary]:
+    """Load several partitions from one read of the source and one validation of their records.
+
+    A backfill of many months reads, types and validates the source once instead of once a
+    month (Great Expectations' run is most of a partition's cost). Each partition is then
+    replaced in a transaction of its own, in order, as :func:`ingest_partition` does; a source
+    that cannot be read, or a landed file without rows for one of the partitions, raises
+    :class:`IngestionError` before anything is written.
+    """
+    if spec.time is None and len(partition_keys) != 1:
+        raise IngestionError(f"data set {spec.name!r} has no time: load one arrival batch at a time")
     source = read_source(spec, source_file)
-    records = typed_records(spec, source, partition_key if spec.time is None else None)
-    records = records[records[PARTITION_KEY] == partition_key].reset_index(drop=True)
-    if records.empty and source.kind == "landing":
-        raise IngestionError(f"{source.name}: no rows for partition {partition_key}")
+    records = typed_records(spec, source, partition_keys[0] if spec.time is None else None)
+    records = records[records[PARTITION_KEY].isin(partition_keys)].reset_index(drop=True)
+    present = set(records[PARTITION_KEY])
+    missing = [key for key in partition_keys if key not in present]
+    if missing and source.kind == "landing":
+        raise IngestionError(f"{source.name}: no rows for partition {', '.join(missing)}")
     validation = validate_records(spec, records[spec.columns], row_ids=records[ROW_NUMBER])
+    with connect(dsn) as connection, connection.cursor() as cursor:
+        ensure_raw_sales(cursor, spec)
+    summaries = []
+    for key in partition_keys:
+        part = records[records[PARTITION_KEY] == key].reset_index(drop=True)
+        summaries.append(_replace(dsn, spec, source, key, part, validation.restricted_to(part[ROW_NUMBER])))
+    return summaries
+
+
+def _replace(
+    dsn: str, spec: DatasetSpec, source: SourceFrame, partition_key: str, records: pd.DataFrame, validation: Validation
+) -> LoadSummary:
+    """Replace one partition's rows from ``source`` with ``records``, bad rows set aside, in one transaction."""
     bad = records[ROW_NUMBER].isin(list(validation.reasons))
     load = PartitionLoad(
         load_id=uuid.uuid4(),
@@ -60,8 +92,6 @@ def ingest_partition(dsn: str, spec: DatasetSpec, partition_key: str, source_fil
         rejected=records[bad],
         reasons=validation.reasons,
     )
-    with connect(dsn) as connection, connection.cursor() as cursor:
-        ensure_raw_sales(cursor, spec)
     with connect(dsn) as connection, connection.cursor() as cursor:
         replace_partition(cursor, spec, load)
     shown = [ROW_NUMBER, *dict.fromkeys(c for c in _key_columns(spec) if c in spec.columns)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import great_expectations as gx
@@ -23,11 +24,37 @@ WHOLE_NUMBER = "expect_column_values_to_be_whole_numbers"
 
 @dataclass
 class Validation:
-    """The outcome of validating records: per-expectation results and per-row reasons."""
+    """The outcome of validating records: per-expectation results and per-row reasons.
+
+    ``flagged`` holds, per (expectation, column), the ids of the rows it flagged; an expectation
+    that failed for the records as a whole (no row to blame) has no entry.
+    """
 
     success: bool
     results: list[dict[str, object]]
     reasons: dict[int, list[str]] = field(default_factory=dict)
+    flagged: dict[tuple[str, str | None], list[object]] = field(default_factory=dict)
+
+    def restricted_to(self, row_ids: Collection[object]) -> Validation:
+        """This outcome as if only the rows ``row_ids`` had been validated.
+
+        Lets one suite run over many partitions give each partition its own outcome: a
+        row-level expectation counts the rows it flagged among them; one that failed for the
+        records as a whole fails for every part of them too.
+        """
+        keep = set(row_ids)
+        results = []
+        flagged = {}
+        for result in self.results:
+            key = (result["expectation"], result["column"])
+            if key not in self.flagged:
+                results.append(result)
+                continue
+            flagged[key] = [row for row in self.flagged[key] if row in keep]
+            results.append({**result, "success": not flagged[key], "unexpected": len(flagged[key])})
+        reasons = {row: why for row, why in self.reasons.items() if row in keep}
+        success = all(result["success"] for result in results)
+        return Validation(success=success, results=results, reasons=reasons, flagged=flagged)
 
     @property
     def failed(self) -> list[dict[str, object]]:
@@ -63,6 +90,7 @@ def validate_records(spec: DatasetSpec, records: pd.DataFrame, row_ids: pd.Serie
         }
     results: list[dict[str, object]] = []
     reasons: dict[int, list[str]] = defaultdict(list)
+    flagged: dict[tuple[str, str | None], list[object]] = {}
     for summary in quick.results:
         config = summary.expectation_config
         column = config.kwargs.get("column")
@@ -79,6 +107,8 @@ def validate_records(spec: DatasetSpec, records: pd.DataFrame, row_ids: pd.Serie
         )
         if config.type == "expect_column_values_to_be_unique":
             unexpected, values = _later_duplicates(unexpected, values)
+        if summary.success or "unexpected_index_list" in result.result:
+            flagged[(config.type, column)] = [ids[index] for index in unexpected]
         for index, value in zip(unexpected, values, strict=True):
             reasons[ids[index]].append(_reason(spec, config.type, config.kwargs, column, value))
     whole = _whole_number_reasons(spec, frame)
@@ -87,7 +117,10 @@ def validate_records(spec: DatasetSpec, records: pd.DataFrame, row_ids: pd.Serie
     results.append(
         {"expectation": WHOLE_NUMBER, "column": "*", "success": not whole, "unexpected": len(whole)}
     )
-    return Validation(success=bool(quick.success) and not whole, results=results, reasons=dict(reasons))
+    flagged[(WHOLE_NUMBER, "*")] = [ids[index] for index, _ in whole]
+    return Validation(
+        success=bool(quick.success) and not whole, results=results, reasons=dict(reasons), flagged=flagged
+    )
 
 
 def _batch(frame: pd.DataFrame) -> gx.datasource.fluent.interfaces.Batch:

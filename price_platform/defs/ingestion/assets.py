@@ -51,24 +51,21 @@ def build_raw_sales(spec: DatasetSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: RawSalesConfig, warehouse: Warehouse, dataset: Dataset
     ) -> Iterator[dg.MaterializeResult | dg.AssetMaterialization]:
         """Sales records of the run's partitions, typed and stripped, with bad rows set aside in rejected_rows."""
-        from price_platform.ingestion.loading import ingest_partition  # imports Great Expectations: slow
+        from price_platform.ingestion.loading import ingest_partitions  # imports Great Expectations: slow
 
         keys = context.partition_keys
         if config.source_file and len(keys) > 1:
             raise dg.Failure(description=f"source_file loads one partition; this run covers {len(keys)}")
         source_file = Path(config.source_file) if config.source_file else None
-        summaries = []
-        for number, key in enumerate(keys, start=1):
-            try:
-                summary = ingest_partition(warehouse.dsn, dataset.spec, key, source_file)
-            except IngestionError as error:
-                where = f"partition {key} ({number} of {len(keys)}): " if len(keys) > 1 else ""
-                raise dg.Failure(description=f"{where}{error}") from error
+        try:
+            summaries = ingest_partitions(warehouse.dsn, dataset.spec, keys, source_file)
+        except IngestionError as error:
+            raise dg.Failure(description=str(error)) from error
+        for summary in summaries:
             context.log.info(
-                "[%d/%d] %s: %d rows loaded, %d rejected from %s", number, len(keys), summary.partition_key,
-                summary.rows_loaded, summary.rows_rejected, summary.source_name,
+                "%s: %d rows loaded, %d rejected from %s", summary.partition_key, summary.rows_loaded,
+                summary.rows_rejected, summary.source_name,
             )
-            summaries.append(summary)
         # The run's own materialization covers every partition of the run; the per-partition
         # materializations that follow it are each partition's latest, with its own figures.
         yield dg.MaterializeResult(metadata=run_metadata(summaries))

@@ -6,13 +6,19 @@ partitions it covers.
 
 from collections.abc import Iterator
 
+from typing import TYPE_CHECKING
+
 import dagster as dg
+import pandas as pd
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.ingestion.assets import RAW_SALES
 from price_platform.ingestion.tables import partition_counts, read_partition
 from price_platform.partitions import sales_partitions
 from price_platform.resources import Dataset, Warehouse
+
+if TYPE_CHECKING:
+    from price_platform.validation.validate import Validation
 
 RECORDS_MEET_EXPECTATIONS = "records_meet_expectations"
 REJECTED_SHARE_WITHIN_LIMIT = "rejected_share_within_limit"
@@ -49,7 +55,7 @@ def build_checks(spec: DatasetSpec, max_rejected_share: float) -> list[dg.AssetC
         result: passed when every partition passed (the gate for what follows in the run).
         """
         keys = context.partition_keys
-        results = [check_partition(warehouse, dataset.spec, key, max_rejected_share) for key in keys]
+        results = check_partitions(warehouse, dataset.spec, keys, max_rejected_share)
         for name in (RECORDS_MEET_EXPECTATIONS, REJECTED_SHARE_WITHIN_LIMIT):
             outcomes = [result[name] for result in results]
             if len(keys) == 1:
@@ -71,23 +77,36 @@ def build_checks(spec: DatasetSpec, max_rejected_share: float) -> list[dg.AssetC
     return [raw_sales_checks]
 
 
-def check_partition(
-    warehouse: Warehouse, spec: DatasetSpec, partition_key: str, max_rejected_share: float
-) -> dict[str, dict[str, object]]:
-    """Both checks' outcomes (passed, severity, description, metadata) for one stored partition."""
+def check_partitions(
+    warehouse: Warehouse, spec: DatasetSpec, partition_keys: list[str], max_rejected_share: float
+) -> list[dict[str, dict[str, object]]]:
+    """Both checks' outcomes for each stored partition, from one run of the suite over all of them."""
     from price_platform.validation.validate import validate_records  # imports Great Expectations: slow
 
     with warehouse.connect() as connection:
-        records = read_partition(connection, spec, partition_key)
-        stored, rejected = partition_counts(connection, partition_key)
+        parts = [read_partition(connection, spec, key) for key in partition_keys]
+        counts = [partition_counts(connection, key) for key in partition_keys]
+    records = pd.concat(parts, ignore_index=True)
     validation = validate_records(spec, records[spec.columns])
+    outcomes, start = [], 0
+    for part, (stored, rejected) in zip(parts, counts, strict=True):
+        rows = range(start, start + len(part))
+        start += len(part)
+        outcomes.append(partition_outcomes(validation.restricted_to(rows), len(part), stored, rejected, max_rejected_share))
+    return outcomes
+
+
+def partition_outcomes(
+    validation: "Validation", rows: int, stored: int, rejected: int, max_rejected_share: float
+) -> dict[str, dict[str, object]]:
+    """Both checks' outcomes (passed, severity, description, metadata) for one stored partition."""
     share = rejected / (stored + rejected) if stored + rejected else 0.0
     return {
         RECORDS_MEET_EXPECTATIONS: {
             "passed": validation.success,
             "severity": dg.AssetCheckSeverity.ERROR,
             "metadata": {
-                "rows": len(records),
+                "rows": rows,
                 "expectations": len(validation.results),
                 "failed_expectations": len(validation.failed),
                 "failures": dg.MetadataValue.md(validation.markdown() or "none"),
