@@ -8,6 +8,7 @@ Column names are normalised to lower snake case on ingestion and the YAML uses t
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,42 @@ from price_platform.settings import PACKAGE_DIR
 
 class DatasetError(ValueError):
     """A data set description that cannot be used, with the reason."""
+
+
+_SQL_OPERATORS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+
+
+def expression_sql(expression: str) -> str:
+    """A derived feature's expression as SQL: every column name quoted, every number a decimal.
+
+    Only names, numbers, ``+ - * /``, unary minus and parentheses are allowed (the same
+    grammar the model's :func:`price_platform.modeling.compile_expression` evaluates in
+    Python); anything else raises ``ValueError`` saying what was found. Numbers are written
+    with a decimal point so that SQL divides like Python (``1 / 2`` is 0.5 in both).
+    """
+    try:
+        tree = ast.parse(expression.strip(), mode="eval")
+    except SyntaxError as error:
+        raise ValueError(f"{expression!r} does not parse: {error.msg}") from None
+
+    def build(node: ast.AST) -> str:
+        if isinstance(node, ast.BinOp) and type(node.op) in _SQL_OPERATORS:
+            return f"({build(node.left)} {_SQL_OPERATORS[type(node.op)]} {build(node.right)})"
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return f"(-{build(node.operand)})"
+        if isinstance(node, ast.Name):
+            return '"' + node.id.replace('"', '""') + '"'
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return repr(float(node.value))
+        raise ValueError(f"{expression!r}: {ast.unparse(node)!r} is not allowed (only column names, numbers,"
+                         " + - * /, unary minus and parentheses)")
+
+    return build(tree.body)
+
+
+def expression_names(expression: str) -> set[str]:
+    """The column names an expression uses."""
+    return {node.id for node in ast.walk(ast.parse(expression.strip(), mode="eval")) if isinstance(node, ast.Name)}
 
 
 class NumericColumn(BaseModel):
@@ -40,6 +77,18 @@ class CategoricalColumn(BaseModel):
 
     allowed: list[str] | None = None
     nullable: bool = False
+    order: list[str] | dict[str, float] | None = Field(
+        default=None,
+        description="An ordered category: its values lowest first (scored 1, 2, ...) or each value's score;"
+        " the model also reads the score. Values not listed (an absent part) score 0.",
+    )
+
+    @property
+    def scores(self) -> dict[str, float] | None:
+        """Each ordered value's score (``None`` for an unordered category)."""
+        if self.order is None:
+            return None
+        return dict(self.order) if isinstance(self.order, dict) else {value: float(i) for i, value in enumerate(self.order, 1)}
 
 
 class TimeSpec(BaseModel):
@@ -76,6 +125,33 @@ class SourceSpec(BaseModel):
     url: str | None = None
 
 
+class ModelSpec(BaseModel):
+    """Which model prices the data set, and how its members are chosen by the number of training rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: Literal["blend", "xgboost"] = Field(
+        default="blend", description="`blend`: kernel ridge and XGBoost averaged; `xgboost`: the trees alone."
+    )
+    exact_kernel_rows: int = Field(
+        default=10_000,
+        ge=1,
+        description="Up to this many training rows kernel ridge is exact (an n x n kernel); above, a Nystroem"
+        " approximation on `kernel_components` landmark rows, linear in n.",
+    )
+    kernel_components: int = Field(default=1_000, ge=10, description="Landmark rows of the Nystroem kernel ridge.")
+    area_monotone: Literal["constrained_members", "blend"] = Field(
+        default="constrained_members",
+        description="What must not price a larger `area_column` lower: the members constrained monotone (XGBoost)"
+        " or the whole blend (kernel ridge then does not read the area and the features growing with it).",
+    )
+    price_band_factor: float = Field(
+        default=2.0,
+        ge=1.0,
+        description="Answers are capped to [lowest training price / factor, highest * factor] and flagged `capped`.",
+    )
+
+
 class DatasetSpec(BaseModel):
     """A price data set: source, target, time, id, typed features, segments and derived features."""
 
@@ -97,6 +173,7 @@ class DatasetSpec(BaseModel):
     )
     pii: list[str] = Field(default_factory=list, description="Columns stored hashed in prediction logs.")
     target_min: float = Field(default=0.0, description="Target values must be greater than this.")
+    model: ModelSpec = ModelSpec()
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
@@ -113,7 +190,11 @@ class DatasetSpec(BaseModel):
         if self.target in self.numeric or self.target in self.categorical:
             raise ValueError(f"target {self.target!r} must not also be a feature")
         for name, expression in self.derived.items():
-            unknown = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", expression)) - set(self.numeric)
+            try:
+                expression_sql(expression)
+            except ValueError as error:
+                raise ValueError(f"derived feature {name!r}: {error}") from None
+            unknown = expression_names(expression) - set(self.numeric)
             if unknown:
                 raise ValueError(f"derived feature {name!r} uses non-numeric or unknown names {sorted(unknown)}")
         return self

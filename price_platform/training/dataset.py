@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from psycopg2 import sql
 
 from price_platform.datasets import DatasetSpec
 
@@ -73,8 +74,11 @@ class TrainingSplit:
 def read_features(engine: sa.Engine, spec: DatasetSpec) -> pd.DataFrame:
     """Every row of ``price_data.features`` with the key columns, the model's inputs and the target."""
     columns = [*KEY_COLUMNS, *spec.features, spec.target]
-    query = f"select {', '.join(columns)} from price_data.features order by arrival_seq, record_id"
-    frame = pd.read_sql_query(query, engine)
+    query = sql.SQL("select {} from price_data.features order by arrival_seq, record_id").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+    with engine.connect() as connection:
+        frame = pd.read_sql_query(query.as_string(connection.connection.dbapi_connection), connection)
     for column in spec.categorical:
         frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
     return frame

@@ -10,6 +10,9 @@
     `period_start` orders sales in time for the prior-segment statistics: the sale month when
     the data set has a time column, otherwise the first arrival of the sale's batch.
 
+    Derived features arrive as SQL already compiled from the data set description, with every
+    column name quoted (`price_platform.datasets.expression_sql`).
+
     `ref('stg_price_data__sales')` is named in each CTE that reads it (not through one shared
     CTE), so PostgreSQL inlines it rather than materialising every sale.
 -#}

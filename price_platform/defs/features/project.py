@@ -11,7 +11,7 @@ from typing import Any
 
 from dagster_dbt import DbtCliResource, DbtProject
 
-from price_platform.datasets import DatasetSpec
+from price_platform.datasets import DatasetSpec, expression_sql
 
 #: The dbt project folder at the top of the repository.
 DBT_DIR = Path(__file__).resolve().parents[3] / "dbt"
@@ -79,7 +79,7 @@ def dataset_vars(spec: DatasetSpec) -> dict[str, Any]:
         "numeric": list(spec.numeric),
         "categorical": list(spec.categorical),
         "other_columns": other_columns,
-        "derived": dict(spec.derived),
+        "derived": {name: expression_sql(expression) for name, expression in spec.derived.items()},
         "segments": list(spec.segments),
         "area_column": spec.area_column,
     }
