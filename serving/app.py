@@ -18,7 +18,6 @@ from litestar import Litestar, Request, Response
 from litestar.config.compression import CompressionConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -36,7 +35,7 @@ from serving.controllers.health import HealthController
 from serving.controllers.model import ModelController
 from serving.controllers.predictions import PredictionsController
 from serving.model_store import ModelStore
-from serving.openapi import components
+from serving.openapi import components, swagger_assets, swagger_page
 from serving.prediction_log import PredictionLog
 from serving.schemas import build_schemas
 from serving.services import Services, UnpriceableRecords
@@ -104,7 +103,10 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
     body_components = components(schemas.openapi_components())
     security = Components(security_schemes={"apiKey": SecurityScheme(type="apiKey", name=auth.HEADER, security_scheme_in="header")})
     app = Litestar(
-        route_handlers=[PredictionsController, FeedbackController, ModelController, HealthController, AdminController],
+        route_handlers=[
+            PredictionsController, FeedbackController, ModelController, HealthController, AdminController,
+            swagger_assets(),
+        ],
         exception_handlers={UnpriceableRecords: unpriceable},
         dependencies={"services": Provide(lambda: services, sync_to_thread=False, use_cache=True)},
         lifespan=[lifespan],
@@ -122,7 +124,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
             description=f"Prices for {spec.name} records from the registered model {settings.model_name}@champion.",
             components=[security],
             security=[{"apiKey": []}] if settings.auth_enabled else None,
-            render_plugins=[SwaggerRenderPlugin(), RedocRenderPlugin()],
+            render_plugins=[swagger_page()],
             path="/schema",
         ),
     )
