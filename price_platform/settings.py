@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     api_port: int = 8000
     dagster_port: int = Field(default=3000, description="Dagster UI port of `price-platform up`.")
     mlflow_port: int = Field(default=5000, description="MLflow UI/tracking port of `price-platform up`.")
+    prometheus_port: int = Field(default=9090, description="Prometheus port of `price-platform up` (when installed).")
     auth_enabled: bool = Field(default=True, description="Require API keys (switch off only for local use).")
     max_batch_size: int = Field(default=1000, ge=1)
     batch_window_ms: float = Field(
@@ -74,6 +75,10 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=2_000_000, ge=1024)
     rate_limit_per_minute: int = Field(default=6000, ge=1)
+    unauthorized_per_minute: int = Field(
+        default=60, ge=1,
+        description="Requests without a valid API key answered 401 per client address and minute; more get 429.",
+    )
     model_poll_seconds: float = Field(default=5.0, gt=0)
     log_buffer_size: int = Field(
         default=250_000,
@@ -93,6 +98,11 @@ class Settings(BaseSettings):
     psi_threshold: float = Field(default=0.2, gt=0)
     drift_share_threshold: float = Field(default=0.3, gt=0, le=1, description="Share of drifted features that retrains.")
     accuracy_drop_threshold: float = Field(default=0.1, gt=0)
+    estimated_rmsle_rise_threshold: float = Field(
+        default=0.25, gt=0,
+        description="Relative rise of the latest month's estimated RMSLE (direct loss estimation, before prices"
+        " arrive) over the champion's reference RMSLE that requests a retrain.",
+    )
     alert_webhook_url: str | None = None
     prediction_retention_months: int | None = Field(default=None, ge=1)
     prediction_partitions_ahead: int = Field(default=3, ge=1, description="Months of prediction-log partitions made ahead.")

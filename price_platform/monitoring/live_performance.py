@@ -37,6 +37,10 @@ class AccuracyDrop:
         return (self.baseline_accuracy - self.live_accuracy) / self.baseline_accuracy
 
 
+#: Columns of :func:`matched_predictions`.
+MATCHED_COLUMNS = [
+    "model_version", "week", "prediction", "actual", "source", "created_at", "lower_bound", "upper_bound", "features",
+]
 #: Actual prices sent through ``POST /feedback``.
 BY_FEEDBACK = "select prediction_id, actual, 'feedback' as source from monitoring.actuals"
 #: Actual prices of later sales whose feature values equal a logged request's (feedback wins).
@@ -55,7 +59,7 @@ BY_SALE = """
 
 
 def matched_predictions(connection: psycopg2.extensions.connection, spec: DatasetSpec) -> pd.DataFrame:
-    """Every logged prediction with a known actual price: ``model_version, week, prediction, actual, source``.
+    """Every logged prediction with a known actual price (:data:`MATCHED_COLUMNS`; ``features`` as JSON text).
 
     Before the features mart is built, feedback is the only source.
     """
@@ -66,16 +70,17 @@ def matched_predictions(connection: psycopg2.extensions.connection, spec: Datase
         cursor.execute(
             f"with matched as ({' union all '.join(sources)})"
             " select predictions.model_version, date_trunc('week', predictions.created_at)::date as week,"
-            " predictions.prediction, matched.actual, matched.source"
+            " predictions.prediction, matched.actual, matched.source, predictions.created_at,"
+            " predictions.lower_bound, predictions.upper_bound, predictions.features::text"
             " from matched join monitoring.predictions using (prediction_id)",
             {"columns": spec.features},
         )
         rows = cursor.fetchall()
-    return pd.DataFrame(rows, columns=["model_version", "week", "prediction", "actual", "source"])
+    return pd.DataFrame(rows, columns=MATCHED_COLUMNS)
 
 
 def weekly_errors(matched: pd.DataFrame) -> pd.DataFrame:
-    """Count, MAE, RMSE and MAPE by model version and week (long format: one row per metric)."""
+    """Count, MAE, RMSE, MAPE and RMSLE by model version and week (long format: one row per metric)."""
     if matched.empty:
         return pd.DataFrame(columns=["model_version", "week", "metric", "value"])
     frame = matched.assign(
@@ -84,6 +89,7 @@ def weekly_errors(matched: pd.DataFrame) -> pd.DataFrame:
     frame["abs_error"] = frame["error"].abs()
     frame["squared"] = frame["error"] ** 2
     frame["relative"] = frame["abs_error"] / frame["actual"].abs()
+    frame["squared_log"] = (np.log(frame["actual"].clip(lower=1e-9)) - np.log(frame["prediction"].clip(lower=1e-9))) ** 2
     grouped = frame.groupby(["model_version", "week"])
     wide = pd.DataFrame(
         {
@@ -91,6 +97,7 @@ def weekly_errors(matched: pd.DataFrame) -> pd.DataFrame:
             "mae": grouped["abs_error"].mean(),
             "rmse": np.sqrt(grouped["squared"].mean()),
             "mape": grouped["relative"].mean(),
+            "rmsle": np.sqrt(grouped["squared_log"].mean()),
         }
     ).reset_index()
     return wide.melt(id_vars=["model_version", "week"], var_name="metric", value_name="value")

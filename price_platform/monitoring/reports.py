@@ -15,6 +15,7 @@ import base64
 import io
 import uuid
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from psycopg2.extras import execute_values
 
 from price_platform.datasets import DatasetSpec
 from price_platform.monitoring.drift import NumericReference, Reference, compare, numeric_drift
+from price_platform.monitoring.partitions import month_start
 from price_platform.monitoring.reference_store import reference_key
 
 #: Significance level of the KS / chi-square tests that back a drift decision.
@@ -216,6 +218,14 @@ def reference_window(tags: dict[str, str], partition_key: str) -> Window:
     if tags.get("train_end"):
         return Window(start=tags.get("train_start") or None, end=tags["train_end"])
     return Window(before=partition_key)
+
+
+def holdout_window(tags: dict[str, str], holdout_months: int) -> Window:
+    """The champion's holdout: the ``holdout_months`` months after its ``train_end`` tag (priced, not trained on)."""
+    if not tags.get("train_end"):
+        raise ValueError("the champion has no train_end tag: its holdout window is unknown")
+    end = date.fromisoformat(tags["train_end"])
+    return Window(start=month_start(end, 1).isoformat(), end=month_start(end, holdout_months).isoformat())
 
 
 def read_predictions(

@@ -1,4 +1,4 @@
-"""Monitoring assets: the drift report of each partition, live performance, the prediction log's partitions."""
+"""Monitoring assets: the drift report of each partition, live and estimated performance, the log's partitions."""
 
 from datetime import UTC, datetime
 
@@ -11,7 +11,10 @@ from price_platform.resources import Dataset, Warehouse
 
 DRIFT_REPORT = dg.AssetKey(["drift_report"])
 LIVE_PERFORMANCE = dg.AssetKey(["live_performance"])
+ESTIMATED_PERFORMANCE = dg.AssetKey(["estimated_performance"])
 PREDICTION_LOG_PARTITIONS = dg.AssetKey(["prediction_log_partitions"])
+#: Months of the prediction log ``estimated_performance`` estimates (the latest decides a retrain).
+ESTIMATION_MONTHS = 12
 #: The dbt features mart the drift report reads.
 FEATURES = dg.AssetKey(["features"])
 #: MLflow is a network service: retry a step that reads it, waiting 2, 4, 8 s between tries.
@@ -157,5 +160,71 @@ def live_performance(
             "metric_rows_written": written,
             "accuracy_drops": len(drops),
             "weekly_errors": dg.MetadataValue.md(wide.tail(20).to_markdown(index=False) if len(wide) else "none"),
+        }
+    )
+
+
+@dg.asset(
+    key=ESTIMATED_PERFORMANCE,
+    deps=[PREDICTION_LOG_PARTITIONS],
+    group_name="monitoring",
+    kinds={"postgres", "python"},
+    retry_policy=NETWORK_RETRY,
+)
+def estimated_performance(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, dataset: Dataset, monitoring: Monitoring
+) -> dg.MaterializeResult:
+    """The champion's RMSLE per month estimated from the prediction log alone, before prices arrive (DLE)."""
+    from price_platform.monitoring import live_performance as live
+    from price_platform.monitoring import performance_estimation as estimation
+    from price_platform.monitoring import reports
+
+    spec = dataset.spec
+    champion = monitoring.champion()
+    if champion is None:
+        return dg.MaterializeResult(metadata={"champion_version": "none", "estimated_rmsle_rise_detected": False})
+    version = str(champion.version)
+    try:
+        window = reports.holdout_window(dict(champion.tags), monitoring.holdout_months)
+        reference = reports.read_features(warehouse.engine, spec, window)
+        model = monitoring.champion_model(version, warehouse.dsn)
+        estimator = estimation.LossEstimator.fit(
+            spec, reference[spec.features], model.pipeline.predict(reference[spec.features]),
+            reference[spec.target].to_numpy(float),
+        )
+    except ValueError as error:  # no holdout window, or too few priced rows in it (EstimationError)
+        raise dg.Failure(description=f"champion {version}: {error}", allow_retries=False) from error
+    with warehouse.connect() as connection:
+        log = estimation.read_prediction_log(connection, spec, version, months=ESTIMATION_MONTHS)
+        estimates = estimation.estimate_by_period(estimator, log)
+        matched = live.matched_predictions(connection, spec)
+        realized = estimation.realized_by_period(matched[matched["model_version"] == version])
+        written = estimation.store(connection, version, estimates)
+    latest = estimates.iloc[-1] if len(estimates) else None
+    rise = None if latest is None else float(latest["estimated_rmsle"] / estimator.reference_rmsle - 1.0)
+    detected = rise is not None and rise > monitoring.estimated_rmsle_rise_threshold
+    context.log.info(
+        "champion %s: %d logged predictions over %d months, latest estimated RMSLE %s (reference %.4f), retrain: %s",
+        version, len(log), len(estimates), "-" if latest is None else f"{latest['estimated_rmsle']:.4f}",
+        estimator.reference_rmsle, detected,
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "champion_version": version,
+            "reference_window": window.label,
+            "reference_rows": estimator.reference_rows,
+            "reference_rmsle": dg.MetadataValue.float(estimator.reference_rmsle),
+            "latest_period": "none" if latest is None else str(latest["period"]),
+            "estimated_rmsle": "no predictions" if latest is None else dg.MetadataValue.float(float(latest["estimated_rmsle"])),
+            "estimated_rmsle_interval": "-" if latest is None else f"{latest['lower']:.4f} .. {latest['upper']:.4f}",
+            "estimated_rmsle_rise": "-" if rise is None else dg.MetadataValue.float(rise),
+            "estimated_rmsle_rise_detected": detected,
+            "metric_rows_written": written,
+            "dagster/row_count": len(log),
+            "by_month": dg.MetadataValue.md(estimation.markdown(estimates, realized, estimator.reference_rmsle)),
+            "plot": dg.MetadataValue.md(
+                estimation.plot_markdown(estimates, realized, estimator.reference_rmsle,
+                                         monitoring.estimated_rmsle_rise_threshold)
+            ),
         }
     )

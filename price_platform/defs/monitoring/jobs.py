@@ -4,7 +4,12 @@ import dagster as dg
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.ingestion.assets import RAW_SALES
-from price_platform.defs.monitoring.assets import DRIFT_REPORT, LIVE_PERFORMANCE, PREDICTION_LOG_PARTITIONS
+from price_platform.defs.monitoring.assets import (
+    DRIFT_REPORT,
+    ESTIMATED_PERFORMANCE,
+    LIVE_PERFORMANCE,
+    PREDICTION_LOG_PARTITIONS,
+)
 from price_platform.partitions import sales_partitions
 
 DRIFT_JOB = "drift_check"
@@ -21,8 +26,9 @@ retrain_job = dg.define_asset_job(
 
 monitoring_job = dg.define_asset_job(
     MONITORING_JOB,
-    selection=dg.AssetSelection.assets(PREDICTION_LOG_PARTITIONS, LIVE_PERFORMANCE),
-    description="Prediction-log partitions ahead and retention, then live error by week and version.",
+    selection=dg.AssetSelection.assets(PREDICTION_LOG_PARTITIONS, LIVE_PERFORMANCE, ESTIMATED_PERFORMANCE),
+    description="Prediction-log partitions ahead and retention, then live error by week and version, and the"
+    " champion's RMSLE estimated by month before prices arrive.",
 )
 
 

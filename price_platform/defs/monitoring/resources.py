@@ -3,16 +3,20 @@
 import dagster as dg
 from mlflow.entities.model_registry import ModelVersion
 
+from price_platform.registry.champion import ChampionModel
+
 from price_platform.monitoring.reports import Thresholds
 from price_platform.settings import Settings
 
 
 class Monitoring(dg.ConfigurableResource):
-    """Drift thresholds, where the champion is registered, and where alerts go."""
+    """Drift and estimated-loss thresholds, the champion's holdout length, where it is registered, where alerts go."""
 
     psi_threshold: float = 0.2
     drift_share_threshold: float = 0.3
     accuracy_drop_threshold: float = 0.1
+    estimated_rmsle_rise_threshold: float = 0.25
+    holdout_months: int = 12
     tracking_uri: str | None = None
     model_name: str = "price-model"
     alert_webhook_url: str | None = None
@@ -25,6 +29,8 @@ class Monitoring(dg.ConfigurableResource):
             psi_threshold=settings.psi_threshold,
             drift_share_threshold=settings.drift_share_threshold,
             accuracy_drop_threshold=settings.accuracy_drop_threshold,
+            estimated_rmsle_rise_threshold=settings.estimated_rmsle_rise_threshold,
+            holdout_months=settings.holdout_months,
             tracking_uri=settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}",
             model_name=settings.model_name,
             alert_webhook_url=settings.alert_webhook_url,
@@ -53,3 +59,11 @@ class Monitoring(dg.ConfigurableResource):
         from price_platform.registry import CHAMPION, tracking
 
         return tracking.version_by_alias(tracking.client(self.tracking_uri), self.model_name, CHAMPION)
+
+    def champion_model(self, version: str, dsn: str) -> ChampionModel:
+        """The registered ``version`` loaded (its files checked against the digests stored in ``dsn``)."""
+        from price_platform.registry.champion import load_version
+
+        if not self.tracking_uri:
+            raise ValueError("no tracking_uri: the champion's model cannot be loaded")
+        return load_version(self.tracking_uri, self.model_name, version, dsn=dsn)

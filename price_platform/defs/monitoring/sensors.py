@@ -1,11 +1,17 @@
-"""Sensors of the continuous-training loop: drift after new sales, retrain after drift, alert on failure.
-**One retrain per drift event.** A drift event is the champion drifting between two registry
+"""Sensors of the continuous-training loop: drift after new sales, retrain after drift or an estimated loss rise,
+alert on failure.
+
+**One retrain per event.** A drift event is the champion drifting between two registry
 decisions: its key is the champion version the drift was measured against and the id of the
 latest row of ``model_registry.deployments`` (promotion, refusal or rollback). Every drift
 signal until the retrain's outcome is recorded carries the same key, so fifty signals in a
 row request one run (the sensor's cursor remembers the key, and Dagster drops a repeated
 run key besides). After a promotion the champion changes; after a refusal a deployment row
-is added: either way the next drift signal is a new event.
+is added: either way the next drift signal is a new event. An estimated-loss event (the
+latest month's RMSLE estimated from the prediction log, ``estimated_performance``, past
+``estimated_rmsle_rise_threshold``) is keyed the same way with its own prefix, so it requests
+its own single retrain, and a drift event and a loss event of the same champion and
+deployment one each.
 """
 
 
@@ -14,7 +20,7 @@ import json
 import dagster as dg
 
 from price_platform.defs.ingestion.assets import RAW_SALES
-from price_platform.defs.monitoring.assets import DRIFT_REPORT
+from price_platform.defs.monitoring.assets import DRIFT_REPORT, ESTIMATED_PERFORMANCE
 from price_platform.defs.monitoring.jobs import RETRAIN_JOB
 from price_platform.defs.monitoring.resources import Monitoring
 from price_platform.resources import Warehouse
@@ -26,6 +32,11 @@ BATCH = 500
 def drift_event_key(champion_version: str, last_deployment_id: int) -> str:
     """The run key of the retrain a drift event requests."""
     return f"drift:champion={champion_version}:after-deployment={last_deployment_id}"
+
+
+def estimated_loss_event_key(champion_version: str, last_deployment_id: int) -> str:
+    """The run key of the retrain an estimated-loss event requests."""
+    return f"estimated-loss:champion={champion_version}:after-deployment={last_deployment_id}"
 
 
 def last_deployment_id(warehouse: Warehouse, model_name: str) -> int:
@@ -46,43 +57,41 @@ def last_deployment_id(warehouse: Warehouse, model_name: str) -> int:
 def retrain_on_drift(
     context: dg.SensorEvaluationContext, warehouse: Warehouse, monitoring: Monitoring
 ) -> dg.SensorResult:
-    """Requests one retrain per drift event (see the module docstring) when a drift report asks for it."""
-    state = json.loads(context.cursor) if context.cursor else {"after": None, "requested": None}
-    found = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=DRIFT_REPORT, after_storage_id=state["after"]), limit=BATCH, ascending=True
-    )
-    if not found.records:
-        return dg.SensorResult(skip_reason="no new drift reports", cursor=json.dumps(state))
-    state["after"] = found.records[-1].storage_id
-    signals = [
-        record for record in found.records
-        if _metadata(record, "drift_detected") is True
-    ]
-    if not signals:
-        return dg.SensorResult(skip_reason=f"{len(found.records)} new drift reports, none past threshold",
-                               cursor=json.dumps(state))
-    latest = signals[-1]
-    key = drift_event_key(str(_metadata(latest, "champion_version")), last_deployment_id(warehouse, monitoring.model_name))
-    if key == state["requested"]:
-        return dg.SensorResult(
-            skip_reason=f"{len(signals)} drift signals belong to event {key}, whose retrain is already requested",
-            cursor=json.dumps(state),
+    """Requests one retrain per drift event and one per estimated-loss event (see the module docstring)."""
+    state = {"after": None, "requested": None, "after_estimate": None, "requested_estimate": None}
+    state |= json.loads(context.cursor) if context.cursor else {}
+    requests, notes = [], []
+    for asset_key, signal, position, requested, event_key, trigger in (
+        (DRIFT_REPORT, "drift_detected", "after", "requested", drift_event_key, "drift"),
+        (ESTIMATED_PERFORMANCE, "estimated_rmsle_rise_detected", "after_estimate", "requested_estimate",
+         estimated_loss_event_key, "estimated_loss"),
+    ):
+        found = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=asset_key, after_storage_id=state[position]), limit=BATCH, ascending=True
         )
-    state["requested"] = key
-    partition = latest.partition_key or "-"
-    context.log.info("drift in %s (%d signals): requesting retrain %s", partition, len(signals), key)
+        if not found.records:
+            notes.append(f"no new {asset_key.to_user_string()} materialisations")
+            continue
+        state[position] = found.records[-1].storage_id
+        signals = [record for record in found.records if _metadata(record, signal) is True]
+        if not signals:
+            notes.append(f"{len(found.records)} new {asset_key.to_user_string()} materialisations, none past threshold")
+            continue
+        latest = signals[-1]
+        key = event_key(str(_metadata(latest, "champion_version")),
+                        last_deployment_id(warehouse, monitoring.model_name))
+        if key == state[requested]:
+            notes.append(f"{len(signals)} {trigger} signals belong to event {key}, whose retrain is already requested")
+            continue
+        state[requested] = key
+        partition = latest.partition_key or "-"
+        context.log.info("%s signal (%d, latest %s): requesting retrain %s", trigger, len(signals), partition, key)
+        tags = {"price_platform/trigger": trigger, f"price_platform/{trigger}_event": key}
+        if trigger == "drift":
+            tags["price_platform/drift_partition"] = partition
+        requests.append(dg.RunRequest(run_key=key, tags=tags))
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(
-                run_key=key,
-                tags={
-                    "price_platform/trigger": "drift",
-                    "price_platform/drift_event": key,
-                    "price_platform/drift_partition": partition,
-                },
-            )
-        ],
-        cursor=json.dumps(state),
+        run_requests=requests, cursor=json.dumps(state), skip_reason=None if requests else "; ".join(notes),
     )
 
 
