@@ -10,11 +10,24 @@ best region: ratio 1.010) (``pruning_*``). The machine is shared, so the two stu
 the order pruned, unpruned, unpruned, pruned and each kind's wall time is the sum of its two
 runs (a load that rises or falls steadily weighs on both alike); the studies are seeded and
 their pruner depends only on the scores, so both runs of a kind are the same computation.
+
+``large_table_peak_rss_gib``: the candidate's fit (:func:`~price_platform.training.candidate.fit_candidate`:
+calibration fit, validation predictions, refit on train + validation, holdout predictions, ridge
+baseline, behaviour tests, SHAP) on a 1,000,000-row table shaped like Ames (its sales drawn with
+replacement, every size and the price jittered), in a child process whose peak resident memory
+is read from ``getrusage``. Above ``model.exact_kernel_rows`` the blend's kernel ridge is the
+Nystroem one, linear in the rows; the peer is the exact kernel ridge's n x n kernel matrix alone
+(8 n^2 bytes, about 7,450 GiB at this size). The boosting rounds are cut to
+:data:`LARGE_TABLE_ROUNDS` to bound the run's time: the booster's memory is its histogram
+matrix, which does not grow with the rounds. Alone: ``python -m benchmarks.training --large-table 1000000``.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -49,6 +62,11 @@ from price_platform.training.metrics import regression_metrics
 from price_platform.training.study import StudyResult, run_study
 
 COMMAND = "make bench BENCH=training"
+#: Rows of the large table whose candidate fit must stay within :data:`LARGE_TABLE_GIB`.
+LARGE_TABLE_ROWS = 1_000_000
+LARGE_TABLE_GIB = 8.0
+#: Boosting rounds of the large-table fit (the memory does not depend on them; the time does).
+LARGE_TABLE_ROUNDS = 40
 
 
 def _features(spec):
@@ -101,9 +119,77 @@ def run() -> list[Result]:
     server = PostgresServer(server_url=platform.server_url, database_name=f"pp_bench_{uuid.uuid4().hex[:8]}")
     server.ensure_databases()
     try:
-        return _measure(settings, server)
+        results = _measure(settings, server)
     finally:
         _drop(server)
+    return [*results, *large_table_results(LARGE_TABLE_ROWS)]
+
+
+def large_table(rows: int, seed: int = 0):
+    """A ``rows``-row features table shaped like Ames: its sales drawn with replacement, sizes and price jittered."""
+    spec = load_dataset(get_settings().dataset)
+    sample = _features(spec)
+    generator = np.random.default_rng(seed)
+    frame = sample.iloc[generator.integers(0, len(sample), rows)].reset_index(drop=True)
+    scale = np.exp(generator.normal(0.0, 0.05, rows))
+    for column in [spec.area_column, *spec.derived]:
+        if column and column in frame:
+            frame[column] = frame[column] * scale
+    frame[spec.target] = frame[spec.target] * scale * np.exp(generator.normal(0.0, 0.05, rows))
+    frame["record_id"] = np.arange(rows).astype(str)
+    frame["arrival_seq"] = np.arange(rows)
+    return spec, frame
+
+
+def fit_large_table(rows: int) -> dict[str, float]:
+    """Fit the candidate on :func:`large_table` (in this process) and report its figures and peak memory."""
+    from price_platform.training.candidate import fit_candidate
+
+    settings = get_settings()
+    spec, frame = large_table(rows)
+    data = split(frame, spec, holdout_months=settings.holdout_months, validation_months=settings.validation_months, seed=settings.seed)
+    del frame
+    started = time.perf_counter()
+    trained = fit_candidate(spec, data, {"n_estimators": LARGE_TABLE_ROUNDS}, coverage=settings.interval_coverage)
+    kernel = trained.pipeline.named_steps["model"].regressor_.named_estimators_["kernel_ridge"].named_steps["regressor"]
+    return {
+        "rows": rows,
+        "fit_rows": trained.metrics["train_rows"],
+        "kernel_ridge": type(kernel).__name__,
+        "holdout_rmsle": trained.metrics["holdout_rmsle"],
+        "seconds": time.perf_counter() - started,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def large_table_results(rows: int) -> list[Result]:
+    """``large_table_peak_rss_gib``: the large-table fit's peak resident memory, measured in a child process."""
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.training", "--large-table", str(rows)],
+        capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1", "BENCH_LARGE_TABLE_CHILD": "1"},
+    )  # fmt: skip
+    if child.returncode != 0:
+        raise RuntimeError(f"the {rows}-row fit failed:\n{child.stderr[-3000:]}")
+    figures = json.loads(child.stdout.strip().splitlines()[-1])
+    peak, exact = figures["peak_rss_gib"], 8 * figures["fit_rows"] ** 2 / 2**30
+    print(
+        f"{rows:,}-row table: candidate fit ({figures['kernel_ridge']}, {LARGE_TABLE_ROUNDS} rounds) peak RSS"
+        f" {peak:.2f} GiB in {figures['seconds']:.0f} s, holdout RMSLE {figures['holdout_rmsle']:.4f}; the exact"
+        f" kernel ridge's n x n kernel alone {exact:,.0f} GiB (ratio {peak / exact:.5f})"
+    )
+    command = f"python -m benchmarks.training --large-table {rows}"
+    return [Result("large_table_peak_rss_gib", peak, "GiB", f"<= {LARGE_TABLE_GIB:g}", peak <= LARGE_TABLE_GIB, command)]
+
+
+if __name__ == "__main__":
+    arguments = argparse.ArgumentParser(description="The large-table fit of the training benchmark, alone.")
+    arguments.add_argument("--large-table", type=int, metavar="ROWS", required=True)
+    rows = arguments.parse_args().large_table
+    if os.environ.get("BENCH_LARGE_TABLE_CHILD"):
+        print(json.dumps(fit_large_table(rows)))
+    else:
+        for result in large_table_results(rows):
+            print(result)
 
 
 def _measure(settings, server: PostgresServer) -> list[Result]:

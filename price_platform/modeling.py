@@ -11,13 +11,14 @@ from __future__ import annotations
 import ast
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.compose import ColumnTransformer, TransformedTargetRegressor, make_column_selector
+import scipy.linalg
+from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin
+from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
 from sklearn.ensemble import VotingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.kernel_ridge import KernelRidge
@@ -159,13 +160,6 @@ def build_ridge_baseline(spec: DatasetSpec, alpha: float = 10.0) -> Pipeline:
     return Pipeline([("derive", DerivedFeatures(dict(spec.derived))), ("encode", encode), ("model", model)])
 
 
-#: Ordered grades used by quality/condition columns; a column whose every value is one of
-#: these (or a ``No_*`` marker for an absent part) is also fed to the models as a score.
-QUALITY_SCALE = {
-    "Very_Poor": 1, "Poor": 2, "Po": 2, "Fair": 3, "Fa": 3, "Below_Average": 4, "Average": 5, "Typical": 5,
-    "TA": 5, "Above_Average": 6, "Good": 7, "Gd": 7, "Very_Good": 8, "Excellent": 9, "Ex": 9,
-}  # fmt: skip
-
 #: XGBoost settings of the blend before tuning (the study's search space is centred on them),
 #: chosen on the Ames validation windows (the 6 months before the holdout, and the 6 before those).
 XGBOOST_DEFAULTS: dict[str, Any] = {
@@ -188,14 +182,112 @@ LINEAR_GROUPS = ("numeric", "log", "quality", "onehot")
 TREE_GROUPS = ("numeric", "quality", "onehot", "segment")
 
 
-def quality_columns(spec: DatasetSpec, frame: pd.DataFrame) -> list[str]:
-    """Categorical columns whose values all lie on :data:`QUALITY_SCALE` (``No_*`` allowed)."""
-    found = []
-    for column in spec.categorical:
-        values = {v for v in frame[column].dropna().unique() if not str(v).startswith("No_")}
-        if values and values <= set(QUALITY_SCALE):
-            found.append(column)
-    return found
+class OrderedScores(TransformerMixin, BaseEstimator):
+    """Ordered categories as their scores from the data set description (``order``); values not listed score 0."""
+
+    def __init__(self, scales: dict[str, dict[str, float]] | None = None) -> None:
+        self.scales = scales
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> OrderedScores:  # noqa: N803 (sklearn naming)
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        missing = [column for column in self.feature_names_in_ if column not in (self.scales or {})]
+        if missing:
+            raise ValueError(f"no order given for the ordered column(s) {missing}")
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
+        scales = self.scales or {}
+        return X.apply(lambda column: column.map(lambda value: scales[column.name].get(value, 0.0))).astype("float64")
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray(self.feature_names_in_, dtype=object)
+
+
+def ordered_scales(spec: DatasetSpec) -> dict[str, dict[str, float]]:
+    """Score of each value of every ordered categorical column (``order`` in the data set description)."""
+    return {name: column.scores for name, column in spec.categorical.items() if column.scores is not None}
+
+
+class NystroemKernelRidge(RegressorMixin, BaseEstimator):
+    """Polynomial kernel ridge on ``n_components`` landmark rows (Nystroem): time and memory linear in the rows.
+
+    It predicts ``sum_j dual_coef_[j] * k(x, X_fit_[j])`` over the landmark rows ``X_fit_`` (a
+    seeded sample of the training rows), the same form as :class:`~sklearn.kernel_ridge.KernelRidge`
+    over all rows, with ``k(x, y) = (gamma x.y + coef0)^degree``. Fitting is ridge regression on
+    the Nystroem features ``Z = k(X, C) K_CC^(-1/2)`` (eigenvalues of ``K_CC`` below rounding
+    left out): ``Z'Z`` and ``Z'y`` are summed ``chunk_rows`` rows at a time, so no n x n or
+    n x ``n_components`` matrix is ever held, and the dual coefficients are
+    ``K_CC^(-1/2) (Z'Z + alpha I)^(-1) Z'y``. With as many landmarks as rows it is exact kernel ridge.
+    """
+
+    kernel = "polynomial"
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        degree: int = 2,
+        coef0: float = 1.0,
+        gamma: float | None = None,
+        n_components: int = 1000,
+        chunk_rows: int = 8_192,
+        random_state: int = 0,
+    ) -> None:
+        self.alpha = alpha
+        self.degree = degree
+        self.coef0 = coef0
+        self.gamma = gamma
+        self.n_components = n_components
+        self.chunk_rows = chunk_rows
+        self.random_state = random_state
+
+    def _kernel(self, rows: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+        kernel = rows @ landmarks.T
+        kernel *= self.gamma_
+        kernel += self.coef0
+        kernel **= self.degree
+        return kernel
+
+    def _chunks(self, X: Any) -> Iterator[tuple[int, np.ndarray]]:  # noqa: N803
+        """(first row, float64 rows) of ``X`` ``chunk_rows`` at a time: a frame is never converted whole."""
+        for start in range(0, len(X), self.chunk_rows):
+            yield start, _float_rows(X, slice(start, start + self.chunk_rows))
+
+    def fit(self, X: Any, y: Any) -> NystroemKernelRidge:  # noqa: N803
+        target = np.asarray(y, dtype=np.float64)
+        rows, width = X.shape
+        self.n_features_in_ = width
+        self.gamma_ = 1.0 / width if self.gamma is None else float(self.gamma)
+        chosen = np.sort(np.random.default_rng(self.random_state).choice(rows, size=min(self.n_components, rows), replace=False))
+        landmarks = np.ascontiguousarray(_float_rows(X, chosen))
+        eigenvalues, vectors = np.linalg.eigh(self._kernel(landmarks, landmarks))
+        kept = eigenvalues > eigenvalues.max(initial=0.0) * len(eigenvalues) * np.finfo(np.float64).eps
+        whiten = vectors[:, kept] / np.sqrt(eigenvalues[kept])
+        gram, moment = np.zeros((whiten.shape[1],) * 2), np.zeros(whiten.shape[1])
+        for start, chunk in self._chunks(X):
+            features = self._kernel(chunk, landmarks) @ whiten
+            gram += features.T @ features
+            moment += features.T @ target[start : start + len(chunk)]
+        gram[np.diag_indices_from(gram)] += self.alpha
+        self.X_fit_ = landmarks
+        self.dual_coef_ = whiten @ scipy.linalg.solve(gram, moment, assume_a="pos")
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        return np.concatenate([self._kernel(chunk, self.X_fit_) @ self.dual_coef_ for _, chunk in self._chunks(X)] or [np.zeros(0)])
+
+
+def _float_rows(X: Any, rows: slice | np.ndarray) -> np.ndarray:  # noqa: N803
+    """The given rows of a frame or array as one float64 array."""
+    part = X.iloc[rows] if isinstance(X, pd.DataFrame) else X[rows]
+    return np.asarray(part, dtype=np.float64)
+
+
+def kernel_member(spec: DatasetSpec, rows: int, params: Mapping[str, Any] | None = None, *, seed: int = 0) -> BaseEstimator:
+    """The blend's kernel ridge for ``rows`` training rows: exact up to ``model.exact_kernel_rows``, Nystroem above."""
+    settings = {**KERNEL_DEFAULTS, **dict(params or {})}
+    if rows <= spec.model.exact_kernel_rows:
+        return KernelRidge(kernel="polynomial", **settings)
+    return NystroemKernelRidge(**settings, n_components=spec.model.kernel_components, random_state=seed)
 
 
 def skewed_columns(spec: DatasetSpec, frame: pd.DataFrame, threshold: float = 0.5) -> list[str]:
@@ -206,22 +298,69 @@ def skewed_columns(spec: DatasetSpec, frame: pd.DataFrame, threshold: float = 0.
     return [c for c in columns if skew[c] > threshold and derived[c].min() >= 0]
 
 
-def quality_scores(frame: pd.DataFrame) -> pd.DataFrame:
-    """Grades as numbers on :data:`QUALITY_SCALE`; absent parts and unknown grades score 0."""
-    return frame.apply(lambda column: column.map(lambda value: QUALITY_SCALE.get(value, 0))).astype("float64")
-
-
 def log1p_nonnegative(frame: pd.DataFrame) -> pd.DataFrame:
     """``log(1 + x)`` of sizes and counts (negative or missing values count as 0)."""
     return np.log1p(frame.astype("float64").clip(lower=0).fillna(0))
 
 
-def _group_columns(groups: tuple[str, ...], leave_out: tuple[str, ...] = ()) -> ColumnTransformer:
+class EncodedColumns(TransformerMixin, BaseEstimator):
+    """Selects the encoder's output columns whose names match ``pattern``: one member's inputs, copied once.
+
+    (A ``ColumnTransformer`` passthrough with pandas output made several transient copies of
+    the selection, the largest allocation of a fit on a large table.)
+    """
+
+    def __init__(self, pattern: str = "") -> None:
+        self.pattern = pattern
+
+    def fit(self, X: pd.DataFrame, y: Any = None) -> EncodedColumns:  # noqa: N803
+        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+        self.columns_ = [column for column in X.columns if re.match(self.pattern, column)]
+        return self
+
+    def transform(self, X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
+        return X[self.columns_]
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        return np.asarray(self.columns_, dtype=object)
+
+
+def _group_columns(groups: tuple[str, ...], leave_out: tuple[str, ...] = ()) -> EncodedColumns:
     """Selects the encoded columns of ``groups``, except the encoded columns named in ``leave_out``."""
     skip = f"(?!(?:{'|'.join(map(re.escape, leave_out))})$)" if leave_out else ""
-    selector = make_column_selector(pattern=f"^{skip}(?:{'|'.join(groups)})__")
-    keep = ColumnTransformer([("keep", "passthrough", selector)], verbose_feature_names_out=False)
-    return keep.set_output(transform="pandas")
+    return EncodedColumns(pattern=f"^{skip}(?:{'|'.join(groups)})__")
+
+
+class BandedTargetRegressor(TransformedTargetRegressor):
+    """A :class:`~sklearn.compose.TransformedTargetRegressor` whose prices are capped to a band of the training target.
+
+    The band is ``[lowest training price / band_factor, highest * band_factor]`` (``band_``,
+    stored with the fitted model): a record inside every column's range can still be
+    physically impossible (one dimension ten times the others) and extrapolate to any price;
+    its answer is then the band's edge, and serving flags it as capped.
+    """
+
+    def __init__(
+        self,
+        regressor: Any = None,
+        *,
+        transformer: Any = None,
+        func: Callable[..., Any] | None = None,
+        inverse_func: Callable[..., Any] | None = None,
+        check_inverse: bool = True,
+        band_factor: float = 2.0,
+    ) -> None:
+        super().__init__(regressor=regressor, transformer=transformer, func=func, inverse_func=inverse_func, check_inverse=check_inverse)
+        self.band_factor = band_factor
+
+    def fit(self, X: Any, y: Any, **fit_params: Any) -> BandedTargetRegressor:  # noqa: N803
+        super().fit(X, y, **fit_params)
+        target = np.asarray(y, dtype=np.float64)
+        self.band_ = (float(target.min()) / self.band_factor, float(target.max()) * self.band_factor)
+        return self
+
+    def predict(self, X: Any, **predict_params: Any) -> np.ndarray:  # noqa: N803
+        return np.clip(super().predict(X, **predict_params), *self.band_)
 
 
 def build_blend_pipeline(
@@ -233,17 +372,22 @@ def build_blend_pipeline(
     threads: int = 1,
     seed: int = 0,
 ) -> Pipeline:
-    """Derived features -> one encoder -> weighted mean of kernel ridge and XGBoost on log(price).
+    """Derived features -> one encoder -> weighted mean of kernel ridge and XGBoost on log(price), capped.
 
-    ``frame`` (the training rows) decides which columns are grades and which are skewed.
-    The encoder's outputs are named ``<group>__<column>``; the kernel ridge reads the scaled
-    numerics (except the sale's year and month: a polynomial would extrapolate them into the
-    unseen months it is asked about), logs, grades and one-hot columns; XGBoost the numerics,
-    grades, one-hot columns and target-encoded segments. XGBoost is monotone increasing in the
-    area column and the derived features that grow with it (:func:`grows_with_area`). The log
-    predictions are averaged with :data:`BLEND_WEIGHTS`.
+    ``frame`` (the training rows) decides which columns are skewed and, by its length, which
+    kernel ridge the blend gets (:func:`kernel_member`); the data set's ``model.family``
+    whether it has one (``xgboost``: the trees alone). The encoder's outputs are named
+    ``<group>__<column>``; the kernel ridge reads the scaled numerics (except the sale's year
+    and month: a polynomial would extrapolate them into the unseen months it is asked about),
+    logs, ordered categories' scores and one-hot columns; XGBoost the numerics, scores, one-hot
+    columns and target-encoded segments. XGBoost is monotone increasing in the area column and
+    the derived features that grow with it (:func:`grows_with_area`); with
+    ``model.area_monotone: blend`` the kernel ridge does not read those columns either, so the
+    whole blend is monotone in the area. The log predictions are averaged with
+    :data:`BLEND_WEIGHTS`, and prices capped to the training target's band
+    (:class:`BandedTargetRegressor`).
     """
-    quality = quality_columns(spec, frame)
+    scales = ordered_scales(spec)
     encode = ColumnTransformer(
         [
             ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric_inputs(spec)),
@@ -252,12 +396,13 @@ def build_blend_pipeline(
                 Pipeline([("log1p", FunctionTransformer(log1p_nonnegative, feature_names_out="one-to-one")), ("scale", StandardScaler())]),
                 skewed_columns(spec, frame),
             ),
+            ("quality", Pipeline([("score", OrderedScores(scales)), ("scale", StandardScaler())]), list(scales)),
+            # 0/1 are exact in float32: half the memory of the widest block, the same numbers
             (
-                "quality",
-                Pipeline([("score", FunctionTransformer(quality_scores, feature_names_out="one-to-one")), ("scale", StandardScaler())]),
-                quality,
+                "onehot",
+                OneHotEncoder(handle_unknown="ignore", min_frequency=10, sparse_output=False, dtype=np.float32),
+                list(spec.categorical),
             ),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", min_frequency=10, sparse_output=False), list(spec.categorical)),
             ("segment", TargetEncoder(target_type="continuous", random_state=seed), list(spec.segments)),
         ],
         sparse_threshold=0.0,
@@ -269,18 +414,22 @@ def build_blend_pipeline(
         "random_state": seed,
         **dict(xgboost_params or {}),
     }
-    if spec.area_column:
-        xgboost_settings["monotone_constraints"] = {f"numeric__{name}": 1 for name in sorted(grows_with_area(spec))}
-    kernel = KernelRidge(kernel="polynomial", **{**KERNEL_DEFAULTS, **dict(kernel_params or {})})
-    calendar = tuple(f"numeric__{c}" for c in (spec.time.columns if spec.time else []) if c in spec.numeric)
-    blend = VotingRegressor(
-        [
-            ("kernel_ridge", Pipeline([("columns", _group_columns(LINEAR_GROUPS, calendar)), ("regressor", kernel)])),
-            ("xgboost", Pipeline([("columns", _group_columns(TREE_GROUPS)), ("regressor", XGBRegressor(**xgboost_settings))])),
-        ],
-        weights=list(BLEND_WEIGHTS),
+    growing = sorted(grows_with_area(spec))
+    if growing:
+        xgboost_settings["monotone_constraints"] = {f"numeric__{name}": 1 for name in growing}
+    trees = ("xgboost", Pipeline([("columns", _group_columns(TREE_GROUPS)), ("regressor", XGBRegressor(**xgboost_settings))]))
+    if spec.model.family == "xgboost":
+        members, weights = [trees], [1.0]
+    else:
+        unread = [f"numeric__{c}" for c in (spec.time.columns if spec.time else []) if c in spec.numeric]
+        if spec.model.area_monotone == "blend":
+            unread += [f"{group}__{name}" for name in growing for group in ("numeric", "log")]
+        kernel = kernel_member(spec, len(frame), kernel_params, seed=seed)
+        members = [("kernel_ridge", Pipeline([("columns", _group_columns(LINEAR_GROUPS, tuple(unread))), ("regressor", kernel)])), trees]
+        weights = list(BLEND_WEIGHTS)
+    model = BandedTargetRegressor(
+        regressor=VotingRegressor(members, weights=weights), func=np.log, inverse_func=np.exp, band_factor=spec.model.price_band_factor
     )
-    model = TransformedTargetRegressor(regressor=blend, func=np.log, inverse_func=np.exp)
     return Pipeline([("derive", DerivedFeatures(dict(spec.derived))), ("encode", encode), ("model", model)])
 
 

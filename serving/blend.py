@@ -2,10 +2,12 @@
 
 :func:`compile_blend` reads the fitted ``ColumnTransformer`` of
 :func:`price_platform.modeling.build_blend_pipeline` (imputer medians, scaler means and
-scales, the ``log1p`` and grade transforms, one-hot categories with their infrequent
-groups, ordinal codes, target encodings and their unknown-category means) and the fitted
-``VotingRegressor`` (kernel ridge's training matrix, dual coefficients and kernel
-parameters, the booster, the voting weights). :class:`CompiledBlend` then encodes records
+scales, the ``log1p`` transform and ordered categories' scores, one-hot categories with their
+infrequent groups, ordinal codes, target encodings and their unknown-category means), the
+fitted ``VotingRegressor`` (kernel ridge's training matrix -- or the Nystroem kernel ridge's
+landmark rows -- dual coefficients and kernel parameters, the booster, the voting weights; a
+blend of the trees alone has no kernel ridge) and the price band the answers are capped to
+(``BandedTargetRegressor.band_``). :class:`CompiledBlend` then encodes records
 with :class:`serving.encoder.EncoderPlan` and evaluates both members with plain numpy and
 ``booster.inplace_predict``. A step of any other kind raises :class:`NotCompilable`.
 
@@ -52,10 +54,11 @@ from sklearn.preprocessing import (
 from xgboost import XGBRegressor
 
 from price_platform.modeling import (
-    QUALITY_SCALE,
     DerivedFeatures,
+    EncodedColumns,
+    NystroemKernelRidge,
+    OrderedScores,
     log1p_nonnegative,
-    quality_scores,
 )
 from serving.encoder import EncoderPlan, Numeric, Table, plan
 from serving.fast_path import CompiledPipeline, NotCompilable, derived_sources, serving_booster
@@ -188,12 +191,13 @@ class CompiledBlend(CompiledPipeline):
     encoder: EncoderPlan
     sources: list[str]  # per encoded column: the input (or derived) feature it comes from
     kernel_columns: np.ndarray
-    kernel: PolynomialKernel
+    kernel: PolynomialKernel | None  # None: the trees alone (``model.family: xgboost``)
     tree_columns: np.ndarray
     tree_names: list[str]
     booster: xgb.Booster
     iteration_range: tuple[int, int]
     weights: list[float] | None  # VotingRegressor.weights (None: plain mean), kernel ridge first
+    band: tuple[float, float] | None = None  # prices are capped to it (BandedTargetRegressor.band_)
     fast: bool = True
     encode_over_members: float = ENCODE_OVER_MEMBERS
     _quadratic: QuadraticForm | None = field(init=False)
@@ -202,7 +206,7 @@ class CompiledBlend(CompiledPipeline):
     _shares: tuple[float, float] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._quadratic = self.kernel.quadratic()
+        self._quadratic = None if self.kernel is None else self.kernel.quadratic()
         order = self.encoder.output_order  # the members' columns, picked straight from the internal layout
         self._kernel_internal = order[self.kernel_columns]
         self._tree_internal = order[self.tree_columns]
@@ -219,7 +223,10 @@ class CompiledBlend(CompiledPipeline):
     def member_outputs(self, kernel_columns: np.ndarray, tree_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(kernel ridge, XGBoost) log predictions from the columns each member reads."""
         quadratic = self._quadratic
-        kernel = self.kernel.against_rows(kernel_columns) if quadratic is None else quadratic(kernel_columns)
+        if self.kernel is None:
+            kernel = np.zeros(len(kernel_columns))
+        else:
+            kernel = self.kernel.against_rows(kernel_columns) if quadratic is None else quadratic(kernel_columns)
         trees = self.booster.inplace_predict(
             np.ascontiguousarray(tree_columns, dtype=np.float32),
             iteration_range=self.iteration_range,
@@ -272,7 +279,8 @@ class CompiledBlend(CompiledPipeline):
         kernel, trees = self.member_outputs(kernel_columns, tree_columns)
         margin = self._shares[0] * kernel
         margin += self._shares[1] * trees
-        return np.exp(margin, out=margin)
+        prices = np.exp(margin, out=margin)
+        return prices if self.band is None else np.clip(prices, *self.band, out=prices)
 
     def explain(self, row: tuple[Any, ...]) -> tuple[dict[str, float], dict[str, float], float, float]:
         """(per input feature, per model column, base value, log price) of one record.
@@ -297,7 +305,8 @@ class CompiledBlend(CompiledPipeline):
             for source in sources:
                 per_input[source] += tree_share * value / len(sources)
         kernel_term = kernel_share * float(kernel[0])
-        per_column[KERNEL_TERM] = per_input[KERNEL_TERM] = kernel_term
+        if self.kernel is not None:
+            per_column[KERNEL_TERM] = per_input[KERNEL_TERM] = kernel_term
         base = tree_share * float(contributions[-1])
         return per_input, per_column, base, base + kernel_term + tree_share * float(contributions[:-1].sum())
 
@@ -308,9 +317,15 @@ def _shares(weights: list[float] | None) -> tuple[float, float]:
 
 
 def compile_blend(
-    derive: DerivedFeatures | None, encode: ColumnTransformer, blend: VotingRegressor, features: list[str], *, threads: int
+    derive: DerivedFeatures | None,
+    encode: ColumnTransformer,
+    blend: VotingRegressor,
+    features: list[str],
+    *,
+    threads: int,
+    band: tuple[float, float] | None = None,
 ) -> CompiledBlend:
-    """Compile ``ColumnTransformer -> VotingRegressor([kernel ridge pipeline, XGBoost pipeline])``."""
+    """Compile ``ColumnTransformer -> VotingRegressor([kernel ridge pipeline?, XGBoost pipeline])``, prices capped to ``band``."""
     derived = dict(derive.functions_) if derive is not None else {}
     derived_inputs = derived_sources(derive, features)
     if KERNEL_TERM in features:
@@ -319,18 +334,19 @@ def compile_blend(
     names = list(encode.get_feature_names_out())
     if len(sources) != len(names):
         raise NotCompilable(f"the encoder gives {len(names)} columns, the compiled blocks {len(sources)}")
-    members = dict(zip([name for name, _ in blend.estimators], blend.estimators_, strict=True))
-    if set(members) != {"kernel_ridge", "xgboost"}:
-        raise NotCompilable(f"the blend's members are {sorted(members)}, not kernel_ridge and xgboost")
+    order = [name for name, _ in blend.estimators]
+    if order not in (["kernel_ridge", "xgboost"], ["xgboost"]):
+        raise NotCompilable(f"the blend's members are {order}, not [kernel_ridge, xgboost] or [xgboost]")
+    members = dict(zip(order, blend.estimators_, strict=True))
     weights = None if blend.weights is None else [float(w) for w in blend.weights]
-    if [name for name, _ in blend.estimators] != ["kernel_ridge", "xgboost"]:
-        raise NotCompilable("the blend's members are not in the order kernel_ridge, xgboost")
-    kernel_columns, kernel = _member(members["kernel_ridge"], names, KernelRidge)
     trees_columns, trees = _member(members["xgboost"], names, XGBRegressor)
-    if kernel.kernel != "polynomial" or kernel.kernel_params:
-        raise NotCompilable(f"kernel ridge's kernel is {kernel.kernel!r}, not a plain polynomial")
-    if np.ndim(kernel.dual_coef_) != 1:
-        raise NotCompilable("kernel ridge was fitted on more than one target")
+    kernel: PolynomialKernel | None = None
+    kernel_columns = np.zeros(0, dtype=np.intp)
+    if "kernel_ridge" in members:
+        kernel_columns, fitted = _member(members["kernel_ridge"], names, (KernelRidge, NystroemKernelRidge))
+        kernel = _polynomial(fitted, len(kernel_columns))
+    else:
+        weights = [0.0, 1.0]
     if not (trees.missing is None or (isinstance(trees.missing, float) and math.isnan(trees.missing))):
         raise NotCompilable(f"XGBoost's missing value is {trees.missing!r}, not NaN")
     booster = serving_booster(trees, len(trees_columns), "the member selects", threads)
@@ -340,46 +356,44 @@ def compile_blend(
         encoder=plan(blocks, features, derived, derived_inputs),
         sources=sources,
         kernel_columns=kernel_columns,
-        kernel=PolynomialKernel(
-            fit_rows=np.asarray(kernel.X_fit_, dtype=np.float64),
-            dual=np.asarray(kernel.dual_coef_, dtype=np.float64),
-            gamma=1.0 / len(kernel_columns) if kernel.gamma is None else float(kernel.gamma),
-            coef0=float(kernel.coef0),
-            degree=float(kernel.degree),
-        ),
+        kernel=kernel,
         tree_columns=trees_columns,
         tree_names=[names[i] for i in trees_columns],
         booster=booster,
         iteration_range=trees._get_iteration_range(None),
         weights=weights,
+        band=band,
     )
 
 
-def _member(member: Any, names: list[str], kind: type) -> tuple[np.ndarray, Any]:
-    """(encoded column indices it reads, its fitted regressor) for one ``Pipeline([columns, regressor])``."""
-    if not isinstance(member, Pipeline) or len(member.steps) != 2 or not isinstance(member.steps[0][1], ColumnTransformer):
-        raise NotCompilable("a blend member is not Pipeline([ColumnTransformer, regressor])")
+def _polynomial(fitted: KernelRidge | NystroemKernelRidge, width: int) -> PolynomialKernel:
+    """The fitted kernel ridge (exact, or on Nystroem landmark rows) as its rows, dual coefficients and kernel."""
+    if fitted.kernel != "polynomial" or getattr(fitted, "kernel_params", None):
+        raise NotCompilable(f"kernel ridge's kernel is {fitted.kernel!r}, not a plain polynomial")
+    if np.ndim(fitted.dual_coef_) != 1:
+        raise NotCompilable("kernel ridge was fitted on more than one target")
+    gamma = fitted.gamma_ if isinstance(fitted, NystroemKernelRidge) else fitted.gamma
+    return PolynomialKernel(
+        fit_rows=np.asarray(fitted.X_fit_, dtype=np.float64),
+        dual=np.asarray(fitted.dual_coef_, dtype=np.float64),
+        gamma=1.0 / width if gamma is None else float(gamma),
+        coef0=float(fitted.coef0),
+        degree=float(fitted.degree),
+    )
+
+
+def _member(member: Any, names: list[str], kind: type | tuple[type, ...]) -> tuple[np.ndarray, Any]:
+    """(encoded column indices it reads, its fitted regressor) for one ``Pipeline([EncodedColumns, regressor])``."""
+    if not isinstance(member, Pipeline) or len(member.steps) != 2 or not isinstance(member.steps[0][1], EncodedColumns):
+        raise NotCompilable("a blend member is not Pipeline([EncodedColumns, regressor])")
     select, regressor = member.steps[0][1], member.steps[1][1]
     if not isinstance(regressor, kind):
-        raise NotCompilable(f"a blend member is a {type(regressor).__name__}, not {kind.__name__}")
-    chosen = []
-    for _, transformer, columns in select.transformers_:
-        if transformer == "drop" or len(columns) == 0:
-            continue
-        if not _selects(transformer) or not all(isinstance(c, str) for c in columns):
-            raise NotCompilable("a blend member's column step does more than select columns by name")
-        chosen.extend(columns)
+        expected = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise NotCompilable(f"a blend member is a {type(regressor).__name__}, not {expected}")
     position = {name: i for i, name in enumerate(names)}
-    if any(name not in position for name in chosen):
+    if any(name not in position for name in select.columns_):
         raise NotCompilable("a blend member reads a column the encoder does not produce")
-    return np.array([position[name] for name in chosen], dtype=np.intp), regressor
-
-
-def _selects(transformer: Any) -> bool:
-    """Whether a fitted column step passes its columns through unchanged."""
-    return transformer == "passthrough" or (
-        isinstance(transformer, FunctionTransformer) and transformer.func is None and transformer.inverse_func is None
-    )
+    return np.array([position[name] for name in select.columns_], dtype=np.intp), regressor
 
 
 def _encoder_blocks(
@@ -395,9 +409,9 @@ def _encoder_blocks(
         if isinstance(steps[-1], StandardScaler) and len(steps) == 2:
             mean, scale = _scaler(steps[-1], len(columns))
             first = steps[0]
-            if _is_function(first, quality_scores):
+            if isinstance(first, OrderedScores):
                 for i, column in enumerate(columns):
-                    blocks.append(_quality_table(features, column, mean[i], scale[i]))
+                    blocks.append(_ordered_table(features, column, first.scales[column], mean[i], scale[i]))
             elif _is_function(first, log1p_nonnegative) or isinstance(first, SimpleImputer):
                 _require_numeric(name, columns, numeric_names)
                 log = not isinstance(first, SimpleImputer)
@@ -473,13 +487,12 @@ def _table(source: int, categories: np.ndarray, values: np.ndarray, unknown: np.
     return Table(source=source, rows=rows, unknown=n, missing=n + 1, table=table)
 
 
-def _quality_table(features: list[str], column: str, mean: float, scale: float) -> Table:
-    """Grades scored by :data:`QUALITY_SCALE` (anything else 0), then scaled: one value per category."""
+def _ordered_table(features: list[str], column: str, scores: dict[str, float], mean: float, scale: float) -> Table:
+    """An ordered category's values scored by its ``order`` (anything else 0), then scaled: one value per category."""
     source = _source(column, features)
-    grades = list(QUALITY_SCALE)
-    values = np.array([[(QUALITY_SCALE[g] - mean) / scale] for g in grades], dtype=np.float64)
+    values = np.array([[(score - mean) / scale] for score in scores.values()], dtype=np.float64)
     other = np.array([(0.0 - mean) / scale])
-    return Table(source=source, rows={g: i for i, g in enumerate(grades)}, unknown=len(grades), missing=len(grades),
+    return Table(source=source, rows={v: i for i, v in enumerate(scores)}, unknown=len(scores), missing=len(scores),
                   table=np.vstack([values, other[None, :]]))  # fmt: skip
 
 

@@ -189,6 +189,7 @@ def compile_pipeline(pipeline: Any, features: Sequence[str], *, threads: int = 1
         raise NotCompilable(f"expected [DerivedFeatures], ColumnTransformer, regressor; got {[type(s).__name__ for s in steps]}")
     encode, model = steps
     log_target = False
+    band = getattr(model, "band_", None)  # BandedTargetRegressor: prices capped to the training target's band
     if isinstance(model, TransformedTargetRegressor):
         if model.transformer is not None or (model.func, model.inverse_func) not in ((np.log, np.exp), (None, None)):
             raise NotCompilable("only a log/exp (or identity) target transform is compiled")
@@ -199,9 +200,11 @@ def compile_pipeline(pipeline: Any, features: Sequence[str], *, threads: int = 1
 
         if not log_target:
             raise NotCompilable("the blend is compiled only on a log target")
-        return compile_blend(derive, encode, model, features, threads=threads)
+        return compile_blend(derive, encode, model, features, threads=threads, band=band)
     if not isinstance(model, XGBRegressor):
         raise NotCompilable(f"the regressor is {type(model).__name__}, not XGBRegressor")
+    if band is not None:
+        raise NotCompilable("a capped XGBoost pipeline is compiled only as a blend")
     if not (model.missing is None or (isinstance(model.missing, float) and math.isnan(model.missing))):
         raise NotCompilable(f"XGBoost's missing value is {model.missing!r}, not NaN")
 

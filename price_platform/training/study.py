@@ -26,7 +26,7 @@ import pandas as pd
 import xgboost as xgb
 
 from price_platform.datasets import DatasetSpec
-from price_platform.modeling import BLEND_WEIGHTS, TREE_GROUPS, XGBOOST_DEFAULTS, build_blend_pipeline
+from price_platform.modeling import TREE_GROUPS, XGBOOST_DEFAULTS, build_blend_pipeline
 from price_platform.training.dataset import TrainingSplit, without_area_outliers
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,13 @@ class StudyInputs:
     booster_params: dict[str, Any]  # the member's own settings (monotone constraint, seed...); a trial overrides some
     train: xgb.DMatrix
     validation: xgb.DMatrix
-    kernel_validation: np.ndarray  # the kernel ridge member's log predictions of the validation rows
+    kernel_validation: np.ndarray  # the kernel ridge member's log predictions of the validation rows (0: no member)
     validation_label: np.ndarray  # log prices of the validation rows
+    shares: tuple[float, float]  # the kernel ridge's and the trees' shares of the blend's vote
 
     def blend_rmsle(self, predictions: np.ndarray, matrix: xgb.DMatrix) -> tuple[str, float]:
         """XGBoost metric of the validation matrix: RMSLE of the blend whose trees predict ``predictions``."""
-        kernel_weight, tree_weight = np.asarray(BLEND_WEIGHTS, dtype=float) / sum(BLEND_WEIGHTS)
+        kernel_weight, tree_weight = self.shares
         blended = kernel_weight * self.kernel_validation + tree_weight * predictions
         return "blend_rmsle", float(np.sqrt(np.mean((self.validation_label - blended) ** 2)))
 
@@ -110,17 +111,26 @@ def study_inputs(spec: DatasetSpec, data: TrainingSplit, seed: int) -> StudyInpu
     label = np.log(rows[spec.target].to_numpy(float))
     train_x = pipeline[:-1].fit_transform(rows[spec.features], rows[spec.target])
     validation_x = pipeline[:-1].transform(data.validation[spec.features])
-    members = dict(pipeline.named_steps["model"].regressor.estimators)
-    kernel = members["kernel_ridge"].fit(train_x, label)
+    voting = pipeline.named_steps["model"].regressor
+    members = dict(voting.estimators)
+    weights = dict(zip(members, voting.weights, strict=True))
+    kernel_weight = float(weights.get("kernel_ridge", 0.0))
+    shares = (kernel_weight / sum(weights.values()), float(weights["xgboost"]) / sum(weights.values()))
     trees = members["xgboost"].named_steps["regressor"].get_xgb_params()
     columns = [c for c in train_x.columns if c.split("__", 1)[0] in TREE_GROUPS]
     validation_label = np.log(data.validation[spec.target].to_numpy(float))
+    kernel_validation = (
+        np.asarray(members["kernel_ridge"].fit(train_x, label).predict(validation_x), dtype=float)
+        if "kernel_ridge" in members
+        else np.zeros(len(validation_label))
+    )
     return StudyInputs(
         booster_params={k: v for k, v in trees.items() if v is not None},
         train=xgb.DMatrix(train_x[columns], label=label),
         validation=xgb.DMatrix(validation_x[columns], label=validation_label),
-        kernel_validation=np.asarray(kernel.predict(validation_x), dtype=float),
+        kernel_validation=kernel_validation,
         validation_label=validation_label,
+        shares=shares,
     )
 
 
