@@ -247,7 +247,7 @@ def _run(folder: Path) -> list[Result]:
                           str(folder / "artifacts"), "--workers", "1"]
         with started(mlflow_command, env, f"{tracking_uri}/health", folder / "mlflow.log"):
             version = register(trained, spec, data, tracking_uri=tracking_uri, model_name="bench-price-model",
-                               dbt_manifest_hash="none").version
+                               dsn=server.dsn(), dbt_manifest_hash="none").version
             promote(tracking_uri, "bench-price-model", version, dsn=server.dsn(), actor="bench",
                     check=lambda _: Verdict(True, "benchmark"))
             _, key = create_key(server.dsn(), "predict", "benchmark")

@@ -469,7 +469,7 @@ def test_drift_against_the_champions_window_retrains_and_a_worse_challenger_is_r
         predicted = pipeline.predict(holdout[spec.features])
         rmsle = float(np.sqrt(np.mean((np.log1p(predicted) - np.log1p(holdout[spec.target])) ** 2)))
         mape = float(np.mean(np.abs(predicted - holdout[spec.target]) / holdout[spec.target]))
-        version = register_candidate(mlflow_server, model_name, pipeline, train[spec.features],
+        version = register_candidate(mlflow_server, model_name, pipeline, train[spec.features], dsn=server.dsn(),
                                      interval_log_halfwidth=0.2, data_version="test",
                                      metrics={"holdout_rmsle": rmsle, "holdout_mape": mape}).version
         client.set_model_version_tag(model_name, version, "train_start", "2006-01-01")

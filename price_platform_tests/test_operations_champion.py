@@ -104,7 +104,7 @@ def test_a_restored_backup_serves_the_same_champion_with_the_same_predictions(pl
     tracking = MlflowServer(source.url("mlflow"), source_artifacts, tmp_path / "mlflow-source.log")
     try:
         version = register_candidate(
-            tracking.url, MODEL, fit_pipeline(spec, train, trees=30), train[spec.features],
+            tracking.url, MODEL, fit_pipeline(spec, train, trees=30), train[spec.features], dsn=source.dsn(),
             interval_log_halfwidth=0.2, data_version="roundtrip", metrics={"holdout_rmsle": 0.1},
         ).version
         promote(tracking.url, MODEL, version, dsn=source.dsn(), actor="roundtrip", check=lambda _: Verdict(True, "test"))

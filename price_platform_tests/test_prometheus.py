@@ -142,7 +142,7 @@ def _records(spec, sample, count: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def champion(mlflow_server, settings):
+def champion(mlflow_server, settings, postgres):
     """A small ridge pipeline registered and aliased ``champion`` in the test MLflow server."""
     from mlflow import MlflowClient
 
@@ -154,7 +154,7 @@ def champion(mlflow_server, settings):
     sample = read_sample(spec)
     pipeline = build_ridge_baseline(spec).fit(sample[spec.features], sample[spec.target])
     version = register_candidate(
-        mlflow_server, MODEL_NAME, pipeline, sample[spec.features], interval_log_halfwidth=0.2, data_version="test",
+        mlflow_server, MODEL_NAME, pipeline, sample[spec.features], dsn=postgres.dsn(), interval_log_halfwidth=0.2, data_version="test",
         metrics={"holdout_mape": 0.12},
     )
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)

@@ -35,13 +35,14 @@ def fitted(settings: Settings):
     return spec, frame, pipeline
 
 
-def _register(mlflow_server: str, model_name: str, fitted, rmsle: float) -> str:
+def _register(mlflow_server: str, dsn: str, model_name: str, fitted, rmsle: float) -> str:
     spec, frame, pipeline = fitted
     return register_candidate(
         mlflow_server,
         model_name,
         pipeline,
         frame[spec.features],
+        dsn=dsn,
         interval_log_halfwidth=0.2,
         data_version="test-data",
         metrics={"holdout_rmsle": rmsle},
@@ -53,14 +54,14 @@ def test_registered_version_carries_serving_tags_and_loads_as_champion(mlflow_se
     name = f"model-{uuid.uuid4().hex[:6]}"
     with pytest.raises(NoChampionError, match="no 'champion' version"):
         load_champion(mlflow_server, name)
-    version = _register(mlflow_server, name, fitted, 0.15)
+    version = _register(mlflow_server, postgres.dsn(), name, fitted, 0.15)
     tags = tracking.client(mlflow_server).get_model_version(name, version).tags
     assert {"interval_log_halfwidth", "data_version", "dbt_manifest_hash", "git_commit"} <= set(tags)
     assert tracking.version_by_alias(tracking.client(mlflow_server), name, CHALLENGER).version == version
 
     row = promote(mlflow_server, name, version, dsn=postgres.dsn(), actor="test", reason="first model")
     assert (row.action, row.from_version, row.to_version) == ("promote", None, version)
-    champion = load_champion(mlflow_server, name)
+    champion = load_champion(mlflow_server, name, dsn=postgres.dsn())
     assert champion.version == version
     assert champion.interval_log_halfwidth == pytest.approx(0.2)
     assert champion.metrics["holdout_rmsle"] == pytest.approx(0.15)
@@ -72,9 +73,9 @@ def test_registered_version_carries_serving_tags_and_loads_as_champion(mlflow_se
 
 def test_worse_challenger_is_refused_and_champion_kept(mlflow_server, postgres, fitted) -> None:
     name = f"model-{uuid.uuid4().hex[:6]}"
-    first = _register(mlflow_server, name, fitted, 0.15)
+    first = _register(mlflow_server, postgres.dsn(), name, fitted, 0.15)
     promote(mlflow_server, name, first, dsn=postgres.dsn(), actor="test")
-    worse = _register(mlflow_server, name, fitted, 0.16)
+    worse = _register(mlflow_server, postgres.dsn(), name, fitted, 0.16)
     with pytest.raises(PromotionRefused, match="does not beat champion"):
         promote(mlflow_server, name, worse, dsn=postgres.dsn(), actor="test")
     assert champion_version(mlflow_server, name) == first
@@ -88,9 +89,9 @@ def test_worse_challenger_is_refused_and_champion_kept(mlflow_server, postgres, 
 
 def test_margin_refuses_a_challenger_that_is_only_slightly_better(mlflow_server, postgres, fitted) -> None:
     name = f"model-{uuid.uuid4().hex[:6]}"
-    first = _register(mlflow_server, name, fitted, 0.150)
+    first = _register(mlflow_server, postgres.dsn(), name, fitted, 0.150)
     promote(mlflow_server, name, first, dsn=postgres.dsn(), actor="test")
-    slightly = _register(mlflow_server, name, fitted, 0.149)
+    slightly = _register(mlflow_server, postgres.dsn(), name, fitted, 0.149)
     with pytest.raises(PromotionRefused):
         promote(mlflow_server, name, slightly, dsn=postgres.dsn(), actor="test", margin=0.05)
     assert champion_version(mlflow_server, name) == first
@@ -99,13 +100,13 @@ def test_margin_refuses_a_challenger_that_is_only_slightly_better(mlflow_server,
 def test_promotion_archives_the_old_champion_and_rollback_restores_it(mlflow_server, postgres, fitted) -> None:
     name = f"model-{uuid.uuid4().hex[:6]}"
     client = tracking.client(mlflow_server)
-    first = _register(mlflow_server, name, fitted, 0.15)
+    first = _register(mlflow_server, postgres.dsn(), name, fitted, 0.15)
     with pytest.raises(PromotionRefused, match="no champion to roll back"):
         rollback(mlflow_server, name, dsn=postgres.dsn(), actor="test")
     promote(mlflow_server, name, first, dsn=postgres.dsn(), actor="test")
     with pytest.raises(PromotionRefused, match="nothing to roll back to"):
         rollback(mlflow_server, name, dsn=postgres.dsn(), actor="test")
-    second = _register(mlflow_server, name, fitted, 0.14)
+    second = _register(mlflow_server, postgres.dsn(), name, fitted, 0.14)
     promote(mlflow_server, name, second, dsn=postgres.dsn(), actor="test")
     assert client.get_model_version(name, first).tags[ARCHIVED_TAG] == "true"
     assert client.get_model_version(name, second).tags[ARCHIVED_TAG] == "false"
@@ -120,9 +121,9 @@ def test_promotion_archives_the_old_champion_and_rollback_restores_it(mlflow_ser
 def test_two_racing_promotions_end_with_one_consistent_champion(mlflow_server, postgres, fitted) -> None:
     name = f"model-{uuid.uuid4().hex[:6]}"
     client = tracking.client(mlflow_server)
-    first = _register(mlflow_server, name, fitted, 0.15)
+    first = _register(mlflow_server, postgres.dsn(), name, fitted, 0.15)
     promote(mlflow_server, name, first, dsn=postgres.dsn(), actor="test")
-    racers = [_register(mlflow_server, name, fitted, rmsle) for rmsle in (0.14, 0.13)]
+    racers = [_register(mlflow_server, postgres.dsn(), name, fitted, rmsle) for rmsle in (0.14, 0.13)]
     start = threading.Barrier(len(racers))
     outcomes: dict[str, str] = {}
 
@@ -157,10 +158,10 @@ def test_two_racing_promotions_end_with_one_consistent_champion(mlflow_server, p
 def test_a_non_finite_metric_registers_nothing(mlflow_server, postgres, fitted, bad: float) -> None:
     spec, frame, pipeline = fitted
     name = f"model-{uuid.uuid4().hex[:6]}"
-    first = _register(mlflow_server, name, fitted, 0.15)
+    first = _register(mlflow_server, postgres.dsn(), name, fitted, 0.15)
     with pytest.raises(InvalidMetricError, match="holdout_rmsle="):
         register_candidate(
-            mlflow_server, name, pipeline, frame[spec.features],
+            mlflow_server, name, pipeline, frame[spec.features], dsn=postgres.dsn(),
             interval_log_halfwidth=0.2, data_version="x", metrics={"holdout_rmsle": bad},
         )
     versions = tracking.client(mlflow_server).search_model_versions(f"name = '{name}'")
@@ -170,7 +171,7 @@ def test_a_non_finite_metric_registers_nothing(mlflow_server, postgres, fitted, 
 
 def test_unknown_version_cannot_be_promoted(mlflow_server, postgres, fitted) -> None:
     name = f"model-{uuid.uuid4().hex[:6]}"
-    _register(mlflow_server, name, fitted, 0.15)
+    _register(mlflow_server, postgres.dsn(), name, fitted, 0.15)
     with pytest.raises(Exception, match="not found|RESOURCE_DOES_NOT_EXIST|does not exist"):
         promote(mlflow_server, name, "99", dsn=postgres.dsn(), actor="test")
     assert deployments(postgres.dsn(), name) == []

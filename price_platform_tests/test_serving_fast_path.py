@@ -62,7 +62,7 @@ def test_a_version_that_fails_its_checks_is_refused_and_the_old_one_serves(champ
     own.promote(own.register())
     [bad] = add_versions(own, 1)
     tracking.client(champion.tracking_uri).set_model_version_tag(settings.model_name, bad, "interval_log_halfwidth", "nan")
-    store = ModelStore(settings=settings, spec=champion.spec, record_type=build_schemas(champion.spec, 10).record)
+    store = ModelStore(settings=settings, spec=champion.spec, record_type=build_schemas(champion.spec, 10).record, dsn=champion.dsn)
     refused = metrics.MODEL_LOADS.labels(outcome="refused")
 
     async def scenario() -> tuple[str, str, float, float]:

@@ -109,8 +109,9 @@ def wait_ready(client: Any, timeout: float = 120.0) -> dict[str, Any]:
 
 
 def add_versions(found: Champion, count: int) -> list[str]:
-    """Register ``count`` more versions of the champion's files (same artifacts, new registry entries)."""
+    """Register ``count`` more versions of the champion's files (same artifacts, new registry entries and digests)."""
     from price_platform.registry import tracking
+    from price_platform.registry.integrity import record_digests, recorded_digests
 
     client = tracking.client(found.tracking_uri)
     name = found.settings.model_name
@@ -122,6 +123,7 @@ def add_versions(found: Champion, count: int) -> list[str]:
         )
         for key, value in template.tags.items():
             client.set_model_version_tag(name, created.version, key, value)
+        record_digests(found.dsn, name, str(created.version), recorded_digests(found.dsn, name, "1"))
         versions.append(str(created.version))
     return versions
 

@@ -167,7 +167,7 @@ def test_promote_and_rollback_commands_apply_the_gate_checks(
     poor_rows = features.head(60)
     poor = build_ridge_baseline(spec, alpha=1000.0).fit(poor_rows[spec.features], poor_rows[spec.target])
     poor_version = register_candidate(
-        mlflow_server, model_name, poor, poor_rows[spec.features],
+        mlflow_server, model_name, poor, poor_rows[spec.features], dsn=warehouse.dsn,
         interval_log_halfwidth=0.5, data_version="poor", metrics={"holdout_rmsle": 0.01},
     ).version
     for name, value in {

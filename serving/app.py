@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         settings=settings,
         spec=spec,
         schemas=schemas,
-        store=ModelStore(settings=settings, spec=spec, record_type=schemas.record),
+        store=ModelStore(settings=settings, spec=spec, record_type=schemas.record, dsn=dsn),
         shared=shared,
         log=PredictionLog(dsn, capacity=settings.log_buffer_size, pii=spec.pii),
         keys=auth.KeyRing(dsn),

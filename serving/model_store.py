@@ -4,8 +4,13 @@ A new version is loaded, compiled, warmed and smoke-tested in a worker thread, o
 request path; only when all of that passed does :attr:`ModelStore.current` point at it
 (one attribute assignment, so a request sees either the old or the new model, never a
 mix). A version that fails any step is refused, counted in ``model_load_events_total`` and
-the old one keeps serving. Promotions are noticed through a Redis notification on
-:func:`promotion_channel` when Redis is configured, and by polling the alias as the floor.
+the old one keeps serving. Before anything is deserialised, the downloaded artifact must be in
+the platform's format and match the SHA-256 digests recorded at registration
+(:func:`~price_platform.registry.champion.load_version` with the platform database); a version
+that fails this is also counted in ``model_artifact_refusals_total``, written to the audit log
+and reported by ``/model-info`` (:attr:`ModelStore.artifact_refusals`). Promotions are noticed
+through a Redis notification on :func:`promotion_channel` when Redis is configured, and by
+polling the alias as the floor.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from typing import Any
 import msgspec
 import numpy as np
 import pandas as pd
+from prometheus_client import Counter
 
 from price_platform.datasets import DatasetSpec
-from price_platform.registry import tracking
+from price_platform.registry import integrity, tracking
 from price_platform.registry.announce import promotion_channel
-from price_platform.registry.champion import champion_version, load_version
+from price_platform.registry.artifact_format import UnsafeArtifactError
+from price_platform.registry.champion import ARTIFACT_ERRORS, champion_version, load_version
 from price_platform.settings import Settings
 from serving import metrics
 from serving.fast_path import CompiledPipeline, NotCompilable, PipelinePredictor, Predictor, compile_pipeline
@@ -49,10 +56,29 @@ WARM_ROWS = 64
 YOUNG_COLLECTION_THRESHOLD = 50_000
 #: A refused version is tried again (when the alias still points to it) after this long.
 RETRY_REFUSED_SECONDS = 30.0
+#: Artifact refusals :attr:`ModelStore.artifact_refusals` keeps for ``/model-info`` (newest last).
+KEPT_REFUSALS = 10
+
+ARTIFACT_REFUSALS = Counter(
+    "model_artifact_refusals_total",
+    "Model versions refused before loading: artifact files not matching their registration digests"
+    " (reason=integrity) or not in the platform's no-pickle format (reason=format).",
+    ["reason"],
+)
 
 
 class ModelRefused(RuntimeError):
     """A registered version that could not be loaded, warmed or smoke-tested; the old one serves on."""
+
+
+@dataclass(frozen=True)
+class ArtifactRefusal:
+    """A version refused because its artifact failed its integrity or format check."""
+
+    version: str
+    reason: str  # "integrity" or "format"
+    detail: str
+    at: str
 
 
 def tracking_uri(settings: Settings) -> str:
@@ -182,7 +208,9 @@ class ModelStore:
     settings: Settings
     spec: DatasetSpec
     record_type: type[msgspec.Struct]
+    dsn: str | None = None  # the platform database: artifact digests and the audit log
     current: LoadedModel | None = None
+    artifact_refusals: Any = field(default_factory=list)  # list[ArtifactRefusal] (Any: Litestar inspects these types)
     _lock: Any = field(default_factory=threading.Lock)  # (not `threading.Lock`: Litestar inspects these types)
     _rows: list[tuple[Any, ...]] = field(default_factory=list)
     _refused: dict[str, float] = field(default_factory=dict)  # version -> when it may be tried again
@@ -228,6 +256,8 @@ class ModelStore:
             model = self._load_blocking(version)
         except Exception as error:  # noqa: BLE001 (any failure refuses the version; the old one serves on)
             metrics.MODEL_LOADS.labels(outcome="refused").inc()
+            if isinstance(error, ARTIFACT_ERRORS):
+                self._artifact_refused(version, reason, error)
             self._refused[version] = time.monotonic() + RETRY_REFUSED_SECONDS
             serving = self.current.version if self.current else None
             log.error("refused %s version %s (%s): %s; still serving %s", self.name, version, reason, error, serving)
@@ -245,10 +275,33 @@ class ModelStore:
         )
         return model
 
+    def _artifact_refused(self, version: str, reason: str, error: Exception) -> None:
+        """Count, keep for ``/model-info`` and audit a version whose artifact failed its checks.
+
+        The version is tried again after :data:`RETRY_REFUSED_SECONDS`; a retry failing the same
+        way is counted again but neither kept nor audited again.
+        """
+        kind = "format" if isinstance(error, UnsafeArtifactError) else "integrity"
+        ARTIFACT_REFUSALS.labels(reason=kind).inc()
+        refusal = ArtifactRefusal(version, kind, str(error), datetime.now(UTC).isoformat(timespec="seconds"))
+        if any((r.version, r.detail) == (version, refusal.detail) for r in self.artifact_refusals):
+            return
+        self.artifact_refusals = [*self.artifact_refusals, refusal][-KEPT_REFUSALS:]
+        if self.dsn is None:
+            return
+        try:
+            integrity.audit_refusal(self.dsn, actor="api", model_name=self.name, version=version, where=reason, error=error)
+        except Exception as audit_error:  # noqa: BLE001 (the refusal stands; the log line is the record)
+            log.error("could not audit the refusal of %s version %s: %s", self.name, version, audit_error)
+
     def _load_blocking(self, version: str) -> LoadedModel:
+        if self.dsn is None:
+            raise integrity.IntegrityError(
+                f"{self.name} version {version}: no platform database to check the artifact's digests against"
+            )
         uri = tracking_uri(self.settings)
         with tracking.using(uri):  # `models:/` downloads resolve against the global registry URI
-            loaded = load_version(uri, self.name, version)
+            loaded = load_version(uri, self.name, version, dsn=self.dsn)
         rows = example_rows(loaded.input_example, self.spec, self.record_type) or self._rows
         return prepare(self.name, version, loaded=loaded, spec=self.spec, rows=rows, threads=self.settings.threads)
 

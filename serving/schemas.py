@@ -80,6 +80,15 @@ class FeedbackAccepted(msgspec.Struct, kw_only=True):
     status: str
 
 
+class ArtifactRefusal(msgspec.Struct, kw_only=True):
+    """A registered version the API refused before loading it: its artifact failed a check."""
+
+    version: str
+    reason: str  # "integrity": files differ from the digests recorded at registration; "format": a pickle or unknown format
+    detail: str
+    at: str
+
+
 class ModelInfo(msgspec.Struct, kw_only=True):
     """What is serving: registry version and alias, training metrics, data version, request schema."""
 
@@ -93,6 +102,8 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     fast_path: bool
     loaded_at: str
     feature_schema: dict[str, Any]
+    artifact_verified: bool = False  # the serving artifact matched its registration digests
+    artifact_refusals: list[ArtifactRefusal] = []
 
 
 class Status(msgspec.Struct, kw_only=True):

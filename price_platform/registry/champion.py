@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import mlflow.artifacts
 import mlflow.models
-import mlflow.sklearn
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from price_platform.registry import CHAMPION, tracking
+from price_platform.registry import CHAMPION, artifact_format, integrity, tracking
 
 
 class NoChampionError(LookupError):
@@ -31,15 +31,27 @@ class ChampionModel:
     input_example: pd.DataFrame | None = None  # real records logged with the model (smoke tests)
 
 
-def load_version(tracking_uri: str, model_name: str, version: str) -> ChampionModel:
-    """Download and load one registered version with its tags and run metrics."""
+def load_version(tracking_uri: str, model_name: str, version: str, *, dsn: str | None = None) -> ChampionModel:
+    """Download, check and load one registered version with its tags and run metrics.
+
+    Before anything is deserialised: the artifact must be in the platform's format
+    (:func:`artifact_format.refuse_other_formats`: a cloudpickle version raises
+    :class:`~price_platform.registry.artifact_format.UnsafeArtifactError` saying to retrain or
+    re-register it) and, with ``dsn`` (the platform database), every file must match the
+    digests recorded at registration (:class:`~price_platform.registry.integrity.IntegrityError`
+    otherwise). The API, the promotion command and rollback always pass ``dsn``.
+    """
     mlflow_client = tracking.client(tracking_uri)
     model_version = mlflow_client.get_model_version(model_name, version)
+    label = f"{model_name} version {version}"
     # models:/ URIs resolve through the fluent API's tracking URI, whatever is passed here.
     with tempfile.TemporaryDirectory(prefix="price-model-") as folder, tracking.using(tracking_uri):
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=folder)
-        pipeline = mlflow.sklearn.load_model(local)
-        example = mlflow.models.Model.load(local).load_input_example(local)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=folder))
+        artifact_format.refuse_other_formats(local, label)
+        if dsn is not None:
+            integrity.verify(dsn, model_name, version, local)
+        pipeline = artifact_format.load_pipeline(local / "data" / artifact_format.DATA_FOLDER)
+        example = mlflow.models.Model.load(str(local)).load_input_example(str(local))
     tags = model_version.tags
     run_id = tags.get("run_id") or model_version.run_id or ""
     metrics = dict(mlflow_client.get_run(run_id).data.metrics) if run_id else {}
@@ -60,9 +72,21 @@ def champion_version(tracking_uri: str, model_name: str) -> str | None:
     return None if found is None else str(found.version)
 
 
-def load_champion(tracking_uri: str, model_name: str) -> ChampionModel:
-    """The current champion, loaded; raise :class:`NoChampionError` when there is none."""
+def load_champion(tracking_uri: str, model_name: str, *, dsn: str | None = None) -> ChampionModel:
+    """The current champion, loaded as :func:`load_version` does; raise :class:`NoChampionError` when there is none."""
     version = champion_version(tracking_uri, model_name)
     if version is None:
         raise NoChampionError(f"registered model {model_name!r} has no {CHAMPION!r} version")
-    return load_version(tracking_uri, model_name, version)
+    return load_version(tracking_uri, model_name, version, dsn=dsn)
+
+
+#: What a refused artifact raises: a file that is not the one registered, or a format that is not loaded.
+ARTIFACT_ERRORS = (integrity.IntegrityError, artifact_format.UnsafeArtifactError)
+
+
+def verify_version(tracking_uri: str, model_name: str, version: str, *, dsn: str) -> None:
+    """Download one version and check its format and digests without loading it (raises :data:`ARTIFACT_ERRORS`)."""
+    with tempfile.TemporaryDirectory(prefix="price-model-") as folder, tracking.using(tracking_uri):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=folder))
+        artifact_format.refuse_other_formats(local, f"{model_name} version {version}")
+        integrity.verify(dsn, model_name, version, local)

@@ -1,4 +1,7 @@
-"""The checks of a promotion or rollback by hand: the gate's, on the current holdout of the features."""
+"""The checks of a promotion or rollback by hand: the gate's, on the current holdout of the features.
+
+Every version is loaded with its artifact verified against the digests recorded at registration.
+"""
 
 from __future__ import annotations
 
@@ -47,9 +50,9 @@ class ManualContext:
         """The gate: ``version`` behaves and beats the champion on the holdout by the margin."""
 
         def check(champion: str | None) -> Verdict:
-            uri, name = self.registry.tracking_uri, self.registry.model_name
-            current = None if champion is None else load_version(uri, name, champion)
-            result = evaluate(self.spec, self.holdout(), load_version(uri, name, version), current)
+            uri, name, dsn = self.registry.tracking_uri, self.registry.model_name, self.warehouse.dsn
+            current = None if champion is None else load_version(uri, name, champion, dsn=dsn)
+            result = evaluate(self.spec, self.holdout(), load_version(uri, name, version, dsn=dsn), current)
             return result.verdict(self.settings.promotion_margin)
 
         return check
@@ -59,7 +62,7 @@ class ManualContext:
 
         def check(target: str | None) -> Verdict:
             assert target is not None
-            model = load_version(self.registry.tracking_uri, self.registry.model_name, target)
+            model = load_version(self.registry.tracking_uri, self.registry.model_name, target, dsn=self.warehouse.dsn)
             return evaluate(self.spec, self.holdout(), model, None).verdict(self.settings.promotion_margin)
 
         return check

@@ -5,18 +5,28 @@ champion is read, the check runs against *that* champion, the deployment row is 
 the alias moves, so two racing promotions are applied one after the other and the second is
 judged against the first's result. A refused promotion leaves the aliases as they were and
 writes a ``refuse`` row.
+
+Before its check, the version that would become champion is downloaded and verified
+(:func:`~price_platform.registry.champion.verify_version`: the platform's format and the
+digests recorded at registration); one that fails is refused, and audited.
+
+The alias moves last, after the ``deployments`` row is written, and the transaction commits
+right after; if moving the alias, a tag call or the commit fails, the aliases and tags are put
+back as they were before the error is raised, so the champion never moves without its row.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from mlflow import MlflowClient
 
-from price_platform.registry import ARCHIVED_TAG, CHALLENGER, CHAMPION, tracking
+from price_platform.registry import ARCHIVED_TAG, CHALLENGER, CHAMPION, integrity, tracking
+from price_platform.registry.champion import ARTIFACT_ERRORS, verify_version
 from price_platform.warehouse import connect
 
 log = logging.getLogger(__name__)
@@ -107,15 +117,18 @@ def promote(
         if champion == version:
             verdict = Verdict(False, f"version {version} is already the champion")
         else:
-            verdict = check(champion)
+            verdict = _artifact_verdict(tracking_uri, model_name, version, dsn, actor, "promotion") or check(champion)
         if not verdict.passed:
             _insert(cursor, model_name, champion, version, "refuse", verdict, actor, reason, dagster_run_id)
             connection.commit()
             raise PromotionRefused(f"promotion of {model_name} version {version} refused: {verdict.reason}")
         row = _insert(cursor, model_name, champion, version, "promote", verdict, actor, reason, dagster_run_id)
-        _move_champion(mlflow_client, model_name, champion, version)
-        if _alias(mlflow_client, model_name, CHALLENGER) == version:
-            mlflow_client.delete_registered_model_alias(model_name, CHALLENGER)
+        challenger = _alias(mlflow_client, model_name, CHALLENGER)
+        with _restored_on_failure(mlflow_client, model_name, champion, version, challenger):
+            _move_champion(mlflow_client, model_name, champion, version)
+            if challenger == version:
+                mlflow_client.delete_registered_model_alias(model_name, CHALLENGER)
+            connection.commit()
     log.info("promoted %s version %s (was %s): %s", model_name, version, champion, verdict.reason)
     return row
 
@@ -149,13 +162,17 @@ def rollback(
         if found is None or found[0] is None:
             raise PromotionRefused(f"{model_name} version {champion} replaced no earlier champion: nothing to roll back to")
         target = found[0]
-        verdict = check(target) if check else Verdict(True, "rollback")
+        verdict = _artifact_verdict(tracking_uri, model_name, target, dsn, actor, "rollback") or (
+            check(target) if check else Verdict(True, "rollback")
+        )
         if not verdict.passed:
             _insert(cursor, model_name, champion, target, "refuse", verdict, actor, reason, dagster_run_id)
             connection.commit()
             raise PromotionRefused(f"rollback of {model_name} to version {target} refused: {verdict.reason}")
         row = _insert(cursor, model_name, champion, target, "rollback", verdict, actor, reason, dagster_run_id)
-        _move_champion(mlflow_client, model_name, champion, target)
+        with _restored_on_failure(mlflow_client, model_name, champion, target, _alias(mlflow_client, model_name, CHALLENGER)):
+            _move_champion(mlflow_client, model_name, champion, target)
+            connection.commit()
     log.info("rolled %s back from version %s to %s", model_name, champion, target)
     return row
 
@@ -195,6 +212,49 @@ def _alias(mlflow_client: MlflowClient, model_name: str, alias: str) -> str | No
 def _run_metric(mlflow_client: MlflowClient, model_name: str, version: str, metric: str) -> float | None:
     run_id = mlflow_client.get_model_version(model_name, version).run_id
     return mlflow_client.get_run(run_id).data.metrics.get(metric) if run_id else None
+
+
+def _artifact_verdict(
+    tracking_uri: str, model_name: str, version: str, dsn: str, actor: str, where: str
+) -> Verdict | None:
+    """A failing verdict (logged and audited) when the version's artifact fails its checks, else ``None``."""
+    try:
+        verify_version(tracking_uri, model_name, version, dsn=dsn)
+    except ARTIFACT_ERRORS as error:
+        log.error("%s of %s version %s refused: %s", where, model_name, version, error)
+        integrity.audit_refusal(dsn, actor=actor, model_name=model_name, version=version, where=where, error=error)
+        return Verdict(False, f"artifact check failed: {error}")
+    return None
+
+
+@contextmanager
+def _restored_on_failure(
+    mlflow_client: MlflowClient, model_name: str, old: str | None, new: str, challenger: str | None
+) -> Iterator[None]:
+    """Put the aliases ``champion``/``challenger`` and the archived tags back if the block raises.
+
+    The block moves the alias and commits the deployment row; an error anywhere in it (a
+    tag call, the registry, the commit) must not leave the alias moved without its row.
+    """
+    try:
+        yield
+    except BaseException:
+        try:
+            if old is None:
+                mlflow_client.delete_registered_model_alias(model_name, CHAMPION)
+            else:
+                mlflow_client.set_registered_model_alias(model_name, CHAMPION, old)
+                mlflow_client.set_model_version_tag(model_name, old, ARCHIVED_TAG, "false")
+            if challenger is not None:
+                mlflow_client.set_registered_model_alias(model_name, CHALLENGER, challenger)
+        except Exception as error:  # noqa: BLE001 (report both: the original error is raised below)
+            log.critical(
+                "%s: could not put the champion alias back on %s after a failed switch to %s (%s);"
+                " set it by hand", model_name, old, new, error,
+            )
+        else:
+            log.error("%s: switch to version %s failed; champion alias restored to %s", model_name, new, old)
+        raise
 
 
 def _move_champion(mlflow_client: MlflowClient, model_name: str, old: str | None, new: str) -> None:

@@ -10,6 +10,7 @@ from mlflow.exceptions import MlflowException
 
 from price_platform.registry.manual_checks import ManualContext
 from price_platform.registry.announce import announce_champion
+from price_platform.registry.champion import ARTIFACT_ERRORS
 from price_platform.registry.promotion import PromotionRefused, rollback
 from price_platform.settings import get_settings
 from price_platform.training.dataset import TrainingDataError
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
             reason=args.reason,
             check=context.rollback_check(),
         )
-    except (PromotionRefused, TrainingDataError, MlflowException) as error:
+    except (PromotionRefused, TrainingDataError, MlflowException, *ARTIFACT_ERRORS) as error:
         print(error, file=sys.stderr)
         return 1
     announce_champion(registry.redis_url, registry.model_name, row.to_version)

@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.sklearn
+import mlflow.artifacts
+import mlflow.pyfunc
 import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.pipeline import Pipeline
 
-from price_platform.registry import CHALLENGER, tracking
+from price_platform.registry import CHALLENGER, artifact_format, integrity, tracking
 from price_platform.registry.provenance import git_commit, package_set_hash
 
 #: Distributions a registered pipeline needs to be loaded again (pinned to what trained it).
-_RUNTIME_PACKAGES = ("price-platform", "scikit-learn", "xgboost", "pandas", "numpy", "cloudpickle")
+_RUNTIME_PACKAGES = ("price-platform", "scikit-learn", "xgboost", "pandas", "numpy", "skops")
 
 
 class InvalidMetricError(ValueError):
@@ -49,6 +52,7 @@ def register_candidate(
     pipeline: Pipeline,
     input_example: pd.DataFrame,
     *,
+    dsn: str,
     interval_log_halfwidth: float,
     data_version: str,
     dbt_manifest_hash: str = "none",
@@ -67,6 +71,11 @@ def register_candidate(
     (``interval_log_halfwidth``, ``data_version``, ``dbt_manifest_hash``, ``git_commit``)
     and ``version_tags`` (the training window ``train_start``/``train_end`` monitoring reads).
     A NaN or infinite metric or half-width raises before anything is logged.
+
+    The model is logged as a ``python_function`` model in :mod:`~price_platform.registry.artifact_format`
+    (boosters in XGBoost's UBJ format, the rest in skops; no pickle), and the SHA-256 of every
+    file of the registered artifact is recorded in the platform database ``dsn`` before the
+    alias moves, so that loaders can tell the files are the ones registered.
     """
     values = check_metrics({**(metrics or {}), "interval_log_halfwidth": interval_log_halfwidth})
     provenance = {
@@ -89,16 +98,20 @@ def register_candidate(
                 mlflow.log_figure(figure, f"plots/{name}.png")
             for name, frame in (tables or {}).items():
                 mlflow.log_table(frame, f"tables/{name}.json")
-            logged = mlflow.sklearn.log_model(
-                pipeline,
-                name="model",
-                signature=signature,
-                input_example=example,
-                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-                pip_requirements=requirements,
-                registered_model_name=model_name,
-            )
+            with tempfile.TemporaryDirectory(prefix="price-model-") as scratch:
+                data = artifact_format.save_pipeline(pipeline, Path(scratch) / artifact_format.DATA_FOLDER)
+                written = integrity.file_digests(data)
+                logged = mlflow.pyfunc.log_model(
+                    name="model",
+                    loader_module=artifact_format.__name__,
+                    data_path=str(data),
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=requirements,
+                    registered_model_name=model_name,
+                )
             version = str(logged.registered_model_version)
+            _record_registered_files(dsn, tracking_uri, model_name, version, written)
             serving_tags = {
                 "interval_log_halfwidth": repr(float(interval_log_halfwidth)),
                 "run_id": run.info.run_id,
@@ -109,3 +122,23 @@ def register_candidate(
                 mlflow_client.set_model_version_tag(model_name, version, key, value)
             mlflow_client.set_registered_model_alias(model_name, CHALLENGER, version)
     return CandidateVersion(model_name=model_name, version=version, run_id=run.info.run_id)
+
+
+def _record_registered_files(
+    dsn: str, tracking_uri: str, model_name: str, version: str, written: Mapping[str, integrity.FileDigest]
+) -> None:
+    """Record the digests of the registered artifact as the store holds it.
+
+    The pipeline's own files (``data/serving/*``) must match what was written here, so a file
+    changed in the store between upload and this check is caught rather than recorded.
+    """
+    with tempfile.TemporaryDirectory(prefix="price-model-") as folder:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=folder)
+        stored = integrity.file_digests(Path(local))
+    prefix = f"data/{artifact_format.DATA_FOLDER}/"
+    uploaded = {path[len(prefix):]: digest for path, digest in stored.items() if path.startswith(prefix)}
+    if uploaded != dict(written):
+        raise integrity.IntegrityError(
+            f"{model_name} version {version}: the stored pipeline files differ from the ones written; not recorded"
+        )
+    integrity.record_digests(dsn, model_name, version, stored)

@@ -130,6 +130,7 @@ def register(
     *,
     tracking_uri: str,
     model_name: str,
+    dsn: str,
     dbt_manifest_hash: str,
     run_tags: Mapping[str, str] | None = None,
 ) -> CandidateVersion:
@@ -147,6 +148,7 @@ def register(
         model_name,
         trained.pipeline,
         data.fit_rows[spec.features],
+        dsn=dsn,
         interval_log_halfwidth=trained.interval_log_halfwidth,
         data_version=data.data_version,
         dbt_manifest_hash=dbt_manifest_hash,

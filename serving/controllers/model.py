@@ -6,7 +6,7 @@ from litestar import Controller, get
 
 from serving.controllers.predictions import serving_model
 from serving.guards import requires
-from serving.schemas import ModelInfo
+from serving.schemas import ArtifactRefusal, ModelInfo
 from serving.services import Services
 
 
@@ -28,4 +28,6 @@ class ModelController(Controller):
             fast_path=model.predictor.fast,
             loaded_at=model.loaded_at,
             feature_schema=services.schemas.record_json_schema(),
+            artifact_verified=services.store.dsn is not None,
+            artifact_refusals=[ArtifactRefusal(**vars(r)) for r in services.store.artifact_refusals],
         )

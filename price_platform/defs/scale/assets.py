@@ -57,6 +57,7 @@ def large_candidate_model(
         registry.model_name,
         trained.pipeline,
         trained.input_example,
+        dsn=warehouse.dsn,
         interval_log_halfwidth=trained.interval_log_halfwidth,
         data_version=version_of_data,
         dbt_manifest_hash=manifest,

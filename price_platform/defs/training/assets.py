@@ -91,6 +91,7 @@ def candidate_model(
     dataset: Dataset,
     training: TrainingConfig,
     registry: ModelRegistry,
+    warehouse: Warehouse,
 ) -> dg.Output[CandidateVersion]:
     """The blend fitted with the study's best settings, logged to MLflow and registered as ``challenger``."""
     spec = dataset.spec
@@ -109,6 +110,7 @@ def candidate_model(
         training_dataset,
         tracking_uri=registry.tracking_uri,
         model_name=registry.model_name,
+        dsn=warehouse.dsn,
         dbt_manifest_hash=manifest_hash(Path(training.dbt_manifest_path)),
         run_tags={"dagster_run_id": context.run_id, "optuna_study": hyperparameter_study.study_name},
     )
