@@ -65,6 +65,8 @@ ARTIFACT_REFUSALS = Counter(
     " (reason=integrity) or not in the platform's no-pickle format (reason=format).",
     ["reason"],
 )
+for _reason in ("integrity", "format"):  # exported at 0 from the start, so the first refusal is an increase
+    ARTIFACT_REFUSALS.labels(reason=_reason)
 
 
 class ModelRefused(RuntimeError):
