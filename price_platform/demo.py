@@ -24,7 +24,7 @@ import httpx
 from tqdm import tqdm
 
 from price_platform.datasets import load_dataset
-from price_platform.launcher import Stack
+from price_platform.launcher import ProgressConsole, Stack
 from price_platform.modeling import read_sample
 from price_platform.monitoring.replay import (
     SHOCK_FACTOR,
@@ -108,7 +108,7 @@ def play(args: argparse.Namespace) -> int:
         print(f"backfill: sales up to {args.train_until}, then features, training and promotion")
         earlier = champion_version(stack.tracking_uri, settings.model_name)
         try:
-            stack.backfill(args.train_until, report=print)
+            stack.backfill(args.train_until, report=ProgressConsole(interactive=False).report)
         except RuntimeError as error:
             refusal = kept_champion(earlier, decisions(stack.server.dsn(), settings.model_name, started))
             if refusal is None:

@@ -2,14 +2,17 @@
 
 :class:`Stack` starts (or reuses) the PostgreSQL server, applies migrations, then runs the
 MLflow tracking server, Dagster (webserver + daemon, instance storage in PostgreSQL), the
-prediction API and the pipeline-metrics exporter as child processes. ``up`` launches the
-initial backfill of the asset graph through Dagster's GraphQL API, prints the URLs and an
-admin API key, and stops everything it started on Ctrl-C or SIGTERM.
+prediction API, the pipeline-metrics exporter and, when its binary is installed, Prometheus
+as child processes. ``up`` launches the initial backfill of the asset graph through Dagster's
+GraphQL API, prints the URLs and an admin API key, shows one progress line of the backfill
+until the first champion answers, and stops everything it started on Ctrl-C or SIGTERM.
+Third-party transcripts and warnings go to the log files, not to the console.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import signal
@@ -18,25 +21,30 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 import httpx
+import yaml
 from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
+from sqlalchemy.engine import make_url
 
-from price_platform.datasets import load_dataset
-from price_platform.partitions import sales_partitions
+from price_platform.datasets import DatasetSpec, load_dataset
+from price_platform.partitions import ARRIVAL_BATCHES, sales_partitions
 from price_platform.postgres import PostgresServer, ensure_server
 from price_platform.settings import Settings, get_settings
-from price_platform.warehouse import migrate
+from price_platform.warehouse import connect, migrate
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-#: Asset groups of the initial backfill's two stages: the data, then features, training and promotion.
-INGESTION_GROUPS = ("ingestion",)
-MODEL_GROUPS = ("features", "training", "registry")
+#: Asset groups of the initial backfill: the data, its features, training and promotion. Every
+#: partitioned asset among them backfills in one run (their backfill policies), so the backfill is
+#: three runs one after the other: all months' ingestion, one dbt build, then training.
+BACKFILL_GROUPS = ("ingestion", "features", "training", "registry")
+PROMETHEUS_CONFIG_DIR = PROJECT_DIR / "grafana" / "prometheus"
 BACKFILL_SUCCEEDED = {"COMPLETED_SUCCESS", "COMPLETED"}
 BACKFILL_DONE = BACKFILL_SUCCEEDED | {"COMPLETED_FAILED", "FAILED", "CANCELED"}
 
@@ -46,6 +54,26 @@ query($id: String!) {
     __typename
     ... on PartitionBackfill { status }
     ... on PythonError { message }
+  }
+}
+"""
+
+BACKFILL_RUNS_QUERY = """
+query($id: String!) {
+  runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
+    ... on Runs { results { status stepStats { stepKey status } } }
+  }
+}
+"""
+
+ASSET_GROUPS_QUERY = "{ assetNodes { assetKey { path } groupName } }"
+
+ADD_DYNAMIC_PARTITION_MUTATION = """
+mutation($selector: RepositorySelector!, $name: String!, $key: String!) {
+  addDynamicPartition(repositorySelector: $selector, partitionsDefName: $name, partitionKey: $key) {
+    __typename
+    ... on PythonError { message }
+    ... on UnauthorizedError { message }
   }
 }
 """
@@ -68,11 +96,11 @@ class Service:
     process: subprocess.Popen | None = None
 
     def start(self, log_dir: Path) -> None:
-        log_file = (log_dir / f"{self.name}.log").open("ab")
-        self.process = subprocess.Popen(
-            self.command, stdout=log_file, stderr=subprocess.STDOUT, env=self.env, cwd=PROJECT_DIR,
-            start_new_session=True,
-        )
+        with (log_dir / f"{self.name}.log").open("ab") as log_file:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                self.command, stdout=log_file, stderr=subprocess.STDOUT, env=self.env, cwd=PROJECT_DIR,
+                start_new_session=True,
+            )
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -216,21 +244,38 @@ class Stack:
                 env=env,
             ),
         ]
+        prometheus = shutil.which("prometheus")
+        if prometheus:
+            config = write_prometheus_config(self.settings, self.settings.home / "prometheus")
+            services.append(
+                Service(
+                    name="prometheus",
+                    command=[
+                        prometheus, f"--config.file={config}", f"--storage.tsdb.path={config.parent / 'data'}",
+                        f"--web.listen-address=127.0.0.1:{settings.prometheus_port}",
+                    ],
+                    port=settings.prometheus_port,
+                    url=f"http://127.0.0.1:{settings.prometheus_port}",
+                    env=env,
+                )
+            )
         return services
 
-    def launch_backfill(self, groups: tuple[str, ...], until: str | None = None) -> str:
+    def launch_backfill(self, groups: tuple[str, ...] = BACKFILL_GROUPS, until: str | None = None) -> str:
         """Ask Dagster to materialise the assets of ``groups``; return the backfill id.
 
         ``until`` (``YYYY-MM``) stops the data partitions at that month, so that the rest of the
-        history can be replayed later.
+        history can be replayed later. A data set without time has no partitions yet: its own
+        source becomes the first arrival batch.
         """
-        from price_platform.definitions import build_definitions
-
-        graph = build_definitions(self.settings).resolve_asset_graph()
-        keys = [{"path": key.path} for key in graph.get_all_asset_keys() if graph.get(key).group_name in groups]
+        nodes = self._graphql(ASSET_GROUPS_QUERY, {})["assetNodes"]
+        keys = [{"path": node["assetKey"]["path"]} for node in nodes if node["groupName"] in groups]
         params: dict[str, object] = {"assetSelection": keys, "title": f"initial backfill: {', '.join(groups)}"}
-        partitions = sales_partitions(load_dataset(self.settings.dataset))
-        if until:
+        spec = load_dataset(self.settings.dataset)
+        if spec.time is None:
+            params["partitionNames"] = [self.add_arrival_batch(first_batch_key(spec))]
+        elif until:
+            partitions = sales_partitions(spec)
             params["partitionNames"] = [key for key in partitions.get_partition_keys() if key[:7] <= until]
         else:
             params["allPartitions"] = True
@@ -240,21 +285,81 @@ class Stack:
             raise RuntimeError(f"Dagster refused the backfill: {outcome}")
         return outcome["backfillId"]
 
-    def backfill(self, until: str | None, report: Callable[[str], None], poll: float = 5.0) -> None:
-        """The initial backfill in two stages: every month's ingestion first, then the rest.
+    def add_arrival_batch(self, key: str) -> str:
+        """Add an arrival-batch partition (data sets without time); return its key."""
+        selector = {"repositoryLocationName": "price_platform", "repositoryName": "__repository__"}
+        outcome = self._graphql(
+            ADD_DYNAMIC_PARTITION_MUTATION, {"selector": selector, "name": ARRIVAL_BATCHES, "key": key}
+        )["addDynamicPartition"]
+        if outcome["__typename"] not in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"):
+            raise RuntimeError(f"Dagster refused the arrival batch {key}: {outcome}")
+        return key
 
-        Dagster's asset backfill starts downstream work as soon as an upstream partition is
-        done, which would run dbt once per month; after the ingestion stage, dbt builds the
-        whole window in one run and training follows once.
+    def backfill(self, until: str | None, report: Callable[..., None], poll: float = 5.0) -> str:
+        """The initial backfill: every month's ingestion in one run, then one dbt run, then training.
+
+        ``report`` gets the backfill's URL, then at each poll a line marked ``progress=True``:
+        partitions loaded of the total, the step that runs, the time since the start. Returns
+        the backfill id.
         """
-        for groups in (INGESTION_GROUPS, MODEL_GROUPS):
-            backfill_id = self.launch_backfill(groups, until)
-            report(f"backfill {', '.join(groups)}: {self.dagster_url}/runs/b/{backfill_id}")
-            while (status := self.backfill_status(backfill_id)) not in BACKFILL_DONE:
-                time.sleep(poll)
-            if status not in BACKFILL_SUCCEEDED:
-                raise RuntimeError(f"backfill {backfill_id} ended {status}: {self.dagster_url}/runs/b/{backfill_id}")
-            report(f"backfill {', '.join(groups)}: done")
+        started = time.monotonic()
+        backfill_id = self.launch_backfill(BACKFILL_GROUPS, until)
+        report(f"backfill: {self.dagster_url}/runs/b/{backfill_id}")
+        total = self.partitions_requested(backfill_id)
+        while (status := self.backfill_status(backfill_id)) not in BACKFILL_DONE:
+            report(
+                f"backfill: {self.partitions_loaded_since(started)}/{total} partitions loaded,"
+                f" step {self.current_step(backfill_id) or 'starting'}, {time.monotonic() - started:.0f} s",
+                progress=True,
+            )
+            time.sleep(poll)
+        if status not in BACKFILL_SUCCEEDED:
+            raise RuntimeError(f"backfill {backfill_id} ended {status}: {self.dagster_url}/runs/b/{backfill_id}")
+        report(f"backfill: done in {time.monotonic() - started:.0f} s")
+        return backfill_id
+
+    def partitions_requested(self, backfill_id: str) -> int:
+        """How many data partitions the backfill covers."""
+        query = """query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+            ... on PartitionBackfill { partitionNames } } }"""
+        names = self._graphql(query, {"id": backfill_id})["partitionBackfillOrError"].get("partitionNames")
+        return len(names or [])
+
+    def partitions_loaded_since(self, started: float) -> int:
+        """Partitions whose sales were loaded since ``started`` (a ``time.monotonic()``)."""
+        seconds = time.monotonic() - started
+        with connect(self.server.dsn()) as connection, connection.cursor() as cursor:
+            cursor.execute("select to_regclass('price_data.loads') is not null")
+            if not cursor.fetchone()[0]:
+                return 0
+            cursor.execute(
+                "select count(distinct partition_key) from price_data.loads"
+                " where loaded_at >= now() - make_interval(secs => %s)",
+                (seconds,),
+            )
+            return int(cursor.fetchone()[0])
+
+    def current_step(self, backfill_id: str) -> str | None:
+        """The step key of the backfill's run that is in progress, if any."""
+        runs = self._graphql(BACKFILL_RUNS_QUERY, {"id": backfill_id})["runsOrError"].get("results", [])
+        for run in runs:
+            for step in run.get("stepStats") or []:
+                if step["status"] == "IN_PROGRESS":
+                    return step["stepKey"]
+        return None
+
+    def wait_for_champion(self, api_key: str | None, timeout: float, poll: float = 2.0) -> dict:
+        """Wait until the API answers ``/ready`` with 200; return its ``/model-info``."""
+        headers = {"X-API-Key": api_key} if api_key else {}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.api_url}/ready", timeout=10).status_code == 200:
+                    return httpx.get(f"{self.api_url}/model-info", headers=headers, timeout=10).raise_for_status().json()
+            except httpx.HTTPError:
+                pass
+            time.sleep(poll)
+        raise TimeoutError(f"the API did not serve a champion within {timeout:.0f} s")
 
     def backfill_status(self, backfill_id: str) -> str:
         """Dagster's status of a backfill (``REQUESTED``, ``COMPLETED_SUCCESS``, ``COMPLETED_FAILED``, ...)."""
@@ -280,8 +385,49 @@ def create_admin_key(dsn: str) -> str:
     """A fresh admin API key for the person who ran ``up`` (stored hashed)."""
     from serving.auth import create_key
 
-    key, _key_id = create_key(dsn, "admin", "created by price-platform up")
+    _key_id, key = create_key(dsn, "admin", "created by price-platform up")
     return key
+
+
+def first_batch_key(spec: DatasetSpec) -> str:
+    """Arrival-batch key of a data set's own source, loaded by the initial backfill."""
+    return f"initial_{spec.name}"
+
+
+def write_prometheus_config(settings: Settings, folder: Path) -> Path:
+    """The project's scrape config and alert rules, pointed at this stack's API and exporter ports."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load((PROMETHEUS_CONFIG_DIR / "prometheus.yml").read_text())
+    config["rule_files"] = [str(PROMETHEUS_CONFIG_DIR / name) for name in config["rule_files"]]
+    targets = {
+        "api": f"127.0.0.1:{settings.api_port}",
+        "pipeline": f"127.0.0.1:{settings.exporter_port}",
+        "prometheus": f"127.0.0.1:{settings.prometheus_port}",
+    }
+    for job in config["scrape_configs"]:
+        job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+    path = folder / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def redacted(url: str) -> str:
+    """A database URL with its password masked, for the console."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def quiet_console(log_dir: Path) -> None:
+    """Send log records and Python warnings to ``<log_dir>/up.log``; the console keeps ``up``'s own lines."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(log_dir / "up.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    warnings.simplefilter("default")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -299,19 +445,15 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    quiet_console(settings.home / "logs")
+    print("starting PostgreSQL, MLflow, Dagster, the API and the exporter ...", flush=True)
     with Stack(settings) as stack:
-        print("\nprice-platform is up:")
-        for service in stack.services:
-            print(f"  {service.name:<9} {service.url}")
-        print(f"  postgres  {stack.server.dsn()}")
-        print(f"  logs      {stack.log_dir}")
-        if settings.auth_enabled:
-            print(f"  API key   {create_admin_key(stack.server.dsn())}  (role admin; header X-API-Key)")
-        print("Ctrl-C stops everything.", flush=True)
+        key = create_admin_key(stack.server.dsn()) if settings.auth_enabled else None
+        print_urls(stack, key)
         if not args.no_backfill:
             threading.Thread(
-                target=stack.backfill,
-                args=(args.until or settings.backfill_until, lambda line: print(line, flush=True)),
+                target=first_champion,
+                args=(stack, args.until or settings.backfill_until, key),
                 name="initial-backfill",
                 daemon=True,
             ).start()
@@ -321,3 +463,60 @@ def run(args: argparse.Namespace) -> int:
             print(f"a service stopped; see {stack.log_dir}", file=sys.stderr)
             return 1
     return 0
+
+
+def print_urls(stack: Stack, key: str | None) -> None:
+    """The console's first block: every URL, the database (password masked), the logs and the key."""
+    print("\nprice-platform is up (every port listens on 127.0.0.1 only):")
+    for service in stack.services:
+        print(f"  {service.name:<10} {service.url}")
+    if not any(service.name == "prometheus" for service in stack.services):
+        print("  prometheus not installed: `make system-deps` installs it, then `make up` starts it")
+    print(f"  postgres   {redacted(stack.server.dsn())}")
+    print(f"  logs       {stack.log_dir}")
+    if key:
+        print(f"  API key    {key}  (role admin; header X-API-Key)")
+    print("Ctrl-C stops everything.", flush=True)
+
+
+def first_champion(stack: Stack, until: str | None, key: str | None) -> None:
+    """Run the initial backfill with a progress line, then say which champion serves."""
+    started = time.monotonic()
+    console = ProgressConsole(interactive=sys.stdout.isatty())
+    try:
+        stack.backfill(until, console.report)
+        info = stack.wait_for_champion(key, timeout=600)
+    except (RuntimeError, TimeoutError, httpx.HTTPError) as error:
+        console.report(f"initial backfill failed: {error}")
+        return
+    holdout = info.get("metrics", {}).get("holdout_rmsle")
+    score = f"holdout RMSLE {holdout:.4f}" if isinstance(holdout, (int, float)) else "no holdout RMSLE recorded"
+    console.report(
+        f"first champion: version {info.get('version')}, {score}, ready at {stack.api_url}/predict"
+        f" ({time.monotonic() - started:.0f} s after the backfill started)"
+    )
+
+
+class ProgressConsole:
+    """Prints ``up``'s lines; progress lines overwrite each other on a terminal, and appear every 30 s in a log."""
+
+    PROGRESS_EVERY_SECONDS = 30.0
+
+    def __init__(self, interactive: bool) -> None:
+        self.interactive = interactive
+        self.on_progress_line = False
+        self.last_progress = -self.PROGRESS_EVERY_SECONDS
+
+    def report(self, line: str, progress: bool = False) -> None:
+        if progress and self.interactive:
+            print(f"\r{line:<100}", end="", flush=True)
+            self.on_progress_line = True
+            return
+        if progress:
+            if time.monotonic() - self.last_progress < self.PROGRESS_EVERY_SECONDS:
+                return
+            self.last_progress = time.monotonic()
+        if self.on_progress_line:
+            print()
+            self.on_progress_line = False
+        print(line, flush=True)

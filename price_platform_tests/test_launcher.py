@@ -35,12 +35,14 @@ def test_the_stack_starts_on_embedded_defaults_and_stops_everything(home: Path) 
         mlflow_port=free_port(),
         api_port=free_port(),
         exporter_port=free_port(),
+        prometheus_port=free_port(),
         auth_enabled=False,
     )
     stack = Stack(settings)
     try:
         with stack:
-            assert {service.name for service in stack.services} == {"mlflow", "dagster", "api", "exporter"}
+            expected = {"mlflow", "dagster", "api", "exporter"} | ({"prometheus"} if shutil.which("prometheus") else set())
+            assert {service.name for service in stack.services} == expected
             graphql = httpx.post(f"{stack.dagster_url}/graphql", json={"query": "{ version }"}, timeout=60)
             assert graphql.json()["data"]["version"]
             assets = httpx.post(

@@ -25,7 +25,13 @@ def build_daily_ingestion(spec: DatasetSpec) -> dg.ScheduleDefinition:
     """Each night, reload the latest month from the data set's source so that late sales of it land."""
     partitions = sales_partitions(spec)
 
-    @dg.schedule(name="daily_ingestion", job_name=INGEST_SALES, cron_schedule="0 3 * * *", execution_timezone="UTC")
+    @dg.schedule(
+        name="daily_ingestion",
+        job_name=INGEST_SALES,
+        cron_schedule="0 3 * * *",
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
     def daily_ingestion(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         """Reloads the latest monthly partition of ``raw_sales`` from the data set's source."""
         keys = partitions.get_partition_keys(current_time=context.scheduled_execution_time)

@@ -1,4 +1,8 @@
-"""Schedules of the monitoring domain: daily drift and monitoring passes, a weekly retrain floor."""
+"""Schedules of the monitoring domain: daily drift and monitoring passes, a weekly retrain floor.
+
+All of them run from the start (the seed's continuous training); stop one in the Dagster UI's
+Automation tab, which remembers it in the instance.
+"""
 
 import dagster as dg
 
@@ -14,7 +18,13 @@ DAILY_DRIFT_CRON = "30 3 * * *"
 def build_daily_drift(spec: DatasetSpec) -> dg.ScheduleDefinition:
     """Each night, the latest loaded partition's features rebuilt and its drift measured against the champion."""
 
-    @dg.schedule(name="daily_drift", job_name=DRIFT_JOB, cron_schedule=DAILY_DRIFT_CRON, execution_timezone="UTC")
+    @dg.schedule(
+        name="daily_drift",
+        job_name=DRIFT_JOB,
+        cron_schedule=DAILY_DRIFT_CRON,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+    )
     def daily_drift(
         context: dg.ScheduleEvaluationContext, warehouse: Warehouse, monitoring: Monitoring
     ) -> dg.RunRequest | dg.SkipReason:
@@ -37,6 +47,7 @@ daily_monitoring = dg.ScheduleDefinition(
     job_name=MONITORING_JOB,
     cron_schedule="0 4 * * *",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Prediction-log partitions ahead, retention, and live error by week and version.",
 )
 
@@ -45,6 +56,7 @@ weekly_retrain = dg.ScheduleDefinition(
     job_name=RETRAIN_JOB,
     cron_schedule="0 5 * * 1",
     execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.RUNNING,
     tags={"price_platform/trigger": "weekly"},
     description="The retraining floor: a challenger every Monday, drift or not (promoted only if better).",
 )
