@@ -186,3 +186,66 @@ def test_a_report_from_stored_reference_statistics_equals_one_from_the_frame(spe
     pd.testing.assert_frame_equal(again.features, direct.features)
     assert again.target == direct.target and again.target_drifted
     assert again.reference_rows == direct.reference_rows == len(reference)
+
+
+# --- multivariate drift (PCA reconstruction error) ----------------------------------------
+
+
+def correlated(rows: int, seed: int, *, broken: bool = False) -> pd.DataFrame:
+    """Two numeric columns that move together and a categorical that follows them; ``broken`` unties them."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 1, rows)
+    y = x + rng.normal(0, 0.2, rows)
+    if broken:
+        y = rng.permutation(y)  # same marginal distribution, relation gone
+    kind = np.where(x > 0, "high", "low")
+    return pd.DataFrame({"x": x, "y": y, "kind": kind})
+
+
+def test_multivariate_drift_sees_a_broken_relation_the_per_feature_report_misses():
+    from price_platform.monitoring.multivariate import ReconstructionModel
+
+    reference = correlated(5000, 1)
+    model = ReconstructionModel.fit(reference, ["x", "y"], ["kind"])
+    assert len(model.components) < 3
+    same = model.measure(correlated(400, 2))
+    broken = model.measure(correlated(400, 3, broken=True))
+    assert not same["drifted"] and same["error"] < same["threshold"]
+    assert broken["drifted"] and broken["error"] > 1.5 * broken["threshold"]
+    per_feature = compare(Reference.from_frame(reference, ["x", "y"], ["kind"]), correlated(400, 3, broken=True),
+                          psi_threshold=0.2)
+    assert not per_feature["drifted"].any()
+
+
+def test_the_multivariate_threshold_widens_for_small_batches_and_survives_storage_as_json():
+    import json
+
+    from price_platform.monitoring.multivariate import ReconstructionModel
+
+    model = ReconstructionModel.fit(correlated(3000, 4), ["x", "y"], ["kind"])
+    assert model.threshold(50) > model.threshold(5000) > model.reference_error
+    again = ReconstructionModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    batch = correlated(300, 5).assign(kind=["unseen"] * 300)  # an unseen category encodes as frequency 0
+    np.testing.assert_allclose(again.row_errors(batch), model.row_errors(batch))
+    with pytest.raises(ValueError, match="the reference has 10 rows; a multivariate model needs 20"):
+        ReconstructionModel.fit(correlated(10, 6), ["x", "y"], ["kind"])
+
+
+def test_a_report_measures_multivariate_drift_and_stores_it_in_the_summary(spec, sample, postgres):
+    from price_platform.warehouse import connect
+
+    reference = sample[sample["year_sold"] <= 2008]
+    current = sample[(sample["year_sold"] == 2009) & (sample["mo_sold"] == 9)]
+    model = reports.fit_multivariate(spec, reference)
+    report = reports.measure(spec, reference, current, partition_key="2009-09-01", model_version="3",
+                             thresholds=thresholds(), multivariate=model)
+    assert report.multivariate["rows"] == len(current)
+    assert report.markdown().startswith("multivariate (PCA reconstruction error")
+    with connect(postgres.dsn()) as connection:
+        reports.save(connection, report)
+    with connect(postgres.dsn()) as connection, connection.cursor() as cursor:
+        cursor.execute("select multivariate_error, multivariate_threshold, multivariate_drifted"
+                       " from monitoring.drift_summaries where report_id = %s", (str(report.report_id),))
+        assert cursor.fetchone() == pytest.approx(
+            (report.multivariate["error"], report.multivariate["threshold"], report.multivariate_drifted)
+        )

@@ -25,6 +25,7 @@ from psycopg2.extras import execute_values
 
 from price_platform.datasets import DatasetSpec
 from price_platform.monitoring.drift import NumericReference, Reference, compare, numeric_drift
+from price_platform.monitoring.multivariate import ReconstructionModel
 from price_platform.monitoring.partitions import month_start
 from price_platform.monitoring.reference_store import reference_key
 
@@ -70,6 +71,7 @@ class DriftReport:
     current_rows: int
     target: dict | None = None
     prediction: dict | None = None
+    multivariate: dict | None = None
     thresholds: Thresholds = field(default_factory=lambda: Thresholds(psi=0.2, share=0.3))
     report_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
@@ -90,6 +92,10 @@ class DriftReport:
         return bool(self.prediction and self.prediction["drifted"])
 
     @property
+    def multivariate_drifted(self) -> bool:
+        return bool(self.multivariate and self.multivariate["drifted"])
+
+    @property
     def drift_detected(self) -> bool:
         """A retrain is due: enough features moved, or the prices, or the model's answers did."""
         return self.drifted_share >= self.thresholds.share or self.target_drifted or self.prediction_drifted
@@ -107,8 +113,14 @@ class DriftReport:
         return rows.sort_values(["drifted", "psi"], ascending=[False, False], na_position="last").head(count)
 
     def markdown(self, count: int = 10) -> str:
-        """A markdown table of the rows that moved most."""
-        lines = ["| feature | kind | PSI | KS | JS | chi² p | drifted |", "|---|---|---|---|---|---|---|"]
+        """A markdown table of the rows that moved most, after the multivariate line when measured."""
+        lines = []
+        if self.multivariate:
+            found = self.multivariate
+            lines += [f"multivariate (PCA reconstruction error, {found['components']} components): {found['error']:.4f}"
+                      f" vs threshold {found['threshold']:.4f} (reference {found['reference_error']:.4f}):"
+                      f" {'drifted' if found['drifted'] else 'no drift'}", ""]
+        lines += ["| feature | kind | PSI | KS | JS | chi² p | drifted |", "|---|---|---|---|---|---|---|"]
         for row in self.top(count).itertuples():
             lines.append(
                 f"| {row.feature} | {row.kind} | {_fmt(row.psi)} | {_fmt(row.ks)} | {_fmt(row.js)} "
@@ -147,6 +159,11 @@ def prepare(spec: DatasetSpec, reference: pd.DataFrame) -> Reference:
     return Reference.from_frame(reference, spec.numeric, spec.categorical, spec.target)
 
 
+def fit_multivariate(spec: DatasetSpec, reference: pd.DataFrame) -> ReconstructionModel:
+    """The PCA reconstruction model of a reference frame over every feature."""
+    return ReconstructionModel.fit(reference, list(spec.numeric), list(spec.categorical))
+
+
 def measure(
     spec: DatasetSpec,
     reference: Reference | pd.DataFrame,
@@ -156,9 +173,10 @@ def measure(
     model_version: str | None,
     thresholds: Thresholds,
     predictions: tuple[np.ndarray, np.ndarray] | None = None,
+    multivariate: ReconstructionModel | None = None,
 ) -> DriftReport:
     """Compare ``current`` with the reference (its statistics, or a frame to summarise) feature by feature,
-    then the target and predictions."""
+    then the target and predictions, and all features together when ``multivariate`` is given."""
     prepared = reference if isinstance(reference, Reference) else prepare(spec, reference)
     features = compare(prepared, current, psi_threshold=thresholds.psi, p_value=thresholds.p_value)
     report = DriftReport(
@@ -168,6 +186,7 @@ def measure(
         reference_rows=prepared.rows,
         current_rows=len(current),
         thresholds=thresholds,
+        multivariate=None if multivariate is None else multivariate.measure(current),
     )
     if prepared.target is not None and spec.target in current and current[spec.target].notna().any():
         report.target = _numeric_row(
@@ -271,14 +290,18 @@ def save(connection: psycopg2.extensions.connection, report: DriftReport, run_id
         cursor.execute(
             "insert into monitoring.drift_summaries (report_id, partition_key, model_version, reference_rows,"
             " current_rows, features_checked, features_drifted, drifted_share, target_psi, target_drifted,"
-            " prediction_psi, prediction_drifted, drift_detected, dagster_run_id)"
-            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            " prediction_psi, prediction_drifted, drift_detected, dagster_run_id, multivariate_error,"
+            " multivariate_threshold, multivariate_drifted)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (
                 str(report.report_id), report.partition_key, report.model_version, report.reference_rows,
                 report.current_rows, len(report.features), report.features_drifted, report.drifted_share,
                 _num(report.target["psi"]) if report.target else None, report.target_drifted,
                 _num(report.prediction["psi"]) if report.prediction else None, report.prediction_drifted,
                 report.drift_detected, run_id,
+                _num(report.multivariate["error"]) if report.multivariate else None,
+                _num(report.multivariate["threshold"]) if report.multivariate else None,
+                report.multivariate_drifted if report.multivariate else None,
             ),
         )
 

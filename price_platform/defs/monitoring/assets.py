@@ -37,18 +37,22 @@ def build_drift_report(spec: DatasetSpec) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         """How far this partition's sales moved from the champion's training data: per feature, target, predictions."""
         from price_platform.monitoring import reference_store, reports
+        from price_platform.monitoring.multivariate import MIN_REFERENCE_ROWS, ReconstructionModel
 
         champion = monitoring.champion()
         version = None if champion is None else str(champion.version)
         window = reports.reference_window(dict(champion.tags) if champion else {}, context.partition_key)
         current = reports.read_features(warehouse.engine, dataset.spec, partition=context.partition_key)
 
-        def summarise() -> tuple[reports.Reference, None]:
-            return reports.prepare(dataset.spec, reports.read_features(warehouse.engine, dataset.spec, window)), None
+        def summarise() -> tuple[reports.Reference, dict | None]:
+            frame = reports.read_features(warehouse.engine, dataset.spec, window)
+            if len(frame) < MIN_REFERENCE_ROWS:
+                return reports.prepare(dataset.spec, frame), None
+            return reports.prepare(dataset.spec, frame), reports.fit_multivariate(dataset.spec, frame).to_dict()
 
         with warehouse.connect() as connection:
             key = reports.window_reference_key(connection, dataset.spec, version, window)
-            reference, _, built = reference_store.load_or_build(
+            reference, stored_multivariate, built = reference_store.load_or_build(
                 connection, key, summarise, model_version=version, window_label=window.label
             )
         if current.empty or reference.rows == 0:
@@ -62,6 +66,7 @@ def build_drift_report(spec: DatasetSpec) -> dg.AssetsDefinition:
         report = reports.measure(
             dataset.spec, reference, current, partition_key=context.partition_key, model_version=version,
             thresholds=monitoring.thresholds, predictions=predictions,
+            multivariate=None if stored_multivariate is None else ReconstructionModel.from_dict(stored_multivariate),
         )
         with warehouse.connect() as connection:
             reports.save(connection, report, run_id=context.run_id)
@@ -80,6 +85,11 @@ def build_drift_report(spec: DatasetSpec) -> dg.AssetsDefinition:
                 "target_psi": dg.MetadataValue.float(float(report.target["psi"])) if report.target else "not measured",
                 "target_drifted": report.target_drifted,
                 "prediction_drifted": report.prediction_drifted,
+                "multivariate_error": dg.MetadataValue.float(report.multivariate["error"])
+                if report.multivariate else "not measured",
+                "multivariate_threshold": dg.MetadataValue.float(report.multivariate["threshold"])
+                if report.multivariate else "not measured",
+                "multivariate_drifted": report.multivariate_drifted,
                 "reference_window": window.label,
                 "reference_rows": report.reference_rows,
                 "reference_statistics": f"{'computed and stored' if built else 'read from storage'} ({key})",
