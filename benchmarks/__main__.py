@@ -15,7 +15,7 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-GROUPS = ("training", "serving", "drift", "scale", "rollout")
+GROUPS = ("training", "serving", "drift", "scale", "rollout", "firstrun")
 RESULTS = Path(__file__).resolve().parent / "results.json"
 
 

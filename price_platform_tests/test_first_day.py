@@ -25,8 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from price_platform.postgres import embedded_server
-from price_platform.settings import Settings
+from price_platform.postgres import EmbeddedPostgres
 from price_platform_tests.conftest import free_port, which
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -97,7 +96,7 @@ def up() -> Iterator[UpProcess]:
             process.wait(120)
         except subprocess.TimeoutExpired:
             process.kill()
-        embedded_server(Settings(home=home / "home", embedded_port=ports["EMBEDDED_PORT"])).stop()
+        EmbeddedPostgres(home / "home" / "postgres", ports["EMBEDDED_PORT"]).stop()
         shutil.rmtree(home, ignore_errors=True)
 
 
