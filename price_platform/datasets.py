@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from price_platform.settings import PACKAGE_DIR
 
@@ -92,27 +92,75 @@ class CategoricalColumn(BaseModel):
 
 
 class TimeSpec(BaseModel):
-    """How a record's sale month is found: one date column, or a year and a month column."""
+    """When a record was sold: one date column, a year and a month column, or a year column only.
+
+    A year-only time puts every sale in the January of its year (its monthly partition) and
+    the training split goes by year (:mod:`price_platform.training.dataset`).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     column: str | None = None
     year_column: str | None = None
     month_column: str | None = None
-    start: str = Field(description="First month of the data, YYYY-MM.", pattern=r"^\d{4}-\d{2}$")
+    start: str = Field(description="First month of the data, YYYY-MM (or YYYY).", pattern=r"^\d{4}(-\d{2})?$")
     end: str | None = Field(
-        default=None, description="Last month of the data, YYYY-MM; open-ended when unset.", pattern=r"^\d{4}-\d{2}$"
+        default=None,
+        description="Last month of the data, YYYY-MM (or YYYY); open-ended when unset.",
+        pattern=r"^\d{4}(-\d{2})?$",
     )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _year_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _one_way(self) -> TimeSpec:
-        if bool(self.column) == bool(self.year_column and self.month_column):
-            raise ValueError("time needs either `column` or both `year_column` and `month_column`")
+        if self.column and self.month_column:
+            raise ValueError("time: `month_column` goes with `year_column`, not with a date `column`")
+        if bool(self.column) == bool(self.year_column) or (self.month_column and not self.year_column):
+            raise ValueError(
+                "time needs either `column` (a date), or `year_column` with an optional `month_column`"
+            )
+        yearly = self.granularity == "year"
+        if len(self.start) == 4:
+            self.start = f"{self.start}-01"
+        if self.end is not None and len(self.end) == 4:
+            self.end = f"{self.end}-01" if yearly else f"{self.end}-12"
+        if yearly and (self.start[5:] != "01" or (self.end is not None and self.end[5:] != "01")):
+            raise ValueError("time: a year-only time starts and ends in a year (YYYY or YYYY-01)")
+        if self.end is not None and self.end < self.start:
+            raise ValueError(f"time: end {self.end} is before start {self.start}")
         return self
 
     @property
+    def granularity(self) -> Literal["month", "year"]:
+        """``year`` when only a year is known, else ``month``."""
+        return "year" if self.year_column and not self.month_column else "month"
+
+    @property
     def columns(self) -> list[str]:
-        return [self.column] if self.column else [self.year_column, self.month_column]  # type: ignore[list-item]
+        if self.column:
+            return [self.column]
+        return [c for c in (self.year_column, self.month_column) if c]
+
+
+class OutlierRule(BaseModel):
+    """Rows the models are not *fitted* on: a column's value above or below a bound (evaluation keeps them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    column: str
+    above: float | None = None
+    below: float | None = None
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _bounded(self) -> OutlierRule:
+        if self.above is None and self.below is None:
+            raise ValueError(f"outlier rule on {self.column!r} needs `above` or `below`")
+        return self
 
 
 class SourceSpec(BaseModel):
@@ -172,6 +220,9 @@ class DatasetSpec(BaseModel):
         description="Features computed from others by an arithmetic expression valid in SQL and Python.",
     )
     pii: list[str] = Field(default_factory=list, description="Columns stored hashed in prediction logs.")
+    outliers: list[OutlierRule] = Field(
+        default_factory=list, description="Rows left out of model fitting (not of evaluation), by value bounds."
+    )
     target_min: float = Field(default=0.0, description="Target values must be greater than this.")
     model: ModelSpec = ModelSpec()
 
@@ -185,6 +236,9 @@ class DatasetSpec(BaseModel):
             unknown = set(names) - known
             if unknown:
                 raise ValueError(f"{group} names unknown columns: {sorted(unknown)}")
+        for rule in self.outliers:
+            if rule.column not in self.numeric:
+                raise ValueError(f"outlier rule names {rule.column!r}, which is not a numeric column")
         if self.area_column and self.area_column not in self.numeric:
             raise ValueError(f"area_column {self.area_column!r} is not a numeric column")
         if self.target in self.numeric or self.target in self.categorical:

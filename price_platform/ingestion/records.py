@@ -57,7 +57,7 @@ def column_kinds(spec: DatasetSpec) -> dict[str, Literal["number", "text"]]:
     """Every record column and its storage: numbers (numeric features, target, year/month) or text."""
     numbers = {*spec.numeric, spec.target}
     if spec.time is not None and spec.time.column is None:
-        numbers |= {spec.time.year_column, spec.time.month_column}  # type: ignore[arg-type]
+        numbers |= set(spec.time.columns)
     return {column: "number" if column in numbers else "text" for column in spec.columns}
 
 
@@ -83,7 +83,10 @@ def _number(values: pd.Series, column: str, name: str, rows: pd.Series) -> pd.Se
 
 
 def _months(spec: DatasetSpec, frame: pd.DataFrame, name: str, rows: pd.Series) -> pd.Series:
-    """Each record's monthly partition key, from its date column or its year and month columns."""
+    """Each record's monthly partition key, from its date column or its year and month columns.
+
+    With a year only, a sale's partition is the January of its year.
+    """
     time = spec.time
     assert time is not None
     if time.column:
@@ -91,10 +94,13 @@ def _months(spec: DatasetSpec, frame: pd.DataFrame, name: str, rows: pd.Series) 
         dates = pd.to_datetime(text, errors="coerce", format="mixed")
         _fail_where(dates.isna(), time.column, "not a date", text, name, rows)
         return pd.Series([month_key(d.year, d.month) for d in dates], index=frame.index)
-    year_column, month_column = time.columns
+    year_column, month_column = time.year_column, time.month_column
+    assert year_column is not None
     years = _number(frame[year_column], year_column, name, rows)
-    months = _number(frame[month_column], month_column, name, rows)
     _fail_where(years.isna() | (years % 1 != 0), year_column, "not a year", years, name, rows)
+    if month_column is None:
+        return pd.Series([month_key(int(y), 1) for y in years], index=frame.index)
+    months = _number(frame[month_column], month_column, name, rows)
     _fail_where(~months.between(1, 12) | (months % 1 != 0), month_column, "not a month", months, name, rows)
     return pd.Series([month_key(int(y), int(m)) for y, m in zip(years, months, strict=True)], index=frame.index)
 

@@ -1,10 +1,14 @@
 """The training data: ``price_data.features`` split into train, validation and holdout windows.
 
-With a time column the split is by sale month (the last ``holdout_months`` are the holdout,
-the ``validation_months`` before them the validation window), never random. Without one,
-rows are split at random with the settings' seed. The data version is a hash of the rows
+With a monthly time the split is by sale month (the last ``holdout_months`` are the holdout,
+the ``validation_months`` before them the validation window), never random. With a year-only
+time it is by year when there are at least three years (the last year is the holdout, the one
+before it the validation window), else random within each year, so that every year is in
+every window. Without a time, rows are split at random with the settings' seed. The method
+used is the split's :attr:`TrainingSplit.split_method`. The data version is a hash of the rows
 used and of the dbt manifest that built them. Models are fitted on the windows' rows without
-the area outliers (:data:`MAX_FIT_AREA`); every window is still measured on all its rows.
+the data set's outlier rules' rows (:func:`without_area_outliers`); every window is still
+measured on all its rows.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -23,18 +28,28 @@ from price_platform.datasets import DatasetSpec
 #: Columns of ``price_data.features`` besides the model's inputs and the target.
 KEY_COLUMNS = ("record_id", "partition_key", "sale_month", "arrival_seq")
 
-#: Sales whose area column exceeds this are left out of the rows a model is *fitted* on: in
-#: Ames (De Cock 2011, who recommends the cut) they are three partial sales of unfinished
-#: very large houses at far too low prices and two genuine mansions; they teach the models
-#: a false area-price slope. Evaluation windows keep them.
-MAX_FIT_AREA = 4000.0
+#: How a split was made: by month, by year, at random within each year, or at random.
+SplitMethod = Literal["by_month", "by_year", "random_within_years", "random"]
+
+#: Shares of the rows in the holdout and validation windows of a random split.
+HOLDOUT_SHARE, VALIDATION_SHARE = 0.2, 0.15
 
 
 def without_area_outliers(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """``frame`` without the rows whose area column exceeds :data:`MAX_FIT_AREA` (unchanged if no area column)."""
-    if not spec.area_column or spec.area_column not in frame:
-        return frame
-    return frame[~(frame[spec.area_column] > MAX_FIT_AREA)].reset_index(drop=True)
+    """``frame`` without the rows the data set's outlier rules leave out of fitting (missing values stay).
+
+    Each rule (``outliers`` in the YAML) drops the rows whose column is above its ``above``
+    or below its ``below``; with no rules the frame is returned unchanged.
+    """
+    dropped = pd.Series(False, index=frame.index)
+    for rule in spec.outliers:
+        if rule.column not in frame:
+            continue
+        if rule.above is not None:
+            dropped |= frame[rule.column] > rule.above
+        if rule.below is not None:
+            dropped |= frame[rule.column] < rule.below
+    return frame[~dropped].reset_index(drop=True) if dropped.any() else frame
 
 
 class TrainingDataError(ValueError):
@@ -49,6 +64,7 @@ class TrainingSplit:
     validation: pd.DataFrame
     holdout: pd.DataFrame
     data_version: str
+    split_method: SplitMethod
 
     @property
     def fit_rows(self) -> pd.DataFrame:
@@ -109,26 +125,54 @@ def split(
     seed: int,
     dbt_manifest_hash: str = "none",
 ) -> TrainingSplit:
-    """Split ``frame`` into windows by sale month, or at random when the data set has no time."""
+    """Split ``frame`` into windows by sale month or year, or at random (see the module's docstring)."""
     if frame.empty:
         raise TrainingDataError("price_data.features has no rows: ingest and build features first")
     bad = frame[spec.target].isna() | ~(frame[spec.target] > spec.target_min)
     if bad.any():
         raise TrainingDataError(f"{int(bad.sum())} rows have a missing or non-positive {spec.target}")
-    if spec.has_time:
-        months = pd.to_datetime(frame["sale_month"]).dt.to_period("M")
-        last = months.max()
-        holdout_start = last - (holdout_months - 1)
-        validation_start = holdout_start - validation_months
-        windows = np.select([months >= holdout_start, months >= validation_start], ["holdout", "validation"], "train")
-    else:
-        shares = np.random.default_rng(seed).random(len(frame))
-        windows = np.select([shares < 0.2, shares < 0.35], ["holdout", "validation"], "train")
+    method, windows = _windows(frame, spec, holdout_months, validation_months, seed)
     parts = {name: frame[windows == name].reset_index(drop=True) for name in ("train", "validation", "holdout")}
     empty = [name for name, part in parts.items() if part.empty]
     if empty:
+        needs = {
+            "by_month": f"{holdout_months} holdout and {validation_months} validation months plus training months",
+            "by_year": "a holdout year and a validation year plus training years",
+        }.get(method, "rows in each of the three windows")
         raise TrainingDataError(
-            f"window(s) {', '.join(empty)} would be empty: {len(frame)} rows cannot hold "
-            f"{holdout_months} holdout and {validation_months} validation months plus training months"
+            f"window(s) {', '.join(empty)} would be empty ({method} split): {len(frame)} rows cannot hold {needs}"
         )
-    return TrainingSplit(**parts, data_version=data_version(frame, spec, dbt_manifest_hash))
+    return TrainingSplit(**parts, data_version=data_version(frame, spec, dbt_manifest_hash), split_method=method)
+
+
+def _windows(
+    frame: pd.DataFrame, spec: DatasetSpec, holdout_months: int, validation_months: int, seed: int
+) -> tuple[SplitMethod, np.ndarray]:
+    """The split method and each row's window name."""
+    if spec.time is None:
+        shares = np.random.default_rng(seed).random(len(frame))
+        return "random", _by_share(shares)
+    months = pd.to_datetime(frame["sale_month"]).dt.to_period("M")
+    if spec.time.granularity == "month":
+        last = months.max()
+        holdout_start = last - (holdout_months - 1)
+        validation_start = holdout_start - validation_months
+        return "by_month", np.select(
+            [months >= holdout_start, months >= validation_start], ["holdout", "validation"], "train"
+        )
+    years = months.dt.year
+    if years.nunique() >= 3:
+        last = years.max()
+        return "by_year", np.select([years == last, years == last - 1], ["holdout", "validation"], "train")
+    # Too few years to hold out whole ones: each year's rows are split at random in the same shares.
+    rng = np.random.default_rng(seed)
+    shares = np.empty(len(frame))
+    for positions in pd.Series(range(len(frame))).groupby(years.to_numpy()).indices.values():
+        shares[positions] = (rng.permutation(len(positions)) + 0.5) / len(positions)
+    return "random_within_years", _by_share(shares)
+
+
+def _by_share(shares: np.ndarray) -> np.ndarray:
+    return np.select(
+        [shares < HOLDOUT_SHARE, shares < HOLDOUT_SHARE + VALIDATION_SHARE], ["holdout", "validation"], "train"
+    )

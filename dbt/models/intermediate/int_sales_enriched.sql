@@ -59,7 +59,11 @@ dated as (
         {%- else -%}
         make_date(
             cast({{ adapter.quote(time.year_column) }} as integer),
+            {% if time.month_column -%}
             cast({{ adapter.quote(time.month_column) }} as integer),
+            {%- else -%}
+            1,  {#- a year-only time: the sale's January, as ingestion's partition key -#}
+            {%- endif %}
             1
         )
         {%- endif %} as sale_month

@@ -26,7 +26,7 @@ GROUP = "training"
 
 @dg.asset(deps=[FEATURES], group_name=GROUP, kinds={"postgres", "pandas"})
 def training_dataset(warehouse: Warehouse, dataset: Dataset, training: TrainingConfig) -> dg.Output[TrainingSplit]:
-    """Time-ordered train/validation/holdout windows of the features, with their data version."""
+    """Train/validation/holdout windows of the features (by time where the data set has one), with their data version."""
     spec = dataset.spec
     manifest = manifest_hash(Path(training.dbt_manifest_path))
     data = split(
@@ -41,6 +41,7 @@ def training_dataset(warehouse: Warehouse, dataset: Dataset, training: TrainingC
         data,
         metadata={
             "data_version": data.data_version,
+            "split_method": data.split_method,
             "dbt_manifest_hash": manifest,
             "dagster/row_count": len(data.train) + len(data.validation) + len(data.holdout),
             "windows": markdown_table(data.summary()),
