@@ -47,8 +47,10 @@ class Settings(BaseSettings):
     model_name: str = Field(default="price-model", description="Registered model name in MLflow.")
     holdout_months: int = Field(default=12, ge=1)
     validation_months: int = Field(default=6, ge=1)
-    n_trials: int = Field(default=30, ge=1, description="Optuna trial budget per study.")
-    study_timeout_seconds: float = Field(default=180.0, gt=0, description="Optuna time budget per study.")
+    n_trials: int = Field(default=30, ge=1, description="Optuna trial budget per study (the budget: seeded, so load-independent).")
+    study_timeout_seconds: float = Field(
+        default=3600.0, gt=0, description="Safety limit of a study's time; a study it stops is logged as cut short."
+    )
     promotion_margin: float = Field(default=0.0, ge=0.0, description="Relative RMSLE gain a challenger needs.")
     interval_coverage: float = Field(default=0.9, gt=0.0, lt=1.0)
     seed: int = 42

@@ -45,8 +45,16 @@ class Predictor(Protocol):
     """Prices for rows given as tuples in ``DatasetSpec.features`` order."""
 
     fast: bool
+    band: tuple[float, float] | None  # prices are capped to it (None: no band)
 
     def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray: ...
+
+
+def capped_flags(prices: np.ndarray, band: tuple[float, float] | None) -> list[bool]:
+    """Per price, whether it is an edge of ``band``: the model's answer was capped there."""
+    if band is None:
+        return [False] * len(prices)
+    return ((prices <= band[0]) | (prices >= band[1])).tolist()
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class CompiledPipeline:
     """A model compiled from its fitted pipeline: prices and per-feature explanations without scikit-learn."""
 
     fast: bool = True
+    band: tuple[float, float] | None = None
 
     def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
         raise NotImplementedError
@@ -172,6 +181,12 @@ class PipelinePredictor:
     pipeline: Any
     features: list[str]
     fast: bool = False
+
+    @property
+    def band(self) -> tuple[float, float] | None:
+        """The band of a ``BandedTargetRegressor`` last step, which caps the pipeline's prices."""
+        steps = getattr(self.pipeline, "steps", None)
+        return getattr(steps[-1][1], "band_", None) if steps else None
 
     def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
         frame = pd.DataFrame.from_records(list(rows), columns=self.features)

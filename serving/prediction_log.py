@@ -49,7 +49,9 @@ QUIET_SECONDS = 0.05
 #: come many times a second with a few rows each).
 QUIET_ROWS = 500
 
-_COLUMNS = "prediction_id, prediction, lower_bound, upper_bound, features, created_at, model_version, latency_ms, key_id"
+_COLUMNS = (
+    "prediction_id, prediction, lower_bound, upper_bound, capped, features, created_at, model_version, latency_ms, key_id"
+)
 #: The rows go as COPY text made by :meth:`PredictionLog._copy_text`: PostgreSQL parses no SQL per
 #: row, and each request's features are encoded by msgspec in one call.
 _COPY_PREDICTIONS = f"copy monitoring.predictions ({_COLUMNS}) from stdin"
@@ -57,8 +59,8 @@ _COPY_PREDICTIONS = f"copy monitoring.predictions ({_COLUMNS}) from stdin"
 #: commit whose answer was lost; those rows then go through this statement, which skips them.
 _INSERT_PREDICTIONS = (
     f"insert into monitoring.predictions ({_COLUMNS})"
-    " select (r->>0)::uuid, (r->>1)::float8, (r->>2)::float8, (r->>3)::float8, (r->4)::json, (r->>5)::timestamptz,"
-    " r->>6, (r->>7)::float8, r->>8 from jsonb_array_elements(%s::jsonb) as r on conflict do nothing"
+    " select (r->>0)::uuid, (r->>1)::float8, (r->>2)::float8, (r->>3)::float8, (r->>4)::boolean, (r->5)::json,"
+    " (r->>6)::timestamptz, r->>7, (r->>8)::float8, r->>9 from jsonb_array_elements(%s::jsonb) as r on conflict do nothing"
 )
 _ENCODER = msgspec.json.Encoder()
 _INSERT_ACTUALS = (
@@ -80,6 +82,7 @@ class LoggedPredictions:
     upper: Sequence[float]
     latency_ms: float
     key_id: str | None
+    capped: Sequence[bool] = ()  # per record: the price is the edge of the model's price band (none when empty)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -89,6 +92,7 @@ class LoggedPredictions:
         return LoggedPredictions(
             self.prediction_ids[:count], self.created_at, self.model_version, self.records[:count],
             self.predictions[:count], self.lower[:count], self.upper[:count], self.latency_ms, self.key_id,
+            self.capped[:count],
         )
 
 
@@ -256,7 +260,9 @@ class PredictionLog:
         joined in C. No per-record Python formatting: this thread shares the interpreter lock
         with the requests.
         """
-        heads = _ENCODER.encode_lines(zip(batch.prediction_ids, batch.predictions, batch.lower, batch.upper, strict=True))
+        heads = _ENCODER.encode_lines(
+            zip(batch.prediction_ids, batch.predictions, batch.lower, batch.upper, _capped(batch), strict=True)
+        )
         heads = heads.translate(None, b'[]"').replace(b",", b"\t").split(b"\n")
         features = _ENCODER.encode_lines(self._features(batch))
         if b"\\" in features:  # only strings with escapes have one
@@ -270,10 +276,10 @@ class PredictionLog:
     def _rows(self, batch: LoggedPredictions) -> Iterable[tuple]:
         """Table rows of one request's records, in the column order of ``_COLUMNS``."""
         created, version, latency, key_id = batch.created_at, batch.model_version, batch.latency_ms, batch.key_id
-        for prediction_id, prediction, lower, upper, record in zip(
-            batch.prediction_ids, batch.predictions, batch.lower, batch.upper, self._features(batch), strict=True
+        for prediction_id, prediction, lower, upper, capped, record in zip(
+            batch.prediction_ids, batch.predictions, batch.lower, batch.upper, _capped(batch), self._features(batch), strict=True
         ):
-            yield prediction_id, prediction, lower, upper, record, created, version, latency, key_id
+            yield prediction_id, prediction, lower, upper, capped, record, created, version, latency, key_id
 
     def _features(self, batch: LoggedPredictions) -> Sequence[msgspec.Struct | dict]:
         """The records as they are stored: with the ``pii`` columns hashed."""
@@ -285,6 +291,11 @@ class PredictionLog:
             if features[name] is not None:
                 features[name] = hashlib.sha256(str(features[name]).encode()).hexdigest()
         return features
+
+
+def _capped(batch: LoggedPredictions) -> Sequence[bool]:
+    """Per record, whether its price was capped (all False when the request gave no flags)."""
+    return batch.capped or [False] * len(batch)
 
 
 def _copy_field(value: str | None) -> str:

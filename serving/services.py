@@ -12,6 +12,7 @@ import msgspec
 import numpy as np
 
 from price_platform.datasets import DatasetSpec
+from price_platform.record_rules import broken_rules
 from price_platform.settings import Settings
 from serving import metrics
 from serving.auth import KeyRing
@@ -34,6 +35,26 @@ class UnpriceableRecords(ValueError):
             f"record {records[0]}: the model gives no finite price for it (its values lie far outside the data"
             f" the model was trained on)" + (f"; also records {records[1:10]}" if len(records) > 1 else "")
         )
+
+
+class ImpossibleRecords(UnpriceableRecords):
+    """Records that break one of the data set's cross-field rules (``rules`` in its YAML): not priced."""
+
+    def __init__(self, broken: list[tuple[int, str]]) -> None:
+        self.records = [index for index, _ in broken]
+        index, rule = broken[0]
+        ValueError.__init__(
+            self,
+            f"record {index}: breaks the data set's rule {rule!r} (each value may be in range, together they describe"
+            " no real item)" + (f"; also records {self.records[1:10]}" if len(broken) > 1 else ""),
+        )
+
+
+def refuse_impossible(spec: DatasetSpec, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Raise :class:`ImpossibleRecords` when a record breaks one of the data set's cross-field rules."""
+    broken = broken_rules(spec, rows)
+    if broken:
+        raise ImpossibleRecords(broken)
 
 
 def checked(prices: np.ndarray) -> np.ndarray:
@@ -61,6 +82,12 @@ class Services:
 
     async def prices(self, model: LoadedModel, records: Sequence[msgspec.Struct]) -> np.ndarray:
         """Prices of ``records``; a single record goes through the cache (keyed by model version) and the micro-batcher."""
+        if self.spec.rules:
+            try:
+                refuse_impossible(self.spec, [msgspec.structs.astuple(record) for record in records])
+            except ImpossibleRecords:
+                self.batcher.not_coming()
+                raise
         if len(records) == 1:
             key = cache_key(model.name, model.version, msgspec.json.encode(records[0]))
             cached = await self.shared.get_price(key)

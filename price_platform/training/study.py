@@ -48,6 +48,7 @@ class StudyResult:
     pruned: int
     seconds: float
     history: pd.DataFrame
+    cut_short: bool = False  # the safety time limit stopped the study before its trial budget
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,13 @@ def run_study(
     pruning: bool = True,
     rounds: int | None = None,
 ) -> StudyResult:
-    """Add up to ``n_trials`` trials (within ``timeout`` seconds) to the study and return its best trial."""
+    """Add ``n_trials`` trials to the study and return its best trial.
+
+    The trial count is the budget: the sampler is seeded and the pruner depends only on the
+    scores, so the best trial is the same on an idle or a busy machine. ``timeout`` is only a
+    safety limit; a study it stops is logged and marked ``cut_short`` (its result then
+    depends on the machine's speed).
+    """
     rounds = rounds or int(XGBOOST_DEFAULTS["n_estimators"])
     inputs = study_inputs(spec, data, seed)
     study = open_study(storage_url, study_name, seed=seed + worker, pruning=pruning)
@@ -197,10 +204,14 @@ def run_study(
         trial.set_user_attr("n_estimators", callback.best_rounds)
         return callback.best
 
+    before = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
     started = time.perf_counter()
     study.optimize(objective, n_trials=n_trials, timeout=timeout, gc_after_trial=False)
     seconds = time.perf_counter() - started
     trials = study.get_trials(deepcopy=False)
+    added = sum(t.state.is_finished() for t in trials) - before
+    if added < n_trials:
+        log.warning("study %s: the %.0f s safety limit stopped it after %d of %d trials", study_name, timeout, added, n_trials)
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise RuntimeError(f"study {study_name} has no completed trial after {len(trials)} trials")
@@ -216,6 +227,7 @@ def run_study(
         pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials),
         seconds=seconds,
         history=history,
+        cut_short=added < n_trials,
     )
 
 

@@ -14,7 +14,7 @@ class TrainingConfig(dg.ConfigurableResource):
     holdout_months: int = 12
     validation_months: int = 6
     n_trials: int = 30
-    study_timeout_seconds: float = 180.0
+    study_timeout_seconds: float = 3600.0
     boosting_rounds: int = 1200
     interval_coverage: float = 0.9
     seed: int = 42
