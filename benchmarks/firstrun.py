@@ -124,7 +124,8 @@ def run() -> list[Result]:
         print(f"  champion serves after {champion_seconds:.0f} s", flush=True)
         key = console.wait_for(r"API key\s+(ppk_\S+)", deadline).group(1)
         curl = readme_curl(key, ports["API_PORT"])
-        answer = subprocess.run(["bash", "-c", curl], cwd=repo, capture_output=True, text=True, check=False)
+        answer = subprocess.run(["bash", "-c", curl], cwd=repo, capture_output=True, text=True, check=False,
+                                env={**env, "KEY": key})
         if answer.stdout.strip() != "200":
             raise RuntimeError(f"the README's curl answered {answer.stdout!r}: {answer.stderr}")
         prediction_seconds = time.monotonic() - started

@@ -45,6 +45,11 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 #: three runs one after the other: all months' ingestion, one dbt build, then training.
 BACKFILL_GROUPS = ("ingestion", "features", "training", "registry")
 PROMETHEUS_CONFIG_DIR = PROJECT_DIR / "grafana" / "prometheus"
+#: The Dagster webserver keeps a pool of storage connections; after PostgreSQL restarts, a pooled
+#: connection is dead and its first page answers 500. Recycling at every checkout (age > 0 s) is
+#: the pre-ping the CLI offers: a fresh loopback connection per checkout, as the daemon's and runs'
+#: storage (NullPool) always make.
+WEBSERVER_DB_OPTIONS = ("--db-pool-recycle", "0")
 BACKFILL_SUCCEEDED = {"COMPLETED_SUCCESS", "COMPLETED"}
 BACKFILL_DONE = BACKFILL_SUCCEEDED | {"COMPLETED_FAILED", "FAILED", "CANCELED"}
 
@@ -223,7 +228,7 @@ class Stack:
                 name="dagster",
                 command=[
                     str(bin_dir / "dagster"), "dev", "-w", str(PROJECT_DIR / "workspace.yaml"),
-                    "-h", "127.0.0.1", "-p", str(settings.dagster_port),
+                    "-h", "127.0.0.1", "-p", str(settings.dagster_port), *WEBSERVER_DB_OPTIONS,
                 ],
                 port=settings.dagster_port,
                 url=self.dagster_url,
