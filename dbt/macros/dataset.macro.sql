@@ -29,3 +29,8 @@
 {% macro partition_literal(key) -%}
     '{{ key | string | replace("'", "''") }}'
 {%- endmacro %}
+
+{#- The features table's comment: the hash of the data set description it was built from. -#}
+{% macro description_comment(hash) -%}
+    price_platform dataset description {{ hash }}
+{%- endmacro %}

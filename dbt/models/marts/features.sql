@@ -3,6 +3,10 @@
     and the prior-segment statistics (analysis only). Built partition by partition: a run
     replaces the rows of the partition window `min_partition`..`max_partition` and keeps the
     others, in one transaction (the delete is a pre-hook inside the insert's transaction).
+
+    The table's comment records the hash of the data set description it was built from (the
+    `dataset_hash` var); Dagster compares it before a build and rebuilds every partition with
+    `--full-refresh` when the description changed (price_platform.defs.features.refresh).
 -#}
 {{
     config(
@@ -10,6 +14,7 @@
         incremental_strategy='append',
         on_schema_change='fail',
         pre_hook="{% if is_incremental() %}delete from {{ this }} where {{ in_partition_window('partition_key') }}{% endif %}",
+        post_hook="{% if var('dataset_hash', none) %}comment on table {{ this }} is {{ partition_literal(description_comment(var('dataset_hash'))) }}{% endif %}",
         indexes=[{'columns': ['partition_key']}, {'columns': ['record_id']}],
     )
 }}

@@ -10,6 +10,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.features.project import build_vars
+from price_platform.defs.features.refresh import stale_description
 from price_platform.defs.features.resources import PlatformDbt
 from price_platform.partitions import sales_partitions
 from price_platform.resources import Warehouse
@@ -44,12 +45,23 @@ def build_dbt_assets(spec: DatasetSpec, project: DbtProject) -> dg.AssetsDefinit
         pool="dbt",
     )
     def price_features_dbt(context: dg.AssetExecutionContext, dbt: PlatformDbt) -> Iterator[Any]:
-        """Rebuild the features of the run's partitions from raw_sales, then run dbt's tests on them."""
+        """Rebuild the features of the run's partitions from raw_sales, then run dbt's tests on them.
+
+        When the data set description changed since the table was built, every partition is
+        rebuilt (``--full-refresh``), so the table takes the new description's columns.
+        """
         first, last = context.partition_key_range
-        invocation = dbt.cli(["build", "--vars", json.dumps(build_vars(spec, first, last))], context=context)
+        stale = stale_description(dbt.warehouse, spec)
+        if stale:
+            context.log.warning(stale)
+            args = ["build", "--full-refresh", "--vars", json.dumps(build_vars(spec, None, None))]
+        else:
+            args = ["build", "--vars", json.dumps(build_vars(spec, first, last))]
+        invocation = dbt.cli(args, context=context)
         for event in invocation.stream():
             if isinstance(event, dg.Output) and event.output_name == FEATURES:
-                event = event.with_metadata({**event.metadata, **features_metadata(dbt.warehouse, first, last)})
+                extra = {**features_metadata(dbt.warehouse, first, last), "full_refresh": stale or "no"}
+                event = event.with_metadata({**event.metadata, **extra})
             yield event
 
     return price_features_dbt

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import sys
@@ -85,6 +87,17 @@ def dataset_vars(spec: DatasetSpec) -> dict[str, Any]:
     }
 
 
+def description_hash(spec: DatasetSpec) -> str:
+    """Hash of what dbt is told about the data set: it changes exactly when the features' shape may change."""
+    text = json.dumps(dataset_vars(spec), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def build_vars(spec: DatasetSpec, first_partition: str | None, last_partition: str | None) -> dict[str, Any]:
-    """All vars of a ``dbt build``: the data set and the partition window (unset: every partition)."""
-    return {"dataset": dataset_vars(spec), "min_partition": first_partition, "max_partition": last_partition}
+    """All vars of a ``dbt build``: the data set, its hash and the partition window (unset: every partition)."""
+    return {
+        "dataset": dataset_vars(spec),
+        "dataset_hash": description_hash(spec),
+        "min_partition": first_partition,
+        "max_partition": last_partition,
+    }
