@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     embedded_port: int = Field(default=55432, description="TCP port of the embedded PostgreSQL.")
     redis_url: str | None = Field(default=None, description="Redis URL; unset: in-process stores.")
     artifact_root: Path | None = Field(default=None, description="MLflow artifact folder (default: <home>/mlartifacts).")
+    artifact_store_uri: str | None = Field(
+        default=None,
+        description="s3://bucket/prefix of MLflow's artifacts when they live in S3 (compose: MinIO); backups copy it"
+        " (endpoint: MLFLOW_S3_ENDPOINT_URL).",
+    )
     mlflow_tracking_uri: str | None = Field(default=None, description="MLflow tracking server; unset: <home>/mlflow.")
 
     # --- data --------------------------------------------------------------------------

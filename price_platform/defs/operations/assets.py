@@ -11,9 +11,9 @@ from price_platform.resources import Warehouse
 
 @dg.asset(group_name="operations", pool="backup", kinds={"postgres"})
 def platform_backup(context: dg.AssetExecutionContext, warehouse: Warehouse, backups: Backups) -> dg.MaterializeResult:
-    """A restorable copy of every platform database and the artifact folder (`price-platform restore`)."""
+    """A restorable copy of every platform database, the artifact folder and bucket (`price-platform restore`)."""
     started = time.perf_counter()
-    folder = backup(warehouse.server, backups.artifacts, backups.folder)
+    folder = backup(warehouse.server, backups.artifacts, backups.folder, bucket=backups.bucket)
     manifest = BackupManifest.read(folder)
     removed = prune(backups.folder, backups.keep)
     rows = "\n".join(f"| {name} | {entry['bytes']:,} |" for name, entry in manifest.files.items())
@@ -26,6 +26,7 @@ def platform_backup(context: dg.AssetExecutionContext, warehouse: Warehouse, bac
             "server_version": manifest.server_version,
             "files": dg.MetadataValue.md("| file | bytes |\n|---|---|\n" + rows),
             "removed_backups": len(removed),
+            "bucket_objects": len(manifest.bucket_objects),
         }
     )
 

@@ -1,4 +1,4 @@
-"""The operations domain's resource: where backups go, which artifacts they include, how many are kept."""
+"""The operations domain's resource: where backups go, which artifacts (folder, bucket) they include, how many are kept."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from price_platform.operations.bucket import Bucket
 from price_platform.settings import Settings
 
 
@@ -15,10 +16,20 @@ class Backups(dg.ConfigurableResource):
     backup_dir: str
     artifact_dir: str
     keep: int = 7
+    artifact_store_uri: str | None = None  # s3://bucket/prefix when MLflow keeps its artifacts in S3
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Backups:
-        return cls(backup_dir=str(settings.backups), artifact_dir=str(settings.artifacts), keep=settings.backup_keep)
+        return cls(
+            backup_dir=str(settings.backups),
+            artifact_dir=str(settings.artifacts),
+            keep=settings.backup_keep,
+            artifact_store_uri=settings.artifact_store_uri,
+        )
+
+    @property
+    def bucket(self) -> Bucket | None:
+        return Bucket.from_settings(self.artifact_store_uri)
 
     @property
     def folder(self) -> Path:
