@@ -28,3 +28,14 @@ create table model_registry.rollouts (
     decided_at         timestamptz,
     unique (model_name, challenger_version, champion_version)
 );
+
+-- The prediction API writes the off-path scores (see 012_service_role_grants.sql for the roles).
+do $grants$
+declare
+    api text := current_database() || '_api';
+begin
+    if exists (select 1 from pg_roles where rolname = api) then
+        execute format('grant select, insert on monitoring.rollout_predictions to %I', api);
+    end if;
+end
+$grants$;
