@@ -35,7 +35,7 @@ class Settings(BaseSettings):
     embedded_port: int = Field(default=55432, description="TCP port of the embedded PostgreSQL.")
     redis_url: str | None = Field(default=None, description="Redis URL; unset: in-process stores.")
     artifact_root: Path | None = Field(default=None, description="MLflow artifact folder (default: <home>/mlartifacts).")
-    artifact_store_uri: str | None = Field(
+    artifact_bucket_uri: str | None = Field(
         default=None,
         description="s3://bucket/prefix of MLflow's artifacts when they live in S3 (compose: MinIO); backups copy it"
         " (endpoint: MLFLOW_S3_ENDPOINT_URL).",
@@ -114,6 +114,14 @@ class Settings(BaseSettings):
     prediction_retention_months: int | None = Field(default=None, ge=1)
     prediction_partitions_ahead: int = Field(default=3, ge=1, description="Months of prediction-log partitions made ahead.")
     exporter_port: int = Field(default=9108, description="Port of `price-platform exporter` (pipeline metrics).")
+
+    # --- rollout (shadow, canary, sequential gate) ---------------------------------------
+    rollout_alpha: float = Field(default=0.05, gt=0, lt=1, description="Error level of the sequential gate.")
+    rollout_min_pairs: int = Field(default=50, ge=2, description="Paired live errors before the gate may decide.")
+    rollout_max_pairs: int = Field(
+        default=50_000, ge=2, description="Pairs after which a challenger not shown better is rolled back."
+    )
+    rollout_tuned_for: int = Field(default=2_000, ge=1, description="Pairs at which the gate's interval is tightest.")
 
     # --- scale-out and operations -------------------------------------------------------
     executor: Literal["in_process", "multiprocess"] = Field(

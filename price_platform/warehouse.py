@@ -35,10 +35,12 @@ def migrate(dsn: str) -> list[str]:
     applied: list[str] = []
     with connect(dsn) as connection, connection.cursor() as cursor:
         cursor.execute("select pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        cursor.execute(
-            "create table if not exists public.schema_migrations ("
-            " version integer primary key, name text not null, applied_at timestamptz not null default now())"
-        )
+        cursor.execute("select to_regclass('public.schema_migrations') is not null")
+        if not cursor.fetchone()[0]:  # (a service role without DDL rights only reads the table its owner made)
+            cursor.execute(
+                "create table public.schema_migrations ("
+                " version integer primary key, name text not null, applied_at timestamptz not null default now())"
+            )
         cursor.execute("select version from public.schema_migrations")
         done = {row[0] for row in cursor.fetchall()}
         for version, name, statements in migration_files():

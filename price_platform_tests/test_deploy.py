@@ -9,6 +9,7 @@ long-running service has a health check and a restart policy; no secret is a lit
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -38,6 +39,11 @@ def compose() -> dict:
 
 def platform_services(compose: dict) -> dict[str, dict]:
     return {name: service for name, service in compose["services"].items() if service.get("image") == IMAGE}
+
+
+def long_running(services: dict[str, dict]) -> dict[str, dict]:
+    """The services that keep running (not the one-shot jobs: bucket creation, migrations)."""
+    return {name: service for name, service in services.items() if service.get("restart") != "on-failure"}
 
 
 def compose_schema() -> dict:
@@ -72,7 +78,7 @@ def test_the_schema_check_catches_a_broken_compose_file(compose, change, message
 
 def test_every_long_running_service_has_a_health_check_and_restart_policy(compose):
     for name, service in compose["services"].items():
-        if service.get("restart") == "on-failure":  # one-shot jobs (bucket creation)
+        if service.get("restart") == "on-failure":  # one-shot jobs (bucket creation, migrations)
             assert service.get("healthcheck", {}).get("disable") is True, name
             continue
         assert service.get("restart") in {"always", "unless-stopped"}, name
@@ -133,8 +139,9 @@ def test_the_compose_environment_makes_valid_settings(compose, monkeypatch):
             patch.setenv("PRICE_PLATFORM_DATABASE_URL", "postgresql+psycopg2://postgres:pw@postgres:5432/postgres")
             settings = Settings()
         assert settings.database_name == "price_platform"
-        assert settings.redis_url == "redis://redis:6379/0"
         assert settings.mlflow_tracking_uri == "http://mlflow:5000"
+        assert settings.artifact_bucket_uri == "s3://mlflow/artifacts"
+        assert settings.redis_url is None  # a secret file (it holds the Redis password), not an environment literal
 
 
 def _help(command: list[str]) -> str:
@@ -145,9 +152,12 @@ def _help(command: list[str]) -> str:
 
 def test_every_command_the_compose_file_runs_exists_with_its_options(compose):
     commands = [service["command"] for service in platform_services(compose).values()]
-    commands += [service["healthcheck"]["test"][1:] for service in platform_services(compose).values()]
+    commands += [service["healthcheck"]["test"][1:] for service in long_running(platform_services(compose)).values()]
     for command in commands:
         program, *args = command
+        if program == "python" and args[0] == "-m":  # a module of the package (the migrations job)
+            assert importlib.util.find_spec(args[1]) is not None, f"no module {args[1]}"
+            continue
         if program == "python":
             continue  # health probes: python -c "urllib ..." (checked by the URL test below)
         if program == "price-platform":
@@ -166,7 +176,7 @@ def test_every_command_the_compose_file_runs_exists_with_its_options(compose):
 
 
 def test_the_health_probes_ask_urls_the_services_serve(compose):
-    probes = {name: " ".join(service["healthcheck"]["test"]) for name, service in platform_services(compose).items()}
+    probes = {name: " ".join(service["healthcheck"]["test"]) for name, service in long_running(platform_services(compose)).items()}
     assert "/health" in probes["api"] and "/health" in probes["mlflow"]
     assert "/server_info" in probes["dagster-webserver"]
     from serving.app import create_app
@@ -216,11 +226,25 @@ def test_make_secrets_writes_every_secret_file_the_compose_file_needs(compose, t
     for secret in compose["secrets"].values():
         path = tmp_path / secret["file"]
         assert path.is_file() and path.stat().st_size > 0, secret["file"]
-    url = (deploy / "secrets" / "PRICE_PLATFORM_DATABASE_URL").read_text().strip()
-    assert (deploy / "secrets" / "postgres_password").read_text().strip() in url
-    first = url
+    secrets = deploy / "secrets"
+    for role in ("owner", "api", "readonly"):  # one role per service, each URL with that role's password
+        url = (secrets / f"{role}_database_url").read_text().strip()
+        assert url.startswith(f"postgresql+psycopg2://price_platform_{role}:{(secrets / f'pg_{role}_password').read_text().strip()}@")
+    mlflow = (secrets / "mlflow_backend_store_uri").read_text().strip()
+    assert mlflow.startswith("postgresql+psycopg2://price_platform_mlflow:") and mlflow.endswith("/price_platform_mlflow")
+    redis_password = (secrets / "redis_password").read_text().strip()
+    assert (secrets / "PRICE_PLATFORM_REDIS_URL").read_text().strip() == f"redis://platform:{redis_password}@redis:6379/0"
+    assert f"user platform on >{redis_password} ~price-platform:*" in (secrets / "redis_acl").read_text()
+    assert "user default off" in (secrets / "redis_acl").read_text()
+    user, hashed = (secrets / "ui_htpasswd").read_text().strip().split(":", 1)
+    ui_password = (secrets / "ui_password").read_text().strip()
+    assert user == "admin" and hashed.startswith("$apr1$") and ui_password not in hashed
+    salt = hashed.split("$")[2]
+    rehashed = subprocess.run(["openssl", "passwd", "-apr1", "-salt", salt, ui_password], capture_output=True, text=True, check=True)
+    assert rehashed.stdout.strip() == hashed
+    first = {path.name: path.read_text() for path in secrets.iterdir()}
     subprocess.run(["sh", str(deploy / "make-secrets.sh")], check=True, capture_output=True)
-    assert (deploy / "secrets" / "PRICE_PLATFORM_DATABASE_URL").read_text().strip() == first  # kept, not rotated
+    assert {path.name: path.read_text() for path in secrets.iterdir()} == first  # kept, not rotated
     subject = subprocess.run(
         ["openssl", "x509", "-noout", "-subject", "-in", str(deploy / "secrets" / "tls.crt")],
         capture_output=True, text=True, check=True,
@@ -244,7 +268,7 @@ def test_the_postgres_init_creates_the_platforms_databases():
 
     text = (ROOT / "deploy" / "postgres" / "init.sql").read_text()
     name = Settings().database_name
-    assert sorted(re.findall(r"create database (\w+);", text)) == sorted(name + suffix for suffix in DATABASES.values())
+    assert sorted(re.findall(r"create database (\w+) owner", text)) == sorted(name + suffix for suffix in DATABASES.values())
 
 
 @pytest.mark.parametrize("name", ["kubernetes.yaml", "celery.yaml"])

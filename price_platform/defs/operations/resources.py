@@ -16,7 +16,7 @@ class Backups(dg.ConfigurableResource):
     backup_dir: str
     artifact_dir: str
     keep: int = 7
-    artifact_store_uri: str | None = None  # s3://bucket/prefix when MLflow keeps its artifacts in S3
+    artifact_bucket_uri: str | None = None  # s3://bucket/prefix when MLflow keeps its artifacts in S3
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Backups:
@@ -24,12 +24,12 @@ class Backups(dg.ConfigurableResource):
             backup_dir=str(settings.backups),
             artifact_dir=str(settings.artifacts),
             keep=settings.backup_keep,
-            artifact_store_uri=settings.artifact_store_uri,
+            artifact_bucket_uri=settings.artifact_bucket_uri,
         )
 
     @property
     def bucket(self) -> Bucket | None:
-        return Bucket.from_settings(self.artifact_store_uri)
+        return Bucket.from_settings(self.artifact_bucket_uri)
 
     @property
     def folder(self) -> Path:
