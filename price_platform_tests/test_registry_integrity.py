@@ -29,7 +29,7 @@ from price_platform.datasets import load_dataset
 from price_platform.modeling import build_blend_pipeline, build_xgboost_pipeline, read_sample
 from price_platform.registry import CHAMPION, artifact_format, tracking
 from price_platform.registry.artifact_format import UnsafeArtifactError, load_pipeline, save_pipeline
-from price_platform.registry.champion import load_version
+from price_platform.registry.champion import load_rival, load_version
 from price_platform.registry.integrity import AUDIT_ACTION, IntegrityError, recorded_digests
 from price_platform.registry.promotion import PromotionRefused, Verdict, deployments, promote, rollback
 from price_platform.registry.versions import register_candidate
@@ -145,6 +145,8 @@ def test_a_tampered_artifact_keeps_the_champion_serving_and_is_counted_logged_au
 
     with pytest.raises(IntegrityError, match=r"changed: data/serving/booster-0.ubj"):
         load_version(mlflow_server, name, second, dsn=dsn)
+    with pytest.raises(IntegrityError):  # a changed champion is never quietly skipped by the gate
+        load_rival(mlflow_server, name, second, dsn=dsn)
     with pytest.raises(PromotionRefused, match="artifact check failed: .*changed: data/serving/booster-0.ubj"):
         promote(mlflow_server, name, second, dsn=dsn, actor="promoter", check=PASSED)
     assert deployments(dsn, name)[-1].action == "refuse"
@@ -216,4 +218,6 @@ def test_a_pickled_model_is_refused_without_being_unpickled(mlflow_server, postg
         load_version(mlflow_server, name, version, dsn=dsn)
     with pytest.raises(PromotionRefused, match="artifact check failed: .*cloudpickle"):
         promote(mlflow_server, name, version, dsn=dsn, actor="test", check=PASSED)
+    # As the champion a retrained challenger is measured against, it counts as no champion.
+    assert load_rival(mlflow_server, name, version, dsn=dsn) is None
     assert not marker.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,8 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from price_platform.registry import CHAMPION, artifact_format, integrity, tracking
+
+log = logging.getLogger(__name__)
 
 
 class NoChampionError(LookupError):
@@ -90,3 +93,19 @@ def verify_version(tracking_uri: str, model_name: str, version: str, *, dsn: str
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=folder))
         artifact_format.refuse_other_formats(local, f"{model_name} version {version}")
         integrity.verify(dsn, model_name, version, local)
+
+
+def load_rival(tracking_uri: str, model_name: str, version: str | None, *, dsn: str | None = None) -> ChampionModel | None:
+    """The champion a challenger is measured against; ``None`` without one or when it is in a refused format.
+
+    A champion saved in the old pickle format cannot be loaded any more: the gate then judges
+    the challenger as if there were no champion (logged), which is how retraining replaces it.
+    A champion whose files fail their digests still raises.
+    """
+    if version is None:
+        return None
+    try:
+        return load_version(tracking_uri, model_name, version, dsn=dsn)
+    except artifact_format.UnsafeArtifactError as error:
+        log.warning("champion %s version %s is not compared against: %s", model_name, version, error)
+        return None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.defs.registry.resources import ModelRegistry
-from price_platform.registry.champion import load_version
+from price_platform.registry.champion import load_rival, load_version
 from price_platform.registry.promotion import Check, Verdict
 from price_platform.resources import Warehouse
 from price_platform.settings import Settings
@@ -51,7 +51,7 @@ class ManualContext:
 
         def check(champion: str | None) -> Verdict:
             uri, name, dsn = self.registry.tracking_uri, self.registry.model_name, self.warehouse.dsn
-            current = None if champion is None else load_version(uri, name, champion, dsn=dsn)
+            current = load_rival(uri, name, champion, dsn=dsn)
             result = evaluate(self.spec, self.holdout(), load_version(uri, name, version, dsn=dsn), current)
             return result.verdict(self.settings.promotion_margin)
 

@@ -7,7 +7,7 @@ import dagster as dg
 from price_platform.defs.metadata import markdown_table, png
 from price_platform.defs.registry.resources import ModelRegistry
 from price_platform.defs.training.resources import TrainingConfig
-from price_platform.registry.champion import champion_version, load_version
+from price_platform.registry.champion import champion_version, load_rival, load_version
 from price_platform.registry.versions import CandidateVersion
 from price_platform.resources import Dataset, Warehouse
 from price_platform.training import candidate, study
@@ -140,7 +140,7 @@ def model_evaluation(
     """Challenger and current champion measured on the same holdout rows, overall and per segment."""
     challenger = load_version(registry.tracking_uri, registry.model_name, candidate_model.version)
     current = champion_version(registry.tracking_uri, registry.model_name)
-    champion = None if current is None else load_version(registry.tracking_uri, registry.model_name, current)
+    champion = load_rival(registry.tracking_uri, registry.model_name, current)
     result = evaluate(dataset.spec, training_dataset.holdout, challenger, champion)
     return dg.Output(
         result,
