@@ -306,7 +306,8 @@ def test_prometheus_scrapes_both_services_and_loads_the_rules(prometheus):
     assert {t["labels"]["job"]: t["health"] for t in targets} == {"api": "up", "pipeline": "up"}
     groups = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
     rules = {rule["name"]: rule["health"] for group in groups for rule in group["rules"]}
-    assert set(rules) == {"ServiceDown", "HighErrorRate", "ModelAccuracyDrop", "HighP95Latency", "DataDriftDetected"}
+    assert set(rules) == {"ServiceDown", "HighErrorRate", "ModelAccuracyDrop", "HighP95Latency", "DataDriftDetected",
+                          "ModelArtifactRefused"}
 
 
 def test_every_dashboard_and_alert_query_evaluates_on_exported_metrics(prometheus, stored_monitoring_rows):
