@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import threading
-import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy.engine import make_url
 
-from price_platform.datasets import load_dataset
-from price_platform.modeling import build_xgboost_pipeline, read_sample
-from price_platform.postgres import PostgresServer
 from price_platform.registry import CHALLENGER, CHAMPION, tracking
-from price_platform.registry.promotion import deployments, promote
-from price_platform.registry.versions import register_candidate
+from price_platform.registry.promotion import deployments
 from price_platform.rollout import SHADOW
 from price_platform.rollout.gate import PROMOTED, ROLLED_BACK, WAITING, evaluate
 from price_platform.rollout.sequential import Decision, SequentialTest
 from price_platform.rollout.traffic import current, set_canary, set_shadow
-from price_platform.settings import Settings
-from price_platform.warehouse import connect, migrate
-from price_platform_tests.conftest import drop_databases
+from price_platform_tests.rollout_support import database, feed, fitted, rollout  # noqa: F401 (fixtures)
 
 SMALL = SequentialTest(alpha=0.05, min_pairs=20, tuned_for=200, max_pairs=3_000)
 
@@ -91,123 +80,59 @@ def test_bad_input_is_refused_with_a_message() -> None:
 # --- against MLflow and PostgreSQL ----------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fitted(settings: Settings):
-    spec = load_dataset(settings.dataset)
-    frame = read_sample(spec).head(400)
-    pipeline = build_xgboost_pipeline(spec, {"n_estimators": 10}).fit(frame[spec.features], frame[spec.target])
-    return spec, frame, pipeline
-
-
-def _register(mlflow_server: str, name: str, fitted, dsn: str) -> str:
-    spec, frame, pipeline = fitted
-    return register_candidate(
-        mlflow_server, name, pipeline, frame[spec.features], dsn=dsn, interval_log_halfwidth=0.2,
-        data_version="test", metrics={"holdout_rmsle": 0.15},
-    ).version
-
-
-@pytest.fixture
-def database(system_postgres_url: str) -> Iterator[str]:
-    """A migrated throwaway platform database of its own (versions are numbered per model, and the
-    prediction log has no model name: every test's versions 1 and 2 would pair with each other's)."""
-    server = PostgresServer(server_url=make_url(system_postgres_url), database_name=f"pp_rollout_{uuid.uuid4().hex[:8]}")
-    server.ensure_databases()
-    migrate(server.dsn())
-    yield server.dsn()
-    drop_databases(server)
-
-
-@pytest.fixture
-def rollout(mlflow_server: str, database: str, fitted) -> tuple[str, str, str]:
-    """A fresh model with a champion and a registered challenger: (name, champion, challenger)."""
-    name = f"rollout-{uuid.uuid4().hex[:6]}"
-    champion = _register(mlflow_server, name, fitted, database)
-    promote(mlflow_server, name, champion, dsn=database, actor="test")
-    challenger = _register(mlflow_server, name, fitted, database)
-    return name, champion, challenger
-
-
-def feed(dsn: str, champion: str, challenger: str, scale: float, count: int, seed: int) -> None:
-    """``count`` requests answered by the champion and shadowed by the challenger, with their prices."""
-    rng = np.random.default_rng(seed)
-    actual = rng.uniform(100_000, 300_000, count)
-    champion_error = 0.13 * rng.standard_normal(count)
-    challenger_error = (0.8 * champion_error + 0.6 * 0.13 * rng.standard_normal(count)) * scale
-    start = datetime(2026, 1, 5, tzinfo=UTC)
-    with connect(dsn) as connection, connection.cursor() as cursor:
-        for index in range(count):
-            prediction_id = uuid.uuid4()
-            at = start + timedelta(seconds=index)
-            cursor.execute(
-                "insert into monitoring.predictions (prediction_id, created_at, model_version, features, prediction)"
-                " values (%s, %s, %s, %s, %s)",
-                (str(prediction_id), at, champion, json.dumps({}), float(actual[index] * np.exp(champion_error[index]))),
-            )
-            cursor.execute(
-                "insert into monitoring.rollout_predictions (prediction_id, model_version, role, prediction)"
-                " values (%s, %s, 'shadow', %s)",
-                (str(prediction_id), challenger, float(actual[index] * np.exp(challenger_error[index]))),
-            )
-            cursor.execute(
-                "insert into monitoring.actuals (prediction_id, actual, received_at) values (%s, %s, %s)",
-                (str(prediction_id), float(actual[index]), at + timedelta(hours=1)),
-            )
-
-
 def test_a_better_challenger_is_promoted_through_the_registry(mlflow_server, database, rollout) -> None:
     name, champion, challenger = rollout
-    set_shadow(mlflow_server, name, challenger, dsn=database, actor="test")
-    set_canary(mlflow_server, name, 0.1, dsn=database, actor="test")
-    feed(database, champion, challenger, 0.6, 300, seed=1)
-    state = evaluate(mlflow_server, name, dsn=database, test=SMALL, actor="gate")
+    set_shadow(mlflow_server, name, challenger, dsn=database.dsn(), actor="test")
+    set_canary(mlflow_server, name, 0.1, dsn=database.dsn(), actor="test")
+    feed(database.dsn(), champion, challenger, 0.6, 300, seed=1)
+    state = evaluate(mlflow_server, name, dsn=database.dsn(), test=SMALL, actor="gate")
     assert state is not None and (state.status, state.acted) == (PROMOTED, True)
     assert state.metrics["challenger_live_rmsle"] < state.metrics["champion_live_rmsle"]
     traffic = current(mlflow_server, name)
     assert (traffic.champion, traffic.challenger, traffic.shadow, traffic.canary_share) == (challenger, None, None, 0.0)
-    last = deployments(database, name)[-1]
+    last = deployments(database.dsn(), name)[-1]
     assert (last.action, last.from_version, last.to_version, last.id) == ("promote", champion, challenger,
                                                                         state.deployment_id)
     assert last.reason.startswith("sequential gate: better: live RMSLE")
-    assert evaluate(mlflow_server, name, dsn=database, test=SMALL, actor="gate") is None  # nothing to judge
+    assert evaluate(mlflow_server, name, dsn=database.dsn(), test=SMALL, actor="gate") is None  # nothing to judge
 
 
 def test_a_worse_challenger_is_rolled_back_and_the_champion_kept(mlflow_server, database, rollout) -> None:
     name, champion, challenger = rollout
-    set_shadow(mlflow_server, name, challenger, dsn=database, actor="test")
-    set_canary(mlflow_server, name, 0.2, dsn=database, actor="test")
-    feed(database, champion, challenger, 1.6, 300, seed=2)
-    state = evaluate(mlflow_server, name, dsn=database, test=SMALL, actor="gate")
+    set_shadow(mlflow_server, name, challenger, dsn=database.dsn(), actor="test")
+    set_canary(mlflow_server, name, 0.2, dsn=database.dsn(), actor="test")
+    feed(database.dsn(), champion, challenger, 1.6, 300, seed=2)
+    state = evaluate(mlflow_server, name, dsn=database.dsn(), test=SMALL, actor="gate")
     assert state is not None and (state.status, state.acted) == (ROLLED_BACK, True)
     traffic = current(mlflow_server, name)
     assert (traffic.champion, traffic.challenger, traffic.shadow, traffic.canary_share) == (champion, None, None, 0.0)
-    last = deployments(database, name)[-1]
+    last = deployments(database.dsn(), name)[-1]
     assert (last.action, last.to_version) == ("refuse", challenger)
     assert last.reason.startswith("sequential gate: worse: live RMSLE")
 
 
 def test_the_gate_waits_without_enough_pairs_and_changes_nothing(mlflow_server, database, rollout) -> None:
     name, champion, challenger = rollout
-    set_shadow(mlflow_server, name, challenger, dsn=database, actor="test")
-    feed(database, champion, challenger, 0.6, 10, seed=3)
-    state = evaluate(mlflow_server, name, dsn=database, test=SMALL, actor="gate")
+    set_shadow(mlflow_server, name, challenger, dsn=database.dsn(), actor="test")
+    feed(database.dsn(), champion, challenger, 0.6, 10, seed=3)
+    state = evaluate(mlflow_server, name, dsn=database.dsn(), test=SMALL, actor="gate")
     assert state is not None and (state.status, state.pairs, state.acted) == (WAITING, 10, False)
     client = tracking.client(mlflow_server)
     assert tracking.version_by_alias(client, name, CHAMPION).version == champion
     assert tracking.version_by_alias(client, name, CHALLENGER).version == challenger
     assert tracking.version_by_alias(client, name, SHADOW).version == challenger
-    assert [d.action for d in deployments(database, name)] == ["promote"]
+    assert [d.action for d in deployments(database.dsn(), name)] == ["promote"]
 
 
 def test_two_gates_deciding_at_once_promote_exactly_once(mlflow_server, database, rollout) -> None:
     name, champion, challenger = rollout
-    feed(database, champion, challenger, 0.6, 300, seed=4)
+    feed(database.dsn(), champion, challenger, 0.6, 300, seed=4)
     start = threading.Barrier(2)
     states = []
 
     def gate(actor: str) -> None:
         start.wait()
-        states.append(evaluate(mlflow_server, name, dsn=database, test=SMALL, actor=actor))
+        states.append(evaluate(mlflow_server, name, dsn=database.dsn(), test=SMALL, actor=actor))
 
     threads = [threading.Thread(target=gate, args=(f"gate-{i}",)) for i in range(2)]
     for thread in threads:
@@ -218,7 +143,7 @@ def test_two_gates_deciding_at_once_promote_exactly_once(mlflow_server, database
     decided = [state for state in states if state is not None]
     assert len(states) == 2 and len(decided) == 1
     assert (decided[0].status, decided[0].acted) == (PROMOTED, True)
-    assert [(d.action, d.to_version) for d in deployments(database, name)] == [
+    assert [(d.action, d.to_version) for d in deployments(database.dsn(), name)] == [
         ("promote", champion), ("promote", challenger)
     ]
     assert tracking.version_by_alias(tracking.client(mlflow_server), name, CHAMPION).version == challenger

@@ -1,4 +1,4 @@
-"""Definitions grouped by domain: ingestion, features (dbt), training, registry, monitoring, operations, scale."""
+"""Definitions grouped by domain: ingestion, features (dbt), training, registry, monitoring, operations, scale, rollout."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def build_domain_definitions(settings: Settings) -> dg.Definitions:
     from price_platform.defs import scale
 
     domains.append(scale.build_definitions(settings))
+    from price_platform.defs import rollout
+
+    domains.append(rollout.build_definitions(settings))
     resources = {
         "warehouse": Warehouse.from_settings(settings),
         "dataset": Dataset(path=str(settings.dataset)),
