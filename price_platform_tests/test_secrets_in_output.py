@@ -4,8 +4,10 @@ The real components run with both URLs: the platform's migrations, an MLflow tra
 backend store URL holds the PostgreSQL password, registration and promotion of a model (MLflow run
 and version tags), the Redis announcement of the champion, ``price-platform serve`` (its whole log,
 every answer and header of the API's routes, with good, bad and unauthorised requests, and after
-Redis went away mid-run), and the ``price-platform rollback`` command's output. Not covered here: the
-Dagster daemon and UI processes of ``make demo`` (they read the same settings).
+Redis went away mid-run), the ``price-platform rollback`` and ``backup`` commands' output and
+backup files, and a Dagster run of the daily backup asset (its event log, run storage and compute
+logs). Not covered here: the Dagster daemon and UI processes of ``make demo`` (they read the same
+settings).
 """
 
 from __future__ import annotations
@@ -134,6 +136,31 @@ def test_no_password_in_logs_tags_or_answers(system_postgres_url, redis_with_pas
         )
         assert rollback.returncode == 1 and "nothing to roll back" in rollback.stderr
         outputs["price-platform rollback"] = rollback.stdout + rollback.stderr
+        backup = subprocess.run(
+            [str(Path(sys.executable).parent / "price-platform"), "backup", "--out", str(tmp_path / "backups")],
+            env=env, capture_output=True, text=True, timeout=300,
+        )
+        assert backup.returncode == 0, backup.stderr
+        outputs["price-platform backup"] = backup.stdout + backup.stderr
+
+        # A Dagster run with the same URLs (the daily backup asset): its event log and compute logs.
+        import dagster as dg
+
+        from price_platform.defs.operations.assets import platform_backup
+        from price_platform.defs.operations.resources import Backups
+        from price_platform.resources import Warehouse
+
+        (tmp_path / "dagster").mkdir()
+        with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+            result = dg.materialize(
+                [platform_backup], instance=instance,
+                resources={
+                    "warehouse": Warehouse(database_url=settings.database_url, database_name=name),
+                    "backups": Backups(backup_dir=str(tmp_path / "dagster-backups"), artifact_dir=str(tmp_path / "none")),
+                },
+            )
+            assert result.success
+            outputs["dagster event log"] = "\n".join(repr(event) for event in instance.all_logs(result.run_id))
 
         client = tracking.client(mlflow.url)
         for experiment in client.search_experiments():
@@ -153,6 +180,7 @@ def test_no_password_in_logs_tags_or_answers(system_postgres_url, redis_with_pas
         if path.is_file():
             outputs[f"file {path.relative_to(tmp_path)}"] = path.read_bytes().decode("utf-8", errors="replace")
     assert {"file api.log", "file mlflow.log", f"file {redis_log.name}"} <= set(outputs)
+    assert any(label.startswith("file dagster/") for label in outputs)  # the run's storage and compute logs
     assert any(label.startswith("mlflow run ") for label in outputs)
     leaked = {label: _leaks(text) for label, text in outputs.items() if _leaks(text)}
     assert leaked == {}, f"passwords found in: {leaked}"
