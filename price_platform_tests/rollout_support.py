@@ -83,3 +83,21 @@ def feed(dsn: str, champion: str, challenger: str, scale: float, count: int, see
                 "insert into monitoring.actuals (prediction_id, actual, received_at) values (%s, %s, %s)",
                 (str(prediction_id), float(actual[index]), at + timedelta(hours=1)),
             )
+
+
+def log_requests(dsn: str, frame, spec, version: str, answered, at: datetime) -> None:
+    """Log ``frame``'s rows as requests ``version`` answered with ``answered`` at ``at``, their prices sent back."""
+    features = frame[spec.features].astype(object).where(frame[spec.features].notna(), None)
+    with connect(dsn) as connection, connection.cursor() as cursor:
+        for index, (record, price, actual) in enumerate(
+            zip(features.to_dict("records"), answered, frame[spec.target], strict=True)
+        ):
+            prediction_id = str(uuid.uuid4())
+            cursor.execute(
+                "insert into monitoring.predictions (prediction_id, created_at, model_version, features, prediction)"
+                " values (%s, %s, %s, %s, %s)",
+                (prediction_id, at + timedelta(seconds=index), version, json.dumps(record, default=float), float(price)),
+            )
+            cursor.execute(
+                "insert into monitoring.actuals (prediction_id, actual) values (%s, %s)", (prediction_id, float(actual))
+            )

@@ -1,4 +1,6 @@
-"""The canary share (asset config) and the sequential gate's state, as assets of the rollout domain."""
+"""Offline replay of the challenger, the canary share (asset config) and the sequential gate's state."""
+
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -6,12 +8,43 @@ import pandas as pd
 from price_platform.defs.metadata import markdown_table
 from price_platform.defs.rollout.resources import Rollout
 from price_platform.registry.announce import announce_champion
-from price_platform.resources import Warehouse
+from price_platform.resources import Dataset, Warehouse
 from price_platform.rollout import gate, traffic
+from price_platform.rollout.replay import ReplayError, replay
 
 GROUP = "rollout"
 ROLLOUT_GATE = dg.AssetKey("rollout_gate")
 CANARY = dg.AssetKey("canary")
+OFFLINE_REPLAY = dg.AssetKey("offline_replay")
+#: Days replayed when no period is given: the four weeks before the run.
+REPLAY_DAYS = 28
+
+
+class ReplayConfig(dg.Config):
+    """The period of logged requests to replay (ISO dates or times; empty: the last four weeks)."""
+
+    start: str = ""
+    end: str = ""
+
+    def period(self) -> tuple[datetime, datetime]:
+        try:
+            end = _instant(self.end) if self.end else datetime.now(UTC)
+            start = _instant(self.start) if self.start else end - timedelta(days=REPLAY_DAYS)
+        except ValueError as error:
+            raise ReplayError(f"replay period: {error}") from None
+        return start, end
+
+
+@dg.asset(group_name=GROUP, kinds={"mlflow", "postgres"})
+def offline_replay(config: ReplayConfig, rollout: Rollout, warehouse: Warehouse, dataset: Dataset) -> dg.Output:
+    """The challenger's RMSLE on a period's logged requests with known prices, beside what was answered then."""
+    challenger = traffic.current(rollout.tracking_uri, rollout.model_name).challenger
+    if challenger is None:
+        raise ReplayError(f"{rollout.model_name} has no 'challenger' version to replay")
+    start, end = config.period()
+    result = replay(rollout.tracking_uri, rollout.model_name, challenger, dsn=warehouse.dsn, spec=dataset.spec,
+                    start=start, end=end)
+    return dg.Output(result, metadata=result.as_metadata())
 
 
 class CanaryConfig(dg.Config):
@@ -20,7 +53,7 @@ class CanaryConfig(dg.Config):
     share: float = 0.1
 
 
-@dg.asset(group_name=GROUP, kinds={"mlflow"})
+@dg.asset(group_name=GROUP, kinds={"mlflow"}, deps=[OFFLINE_REPLAY])
 def canary(context: dg.AssetExecutionContext, config: CanaryConfig, rollout: Rollout,
            warehouse: Warehouse) -> dg.MaterializeResult:
     """The share of live requests the ``challenger`` answers, set in the registry (API servers read it at their alias poll)."""
@@ -64,6 +97,11 @@ def rollout_gate(context: dg.AssetExecutionContext, rollout: Rollout, warehouse:
     )
 
 
+canary_job = dg.define_asset_job(
+    "canary_rollout", selection=dg.AssetSelection.assets(OFFLINE_REPLAY, CANARY),
+    description="Replay the challenger on logged requests; only if it is not worse, give it its canary share.",
+)
+
 rollout_gate_job = dg.define_asset_job(
     "rollout_gate", selection=dg.AssetSelection.assets(ROLLOUT_GATE),
     description="Judge the challenger on paired live errors: promote it, roll it back, or wait.",
@@ -77,3 +115,8 @@ def _traffic_metadata(state: traffic.Traffic) -> dict[str, object]:
         "shadow_version": state.shadow or "none",
         "canary_share": state.canary_share,
     }
+
+
+def _instant(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
