@@ -19,6 +19,7 @@ from price_platform.training.dataset import (
 )
 from price_platform.training.evaluation import Evaluation, evaluate
 from price_platform.training.plots import importance_figure
+from price_platform.training.study_versions import search_version, study_name, trials_to_add
 
 FEATURES = dg.AssetKey(["features"])
 GROUP = "training"
@@ -58,13 +59,20 @@ def hyperparameter_study(
     training: TrainingConfig,
     registry: ModelRegistry,
 ) -> dg.Output[study.StudyResult]:
-    """XGBoost settings tuned by a seeded, pruned Optuna study kept in PostgreSQL."""
+    """XGBoost settings tuned by a seeded, pruned Optuna study kept in PostgreSQL.
+
+    The study is keyed by the data version and the search version (description, search space,
+    rounds); a rerun of the same study adds only the trials it lacks up to ``n_trials``.
+    """
+    storage_url = warehouse.server.url("optuna")
+    name = study_name(registry.model_name, training_dataset.data_version, dataset.spec, training.boosting_rounds)
+    new_trials = trials_to_add(storage_url, name, training.n_trials)
     result = study.run_study(
         dataset.spec,
         training_dataset,
-        storage_url=warehouse.server.url("optuna"),
-        study_name=f"{registry.model_name}-{training_dataset.data_version}",
-        n_trials=training.n_trials,
+        storage_url=storage_url,
+        study_name=name,
+        n_trials=new_trials,
         timeout=training.study_timeout_seconds,
         seed=training.seed,
         threads=training.threads,
@@ -74,6 +82,8 @@ def hyperparameter_study(
         result,
         metadata={
             "study": result.study_name,
+            "search_version": search_version(dataset.spec, training.boosting_rounds),
+            "new_trials": new_trials,
             "best_validation_rmsle": result.best_value,
             "trials": result.trials,
             "pruned": result.pruned,
