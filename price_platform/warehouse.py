@@ -1,12 +1,16 @@
-"""The platform database: versioned migrations and connections.
+"""The platform database: versioned migrations, connections, and connection strings fit to print.
 
 Migrations are the numbered ``migrations/*.sql`` files, applied in order, each once, inside
 one transaction under an advisory lock so that concurrent starters never apply one twice.
+Every connection gives up after ``CONNECT_TIMEOUT_SECONDS`` when the server does not answer
+(libpq's default is to wait for ever), so a blackholed database cannot pile up waiting threads.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -17,6 +21,9 @@ import psycopg2.extensions
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = 7_310_001
+#: Seconds a new connection waits for the server before it fails (libpq ``connect_timeout``).
+CONNECT_TIMEOUT_SECONDS = 5
+_KEY_VALUE_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 
 
 def migration_files() -> list[tuple[int, str, str]]:
@@ -57,9 +64,24 @@ def migrate(dsn: str) -> list[str]:
 @contextmanager
 def connect(dsn: str) -> Iterator[psycopg2.extensions.connection]:
     """A connection that commits when the block succeeds and rolls back when it raises."""
-    connection = psycopg2.connect(dsn)
+    connection = psycopg2.connect(dsn, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     try:
         with connection:
             yield connection
     finally:
         connection.close()
+
+
+def redacted_dsn(dsn: str) -> str:
+    """``dsn`` (a URL or a libpq ``key=value`` string) with any password replaced by ``***``: for output and logs."""
+    if "://" not in dsn:
+        return _KEY_VALUE_PASSWORD.sub(r"\1***", dsn)
+    parts = urllib.parse.urlsplit(dsn)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    pairs = urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    query = urllib.parse.urlencode([(name, "***" if name.lower() == "password" else value) for name, value in pairs], safe="*")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))

@@ -1,24 +1,35 @@
-"""API keys and roles: hashed storage, 401/403, revocation, admin actions audited, rollback, the keys CLI."""
+"""API keys and roles: hashed storage, 401/403, revocation, admin actions audited, rollback, the keys CLI.
+
+Also what bad keys cost while PostgreSQL is away (reads of the key table, 401s per address).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import socket
+import threading
 import time
 import uuid
 
 import psycopg2
 import pytest
-from litestar.testing import TestClient
+from litestar.testing import AsyncTestClient, TestClient
+from sqlalchemy.engine import make_url
 
 from price_platform import cli
 from price_platform.settings import get_settings
 from serving.app import create_app
+from serving import auth
 from serving.auth import create_key, list_keys, revoke_key
 from test_serving_support import Champion, add_versions, champion, records, wait_ready  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")
 def secured(champion: Champion):
-    settings = champion.settings.model_copy(update={"model_name": f"secured-{uuid.uuid4().hex[:6]}", "auth_enabled": True})
+    settings = champion.settings.model_copy(
+        update={"model_name": f"secured-{uuid.uuid4().hex[:6]}", "auth_enabled": True, "unauthorized_per_minute": 1_000_000}
+    )
     own = Champion(settings, champion.spec, champion.pipeline, champion.train, champion.holdout, champion.tracking_uri, champion.dsn)
     own.promote(own.register())
     predict_id, predict_key = create_key(champion.dsn, "predict", "auth test")
@@ -116,3 +127,93 @@ def test_a_key_made_after_start_works_on_its_first_use(secured, champion: Champi
     time.sleep(1.1)  # past the one-second floor between two reads of the keys on a miss
     record = records(champion.spec, champion.holdout.head(1))[0]
     assert client.post("/predict", json=record, headers={"X-API-Key": key}).status_code == 200
+
+
+class CountingProxy:
+    """A TCP proxy to PostgreSQL counting the connections made through it; while ``up`` is False it closes each at once."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.connections = 0
+        self.up = True
+        self._listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def dsn(self, dsn: str) -> str:
+        return make_url(dsn).set(port=self.port).render_as_string(hide_password=False)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # closed
+                return
+            self.connections += 1
+            if not self.up:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(source, sink), daemon=True).start()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        source.close()
+        sink.close()
+
+
+def test_bad_keys_while_postgres_is_away_read_the_key_table_about_once_a_second(champion: Champion) -> None:
+    """Each bad key used to start its own read of the keys (a thread and a connection) when the last good read was old."""
+    proxy = CountingProxy(make_url(champion.dsn).port or 5432)
+    key_id, key = create_key(champion.dsn, "predict", "storm test")
+    settings = champion.settings.model_copy(update={"auth_enabled": True, "unauthorized_per_minute": 1_000_000})
+    app = create_app(settings, spec=champion.spec, dsn=proxy.dsn(champion.dsn))
+
+    async def storm() -> tuple[list[int], int, float, int]:
+        async with AsyncTestClient(app) as client:
+            while (await client.get("/ready")).status_code != 200:
+                await asyncio.sleep(0.2)
+            proxy.up = False
+            before = proxy.connections
+            began = time.monotonic()
+            bad = [{"X-API-Key": f"ppk_{uuid.uuid4().hex[:12]}_wrong"} for _ in range(300)]
+            answers = await asyncio.gather(*(client.get("/model-info", headers=headers) for headers in bad))
+            elapsed = time.monotonic() - began
+            made = proxy.connections - before
+            good = await client.get("/model-info", headers={"X-API-Key": key})
+            return [answer.status_code for answer in answers], made, elapsed, good.status_code
+
+    try:
+        statuses, made, elapsed, good = asyncio.run(storm())
+    finally:
+        proxy.close()
+    assert statuses == [401] * 300
+    # one read for the misses per MISS_REFRESH_SECONDS, plus the periodic reads, over the storm's duration
+    allowed = 1 + math.ceil(elapsed / auth.MISS_REFRESH_SECONDS) + math.ceil(elapsed / auth.REFRESH_SECONDS)
+    assert made <= allowed, (made, allowed, elapsed)
+    assert good == 200, f"the key known before the outage ({key_id}) must keep working"
+
+
+def test_401_answers_are_rate_limited_per_address(champion: Champion) -> None:
+    _, key = create_key(champion.dsn, "predict", "401 limit test")
+    settings = champion.settings.model_copy(update={"auth_enabled": True, "unauthorized_per_minute": 20})
+    if time.time() % 60 > 50:  # the limit counts per calendar minute: start inside one
+        time.sleep(61 - time.time() % 60)
+    with TestClient(create_app(settings, spec=champion.spec, dsn=champion.dsn)) as client:
+        answers = [client.get("/model-info", headers={"X-API-Key": "ppk_nosuch_key"} if i % 2 else {}) for i in range(30)]
+        good = client.get("/model-info", headers={"X-API-Key": key})
+    assert [answer.status_code for answer in answers] == [401] * 20 + [429] * 10
+    refused = answers[-1]
+    assert "more than 20 requests without a valid API key" in refused.json()["detail"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert good.status_code != 401 and good.status_code != 429

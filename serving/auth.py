@@ -4,6 +4,9 @@ A key reads ``ppk_<key id>_<secret>``. Only the key id and the SHA-256 of the wh
 stored (the secret has 256 bits of randomness, so a fast hash is enough). The server holds
 the active keys in a :class:`KeyRing` refreshed from the database, so a revocation takes
 effect within ``REFRESH_SECONDS`` and a database outage keeps the last known keys working.
+An unknown key may be one created since the last read: it triggers a read of its own, but
+one at a time and at most once per ``MISS_REFRESH_SECONDS`` since the last attempt (failed
+ones included), so a storm of bad keys during an outage costs one connection a second.
 Roles: ``predict`` (prediction endpoints) and ``admin`` (everything, including ``/admin``).
 Admin actions are written to ``model_registry.audit_log``.
 """
@@ -14,7 +17,9 @@ import hashlib
 import hmac
 import json
 import logging
+import asyncio
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +32,8 @@ log = logging.getLogger(__name__)
 
 ROLES = ("predict", "admin")
 REFRESH_SECONDS = 10.0
+#: Least time between the start of one read of the keys and a read asked for by an unknown key.
+MISS_REFRESH_SECONDS = 1.0
 HEADER = "X-API-Key"
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
@@ -103,21 +110,52 @@ class KeyRing:
     dsn: str | None
     keys: dict[str, tuple[str, str]] = field(default_factory=dict)
     loaded_at: float = 0.0
+    #: When the last read began, whether it succeeded or not.
+    attempted_at: float = float("-inf")
 
-    def refresh(self) -> None:
-        """Re-read the active keys; on a database error keep the ones known."""
-        if self.dsn is None:
-            return
+    def __post_init__(self) -> None:
+        # Not fields: Litestar converts the services' dataclasses field by field, and cannot convert a lock.
+        self._reading = threading.Lock()
+        self._miss_read: asyncio.Future | None = None
+
+    def refresh(self) -> bool:
+        """Re-read the active keys; on a database error keep the ones known.
+
+        One read at a time: while another runs this returns at once. False when nothing was read.
+        """
+        if self.dsn is None or not self._reading.acquire(blocking=False):
+            return False
         try:
+            self.attempted_at = time.monotonic()
             with connect(self.dsn) as connection, connection.cursor() as cursor:
                 cursor.execute("select key_id, key_hash, role from model_registry.api_keys where revoked_at is null")
                 self.keys = {key_id: (key_hash, role) for key_id, key_hash, role in cursor.fetchall()}
             self.loaded_at = time.monotonic()
+            return True
         except psycopg2.Error as error:
             log.warning("cannot refresh API keys (keeping %d known): %s", len(self.keys), str(error).strip())
+            return False
+        finally:
+            self._reading.release()
 
-    def stale(self) -> bool:
-        return time.monotonic() - self.loaded_at > REFRESH_SECONDS
+    async def refresh_after_miss(self) -> None:
+        """Re-read the keys for a key not known (it may be new), unless a read began under ``MISS_REFRESH_SECONDS`` ago.
+
+        Concurrent callers share one read (run in a thread); runs on the event loop, so the
+        decision to start one cannot race.
+        """
+        if self.dsn is None:
+            return
+        if self._miss_read is None:
+            if time.monotonic() - self.attempted_at < MISS_REFRESH_SECONDS:
+                return
+            self.attempted_at = time.monotonic()
+            self._miss_read = asyncio.ensure_future(asyncio.to_thread(self.refresh))
+            self._miss_read.add_done_callback(self._miss_read_done)
+        await asyncio.shield(self._miss_read)
+
+    def _miss_read_done(self, _: asyncio.Future) -> None:
+        self._miss_read = None
 
     def check(self, presented: str | None) -> Principal | None:
         """The principal of a presented key, or ``None``; the hash comparison takes constant time."""

@@ -174,8 +174,12 @@ class SharedStore:
         else:
             self.local_cache.set(key, price)
 
-    async def allow(self, identity: str) -> tuple[bool, int]:
-        """Count one request of ``identity`` in this minute; (allowed, seconds until the window ends)."""
+    async def allow(self, identity: str, *, limit: int | None = None) -> tuple[bool, int]:
+        """Count one request of ``identity`` in this minute; (allowed, seconds until the window ends).
+
+        ``limit``: requests allowed per minute (default: ``limit_per_minute``).
+        """
+        limit = self.limit_per_minute if limit is None else limit
         now = time.time()
         window = int(now // 60)
         retry_after = 60 - int(now % 60)
@@ -184,12 +188,12 @@ class SharedStore:
             self._current_turn().counts.append((f"{NAMESPACE}:ratelimit:{identity}:{window}", waiter))
             count = await waiter
             if count is not None:
-                return count <= self.limit_per_minute, retry_after
+                return count <= limit, retry_after
         for old in [key for key in self._counters if key[1] < window]:
             del self._counters[old]
         count = self._counters.get((identity, window), 0) + 1
         self._counters[(identity, window)] = count
-        return count <= self.limit_per_minute, retry_after
+        return count <= limit, retry_after
 
     async def publish(self, channel: str, message: str) -> bool:
         """Announce ``message`` on a Redis channel; False when there is no Redis to tell."""
