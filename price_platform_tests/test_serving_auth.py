@@ -217,3 +217,41 @@ def test_401_answers_are_rate_limited_per_address(champion: Champion) -> None:
     assert "more than 20 requests without a valid API key" in refused.json()["detail"]
     assert 1 <= int(refused.headers["Retry-After"]) <= 60
     assert good.status_code != 401 and good.status_code != 429
+
+
+def _logged(dsn: str, prediction_id: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+            cursor.execute("select 1 from monitoring.predictions where prediction_id = %s", (prediction_id,))
+            if cursor.fetchone():
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"prediction {prediction_id} was not logged")
+
+
+def test_only_the_predicting_key_or_an_admin_reports_an_actual(secured, champion: Champion) -> None:
+    _, client, keys = secured
+    _, other = create_key(champion.dsn, "predict", "another caller")
+    client.app.state.services.keys.refresh()
+    record = records(champion.spec, champion.holdout.head(1))[0]
+    owner = {"X-API-Key": keys["predict"][1]}
+    answer = client.post("/predict", json=record, headers=owner)
+    prediction_id = answer.json()["predictions"][0]["prediction_id"]
+    _logged(champion.dsn, prediction_id)
+    refused = client.post("/feedback", json={"prediction_id": prediction_id, "actual": 1.0}, headers={"X-API-Key": other})
+    assert refused.status_code == 403 and "made with another API key" in refused.json()["detail"]
+    unknown = client.post("/feedback", json={"prediction_id": str(uuid.uuid4()), "actual": 1.0}, headers=owner)
+    assert unknown.status_code == 404 and "no logged prediction" in unknown.json()["detail"]
+    assert client.post("/feedback", json={"prediction_id": prediction_id, "actual": 2.0}, headers=owner).status_code == 202
+    admin = {"X-API-Key": keys["admin"][1]}
+    assert client.post("/feedback", json={"prediction_id": prediction_id, "actual": 3.0}, headers=admin).status_code == 202
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with psycopg2.connect(champion.dsn) as connection, connection.cursor() as cursor:
+            cursor.execute("select actual from monitoring.actuals where prediction_id = %s", (prediction_id,))
+            row = cursor.fetchone()
+        if row == (3.0,):
+            break
+        time.sleep(0.2)
+    assert row == (3.0,), "the owner's and the admin's reports are kept (the last wins); the other key's is not"

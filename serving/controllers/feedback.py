@@ -1,9 +1,24 @@
-"""``POST /feedback``: the price a predicted record actually sold for."""
+"""``POST /feedback``: the price a predicted record actually sold for.
+
+Only the key that asked for a prediction (or an ``admin`` key) may report its actual price, so
+that no other caller can skew the live accuracy: the prediction's ``key_id`` is read from the
+prediction log.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 from litestar import Controller, Request, post
-from litestar.exceptions import ServiceUnavailableException, ValidationException
+from litestar.exceptions import (
+    NotFoundException,
+    PermissionDeniedException,
+    ServiceUnavailableException,
+    ValidationException,
+)
+
+from price_platform.warehouse import connect
 
 from serving.guards import requires
 from serving.openapi import json_body
@@ -28,6 +43,28 @@ class FeedbackController(Controller):
             body = decode(services.schemas.feedback_decoder, await request.body())
         except InvalidInput as error:
             raise ValidationException(str(error), extra={"record": error.record, "field": error.field}) from None
+        principal = request.state.principal
+        if principal.role != "admin":
+            await _check_owner(services.dsn, body.prediction_id, principal.key_id)
         if not services.log.add_actual(body.prediction_id, body.actual):
             raise ServiceUnavailableException("the feedback buffer is full; try again later", headers={"Retry-After": "5"})
         return FeedbackAccepted(prediction_id=body.prediction_id, status="accepted")
+
+
+async def _check_owner(dsn: str | None, prediction_id: uuid.UUID, key_id: str | None) -> None:
+    """Raise unless the logged prediction ``prediction_id`` was made with the key ``key_id``."""
+    if dsn is None:
+        raise ServiceUnavailableException("no prediction log to check who made this prediction")
+    found = await asyncio.to_thread(_owner, dsn, prediction_id)
+    if found is None:
+        raise NotFoundException(
+            f"no logged prediction {prediction_id} (a prediction is logged within seconds of its answer; try again)"
+        )
+    if found[0] != key_id:
+        raise PermissionDeniedException(f"prediction {prediction_id} was made with another API key")
+
+
+def _owner(dsn: str, prediction_id: uuid.UUID) -> tuple[str | None] | None:
+    with connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("select key_id from monitoring.predictions where prediction_id = %s limit 1", (str(prediction_id),))
+        return cursor.fetchone()
