@@ -94,13 +94,25 @@ def list_keys(dsn: str) -> list[dict[str, Any]]:
         return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+class AuditUnavailable(RuntimeError):
+    """The audit log cannot be written; the message is fit for the caller (the database's own text is only logged)."""
+
+
 def audit(dsn: str, actor: str, action: str, detail: dict[str, Any]) -> None:
-    """Write one admin action to ``model_registry.audit_log``."""
-    with connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "insert into model_registry.audit_log (actor, action, detail) values (%s, %s, %s)",
-            (actor, action, json.dumps(detail, default=str)),
-        )
+    """Write one admin action to ``model_registry.audit_log``; raise :class:`AuditUnavailable` when the database fails.
+
+    The database's error text (host, user, database, sometimes a statement) goes to the server
+    log, not into the exception an admin caller is answered with.
+    """
+    try:
+        with connect(dsn) as connection, connection.cursor() as cursor:
+            cursor.execute(
+                "insert into model_registry.audit_log (actor, action, detail) values (%s, %s, %s)",
+                (actor, action, json.dumps(detail, default=str)),
+            )
+    except psycopg2.Error as error:
+        log.error("cannot write the audit log: %s", str(error).strip())
+        raise AuditUnavailable("the platform database did not take it (its message is in the server log)") from None
 
 
 @dataclass
