@@ -221,3 +221,37 @@ def test_a_pickled_model_is_refused_without_being_unpickled(mlflow_server, postg
     # As the champion a retrained challenger is measured against, it counts as no champion.
     assert load_rival(mlflow_server, name, version, dsn=dsn) is None
     assert not marker.exists()
+
+
+def test_the_promote_and_rollback_commands_refuse_a_tampered_version(
+    mlflow_server, postgres, session_home, settings, fitted, monkeypatch, capsys
+) -> None:
+    from price_platform.cli import main
+    from price_platform.settings import get_settings
+
+    dsn = postgres.dsn()
+    name = f"integrity-{uuid.uuid4().hex[:6]}"
+    first = _register(mlflow_server, dsn, name, fitted)
+    promote(mlflow_server, name, first, dsn=dsn, actor="test", check=PASSED)
+    second = _register(mlflow_server, dsn, name, fitted)
+    _tamper(_stored(mlflow_server, session_home, name, second, "MLmodel"))
+    for variable, value in {
+        "DATABASE_URL": settings.database_url, "DATABASE_NAME": settings.database_name, "HOME": str(session_home),
+        "MLFLOW_TRACKING_URI": mlflow_server, "MODEL_NAME": name,
+    }.items():
+        monkeypatch.setenv(f"PRICE_PLATFORM_{variable}", value)
+    get_settings.cache_clear()
+    try:
+        assert main(["promote", second, "--actor", "on-call"]) == 1
+        error = capsys.readouterr().err
+        assert f"promotion of {name} version {second} refused: artifact check failed" in error and "changed: MLmodel" in error
+        third = _register(mlflow_server, dsn, name, fitted)
+        promote(mlflow_server, name, third, dsn=dsn, actor="test", check=PASSED)
+        _tamper(_stored(mlflow_server, session_home, name, first, "data/serving/layout.json"))
+        # The rollback target is the version the champion replaced: the changed one.
+        assert main(["rollback", "--actor", "on-call"]) == 1
+        assert "changed: data/serving/layout.json" in capsys.readouterr().err
+    finally:
+        get_settings.cache_clear()
+    assert tracking.version_by_alias(tracking.client(mlflow_server), name, CHAMPION).version == third
+    assert [row["where"] for row in _audited(dsn, name)] == ["promotion", "rollback"]

@@ -133,9 +133,12 @@ def refuse_other_formats(model_folder: Path, label: str) -> None:
     flavour (cloudpickle) gets a message saying to retrain or re-register it.
     """
     try:
-        flavours = (yaml.safe_load((model_folder / "MLmodel").read_text()) or {}).get("flavors") or {}
-    except (OSError, yaml.YAMLError) as error:
+        document = yaml.safe_load((model_folder / "MLmodel").read_text(encoding="utf-8"))
+        flavours = (document.get("flavors") if isinstance(document, dict) else None) or {}
+    except (OSError, ValueError, yaml.YAMLError) as error:  # (ValueError: not UTF-8 text)
         raise UnsafeArtifactError(f"{label}: unreadable MLmodel file: {error}") from None
+    if not isinstance(flavours, dict):
+        raise UnsafeArtifactError(f"{label}: the MLmodel file's flavors are not a mapping")
     sklearn = flavours.get("sklearn") or {}
     pickled = sklearn.get("serialization_format") if isinstance(sklearn, dict) else None
     if pickled in {"pickle", "cloudpickle"} or (model_folder / "model.pkl").exists():

@@ -37,8 +37,8 @@ class ChampionModel:
 def load_version(tracking_uri: str, model_name: str, version: str, *, dsn: str | None = None) -> ChampionModel:
     """Download, check and load one registered version with its tags and run metrics.
 
-    Before anything is deserialised: the artifact must be in the platform's format
-    (:func:`artifact_format.refuse_other_formats`: a cloudpickle version raises
+    Before anything is deserialised (:func:`check_artifact`): the artifact must be in the
+    platform's format (a cloudpickle version raises
     :class:`~price_platform.registry.artifact_format.UnsafeArtifactError` saying to retrain or
     re-register it) and, with ``dsn`` (the platform database), every file must match the
     digests recorded at registration (:class:`~price_platform.registry.integrity.IntegrityError`
@@ -46,13 +46,10 @@ def load_version(tracking_uri: str, model_name: str, version: str, *, dsn: str |
     """
     mlflow_client = tracking.client(tracking_uri)
     model_version = mlflow_client.get_model_version(model_name, version)
-    label = f"{model_name} version {version}"
     # models:/ URIs resolve through the fluent API's tracking URI, whatever is passed here.
     with tempfile.TemporaryDirectory(prefix="price-model-") as folder, tracking.using(tracking_uri):
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=folder))
-        artifact_format.refuse_other_formats(local, label)
-        if dsn is not None:
-            integrity.verify(dsn, model_name, version, local)
+        check_artifact(local, model_name, version, dsn=dsn)
         pipeline = artifact_format.load_pipeline(local / "data" / artifact_format.DATA_FOLDER)
         example = mlflow.models.Model.load(str(local)).load_input_example(str(local))
     tags = model_version.tags
@@ -91,7 +88,23 @@ def verify_version(tracking_uri: str, model_name: str, version: str, *, dsn: str
     """Download one version and check its format and digests without loading it (raises :data:`ARTIFACT_ERRORS`)."""
     with tempfile.TemporaryDirectory(prefix="price-model-") as folder, tracking.using(tracking_uri):
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{version}", dst_path=folder))
-        artifact_format.refuse_other_formats(local, f"{model_name} version {version}")
+        check_artifact(local, model_name, version, dsn=dsn)
+
+
+def check_artifact(local: Path, model_name: str, version: str, *, dsn: str | None) -> None:
+    """Raise one of :data:`ARTIFACT_ERRORS` unless the downloaded artifact ``local`` may be loaded.
+
+    A version with recorded digests is checked against them first (so a changed file is
+    reported as such, whichever it is), then for its format; one without (registered in the
+    old pickle format, or outside ``register_candidate``) gets the format's message first.
+    """
+    label = f"{model_name} version {version}"
+    if dsn is not None and integrity.recorded_digests(dsn, model_name, version):
+        integrity.verify(dsn, model_name, version, local)
+        artifact_format.refuse_other_formats(local, label)
+        return
+    artifact_format.refuse_other_formats(local, label)
+    if dsn is not None:
         integrity.verify(dsn, model_name, version, local)
 
 
