@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exporter": ("price_platform.monitoring.metrics", "serve the pipeline's metrics (drift, accuracy, training) for Prometheus"),
     "promote": ("price_platform.registry.promote_command", "make a registered model version the champion (same checks as the gate)"),
     "rollback": ("price_platform.registry.rollback_command", "give the champion alias back to the version it replaced"),
+    "rollout": ("price_platform.rollout.command", "canary share, shadow alias and the sequential gate of a challenger"),
     "replay": ("price_platform.monitoring.replay", "play the bundled sales history forward month by month into the landing folder"),
 }
 
