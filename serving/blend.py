@@ -60,8 +60,8 @@ from price_platform.modeling import (
     OrderedScores,
     log1p_nonnegative,
 )
+from serving.compiled import CompiledPipeline, NotCompilable, derived_sources, serving_booster
 from serving.encoder import EncoderPlan, Numeric, Table, plan
-from serving.fast_path import CompiledPipeline, NotCompilable, derived_sources, serving_booster
 
 #: Up to this many records are encoded one by one (numpy's per-call cost dominates below it).
 ROW_BY_ROW = 6

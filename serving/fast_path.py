@@ -16,7 +16,6 @@ A pipeline of any other shape raises :class:`NotCompilable` and is served by
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -31,14 +30,10 @@ from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 from xgboost import XGBRegressor
 
 from price_platform.modeling import DerivedFeatures
+from serving.compiled import CompiledPipeline, NotCompilable, derived_sources, serving_booster
 
 #: Below this many rows, records are encoded with plain Python (numpy's per-call cost dominates).
 _ROW_BY_ROW = 8
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class NotCompilable(ValueError):
-    """The fitted pipeline has a step the fast path does not know how to reproduce exactly."""
 
 
 class Predictor(Protocol):
@@ -63,20 +58,6 @@ class _Categorical:
     codes: dict[Any, float]  # category (None included, as scikit-learn treats it) -> code
     unknown: float
     missing: float  # code of a float NaN
-
-
-class CompiledPipeline:
-    """A model compiled from its fitted pipeline: prices and per-feature explanations without scikit-learn."""
-
-    fast: bool = True
-    band: tuple[float, float] | None = None
-
-    def predict(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
-        raise NotImplementedError
-
-    def explain(self, row: tuple[Any, ...]) -> tuple[dict[str, float], dict[str, float], float, float]:
-        """(per input feature, per model column, base value, log price); base + per-input sum = log price."""
-        raise NotImplementedError
 
 
 @dataclass
@@ -259,27 +240,6 @@ def compile_pipeline(pipeline: Any, features: Sequence[str], *, threads: int = 1
         iteration_range=model._get_iteration_range(None),
         log_target=log_target,
     )
-
-
-def serving_booster(model: XGBRegressor, columns: int, source: str, threads: int) -> xgb.Booster:
-    """The fitted regressor's booster, set to ``threads``; ``NotCompilable`` unless it reads ``columns`` inputs.
-
-    ``source`` names what feeds it in the message (``"the encoder gives"``, ``"the member selects"``).
-    """
-    booster = model.get_booster()
-    if booster.num_features() != columns:
-        raise NotCompilable(f"the booster expects {booster.num_features()} columns, {source} {columns}")
-    booster.set_param({"nthread": threads})
-    return booster
-
-
-def derived_sources(derive: DerivedFeatures | None, features: list[str]) -> dict[str, list[str]]:
-    """Input features each derived feature's expression names."""
-    expressions = dict(derive.expressions or {}) if derive is not None else {}
-    return {
-        name: [source for source in dict.fromkeys(_NAME.findall(text)) if source in features]
-        for name, text in expressions.items()
-    }
 
 
 def _numeric_features(encode: ColumnTransformer, features: list[str]) -> list[str]:
