@@ -93,6 +93,11 @@ class Settings(BaseSettings):
         description="Prediction-log rows held in memory while PostgreSQL is away (about 1 KB each): size it"
         " as rows per second times the outage to ride out; rows beyond it are dropped and counted.",
     )
+    pii_hmac_key: str | None = Field(
+        default=None,
+        description="Secret key of the HMAC that replaces the data set's pii values in the prediction log; unset: one"
+        " generated once and kept in <home>/pii_hmac.key (give every API server the same one).",
+    )
     drain_seconds: float = Field(default=2.0, ge=0, description="On SIGTERM: /ready answers 503 this long before the server stops.")
     keep_alive_seconds: int = Field(
         default=75, ge=1,

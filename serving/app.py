@@ -36,7 +36,7 @@ from serving.controllers.model import ModelController
 from serving.controllers.predictions import PredictionsController
 from serving.model_store import ModelStore
 from serving.openapi import components, swagger_assets, swagger_page
-from serving.prediction_log import PredictionLog
+from serving.prediction_log import PredictionLog, pii_key
 from serving.schemas import build_schemas
 from serving.services import Services, UnpriceableRecords
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         schemas=schemas,
         store=ModelStore(settings=settings, spec=spec, record_type=schemas.record, dsn=dsn),
         shared=shared,
-        log=PredictionLog(dsn, capacity=settings.log_buffer_size, pii=spec.pii),
+        log=PredictionLog(dsn, capacity=settings.log_buffer_size, pii=spec.pii, pii_key=pii_key(settings)),
         keys=auth.KeyRing(dsn),
         dsn=dsn,
         batcher=MicroBatcher(window=settings.batch_window_ms / 1000),

@@ -12,13 +12,17 @@ answer, the batch goes back to the head of the buffer and the writer retries wit
 pause, so the rows wait until the database returns. Rows that arrive while the buffer is full
 are dropped, counted in ``prediction_logs_dropped_total`` and reported in a log line.
 Features are stored as JSON text (a ``json`` column), with the data set's ``pii`` columns
-replaced by a SHA-256 hash.
+replaced by their HMAC-SHA-256 under a secret key (:func:`pii_key`): a bare hash of a name or
+an e-mail address is reversed by hashing the candidates, a keyed one is not without the key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
+import os
+import secrets
 import logging
 import threading
 import time
@@ -29,12 +33,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import repeat
+from pathlib import Path
 
 import msgspec
 import psycopg2
 import psycopg2.errors
 import psycopg2.extras
 
+from price_platform.settings import Settings
 from serving import metrics
 
 log = logging.getLogger(__name__)
@@ -99,8 +105,13 @@ class LoggedPredictions:
 class PredictionLog:
     """A bounded buffer of prediction and feedback rows and the thread that writes them."""
 
-    def __init__(self, dsn: str | None, *, capacity: int, pii: Sequence[str] = (), quiet_seconds: float = QUIET_SECONDS) -> None:
+    def __init__(
+        self, dsn: str | None, *, capacity: int, pii: Sequence[str] = (), pii_key: bytes | None = None,
+        quiet_seconds: float = QUIET_SECONDS,
+    ) -> None:
+        """``pii_key``: the HMAC key of the ``pii`` columns (unset: a random one, so hashes match within this log only)."""
         self.dsn = dsn
+        self.pii_key = pii_key or secrets.token_bytes(32)
         self.capacity = capacity
         self.quiet_seconds = quiet_seconds
         self.pii = frozenset(pii)
@@ -289,13 +300,41 @@ class PredictionLog:
         features = msgspec.structs.asdict(record)
         for name in self.pii & features.keys():
             if features[name] is not None:
-                features[name] = hashlib.sha256(str(features[name]).encode()).hexdigest()
+                features[name] = hmac.new(self.pii_key, str(features[name]).encode(), hashlib.sha256).hexdigest()
         return features
 
 
 def _capped(batch: LoggedPredictions) -> Sequence[bool]:
     """Per record, whether its price was capped (all False when the request gave no flags)."""
     return batch.capped or [False] * len(batch)
+
+
+def pii_key(settings: Settings) -> bytes:
+    """The HMAC key of logged ``pii`` values: ``settings.pii_hmac_key``, else one made once and kept in ``<home>/pii_hmac.key``.
+
+    The file is created with mode 0600 and exclusively, so workers starting together agree on one key.
+    """
+    if settings.pii_hmac_key:
+        return settings.pii_hmac_key.encode()
+    path = Path(settings.home) / PII_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+    for _ in range(50):  # another worker may be writing it this instant
+        key = path.read_text().strip()
+        if key:
+            return key.encode()
+        time.sleep(0.01)
+    raise RuntimeError(f"{path} is empty: delete it or set PRICE_PLATFORM_PII_HMAC_KEY")
+
+
+#: File under ``settings.home`` holding the generated HMAC key of ``pii`` values.
+PII_KEY_FILE = "pii_hmac.key"
 
 
 def _copy_field(value: str | None) -> str:
