@@ -19,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from price_platform.settings import PACKAGE_DIR
 
 
+#: What every column name must look like (the normalised form; safe in SQL, Python and URLs).
+COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
 class DatasetError(ValueError):
     """A data set description that cannot be used, with the reason."""
 
@@ -59,6 +63,21 @@ def expression_names(expression: str) -> set[str]:
     return {node.id for node in ast.walk(ast.parse(expression.strip(), mode="eval")) if isinstance(node, ast.Name)}
 
 
+def _check_rule(rule: str, numeric: set[str]) -> None:
+    """Raise ``ValueError`` unless ``rule`` is one comparison of two expressions over numeric columns."""
+    try:
+        tree = ast.parse(rule.strip(), mode="eval").body
+    except SyntaxError as error:
+        raise ValueError(f"rule {rule!r} does not parse: {error.msg}") from None
+    if not (isinstance(tree, ast.Compare) and len(tree.ops) == 1 and isinstance(tree.ops[0], ast.Lt | ast.LtE | ast.Gt | ast.GtE)):
+        raise ValueError(f"rule {rule!r} must be one comparison (<, <=, > or >=) of two expressions")
+    for side in (tree.left, tree.comparators[0]):
+        expression_sql(ast.unparse(side))
+    unknown = expression_names(rule) - numeric
+    if unknown:
+        raise ValueError(f"rule {rule!r} uses non-numeric or unknown names {sorted(unknown)}")
+
+
 class NumericColumn(BaseModel):
     """A numeric feature with the range its values must fall in."""
 
@@ -68,6 +87,12 @@ class NumericColumn(BaseModel):
     max: float | None = None
     nullable: bool = False
     integer: bool = False
+
+    @model_validator(mode="after")
+    def _ordered_range(self) -> NumericColumn:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min:g} is above max {self.max:g}")
+        return self
 
 
 class CategoricalColumn(BaseModel):
@@ -225,9 +250,29 @@ class DatasetSpec(BaseModel):
     )
     target_min: float = Field(default=0.0, description="Target values must be greater than this.")
     model: ModelSpec = ModelSpec()
+    rules: list[str] = Field(
+        default_factory=list,
+        description="Cross-field rules every record must satisfy, e.g. `length <= 10 * width`: two expressions"
+        " over numeric columns joined by <, <=, > or >=. The API refuses (422) a record breaking one.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DatasetSpec:
+        names = {
+            "target": [self.target],
+            "id_column": [self.id_column] if self.id_column else [],
+            "time": self.time.columns if self.time else [],
+            "numeric": list(self.numeric),
+            "categorical": list(self.categorical),
+            "derived": list(self.derived),
+        }
+        for field_name, columns in names.items():
+            bad = [column for column in columns if not COLUMN_NAME.fullmatch(column)]
+            if bad:
+                raise ValueError(
+                    f"{field_name}: column names {bad} must match {COLUMN_NAME.pattern}"
+                    " (lower snake case, as ingestion normalises file headers)"
+                )
         both = set(self.numeric) & set(self.categorical)
         if both:
             raise ValueError(f"columns both numeric and categorical: {sorted(both)}")
@@ -251,6 +296,8 @@ class DatasetSpec(BaseModel):
             unknown = expression_names(expression) - set(self.numeric)
             if unknown:
                 raise ValueError(f"derived feature {name!r} uses non-numeric or unknown names {sorted(unknown)}")
+        for rule in self.rules:
+            _check_rule(rule, set(self.numeric))
         return self
 
     @property

@@ -18,7 +18,7 @@ from price_platform.ingestion.records import PARTITION_KEY, typed_records
 from price_platform.ingestion.sources import read_source
 from price_platform.resources import Dataset
 from price_platform.settings import DEFAULT_DATASET, Settings
-from price_platform.training.dataset import read_features, split, without_area_outliers
+from price_platform.training.dataset import TrainingDataError, read_features, split, without_area_outliers
 
 BOATS_YAML = """\
 name: boats
@@ -46,7 +46,7 @@ def boat_rows(years: list[int], per_year: int) -> pd.DataFrame:
             "Year": np.repeat(years, per_year),
             "Length": length,
             "Material": rng.choice(["wood", "steel"], n),
-            "Price": (3_000 * length + rng.normal(0, 500, n)).round() + 5_000,
+            "Price": ((3_000 * length + 5_000) * np.exp(rng.normal(0, 0.3, n))).round(),
         }
     )
 
@@ -152,3 +152,13 @@ def test_a_year_only_table_goes_through_dbt_to_a_recorded_split(
     assert len(frame) == 60
     metadata = result.asset_materializations_for_node("training_dataset")[0].metadata
     assert metadata["split_method"].value == "random_within_years"
+
+
+def test_a_column_that_is_a_function_of_the_target_is_refused_as_a_leak(boats) -> None:
+    spec, rows = boats
+    frame = features_frame(spec, rows)
+    leaky = spec.model_copy(update={"numeric": {**spec.numeric, "log_price": spec.numeric["length"]}})
+    frame["log_price"] = np.log(frame.price)
+    with pytest.raises(TrainingDataError, match=r"columns \['log_price'\] are a near-exact function of the target"):
+        split(frame, leaky, holdout_months=12, validation_months=6, seed=3)
+    assert split(frame, spec, holdout_months=12, validation_months=6, seed=3).split_method  # length alone is fine

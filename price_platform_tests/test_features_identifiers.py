@@ -40,7 +40,7 @@ def furniture_rows(n: int) -> pd.DataFrame:
             "table": table,
             "order": rng.integers(0, 10, n),
             "group": rng.choice(["oak", "pine"], n),
-            "price": (50 * table + rng.normal(0, 10, n)).round(2) + 100,
+            "price": ((50 * table + 100) * np.exp(rng.normal(0, 0.3, n))).round(2),
         }
     )
 

@@ -31,6 +31,12 @@ def test_bundled_dataset_describes_the_sample() -> None:
         ("name: x\ntarget: price\nnumeric: {a: {}}\noutliers: [{column: a}]\n", "needs `above` or `below`"),
         ("name: x\ntarget: price\nnumeric: {a: {}}\nderived: {b: 'a + c'}\n", "unknown names ['c']"),
         ("name: x\ntarget: price\nbogus: 1\n", "Extra inputs are not permitted"),
+        ("name: x\ntarget: price\nnumeric: {a: {min: low}}\n", "numeric.a.min"),
+        ("name: x\nnumeric: {a: {}}\n", "target\n  Field required"),
+        ("name: x\ntarget: price\nnumeric: {a: {min: 5, max: 1}}\n", "min 5 is above max 1"),
+        ("name: x\ntarget: price\nnumeric: {Bad Name: {}}\n", "numeric: column names ['Bad Name'] must match"),
+        ("name: x\ntarget: Price\n", "target: column names ['Price'] must match"),
+        ("name: x\ntarget: price\nnumeric: {a: {}}\nderived: {b: 'a +* 2'}\n", "derived feature 'b'"),
         ("name: [unclosed\n", "cannot read"),
     ],
 )

@@ -35,6 +35,22 @@ SplitMethod = Literal["by_month", "by_year", "random_within_years", "random"]
 HOLDOUT_SHARE, VALIDATION_SHARE = 0.2, 0.15
 
 
+#: A numeric feature whose rank correlation with the target reaches this is a leak (its log, a multiple).
+LEAK_CORRELATION = 0.995
+
+
+def leaking_columns(frame: pd.DataFrame, spec: DatasetSpec) -> list[str]:
+    """Numeric features that are a near-exact monotone function of the target (such as its log)."""
+    target = frame[spec.target].rank()
+    found = []
+    for column in spec.numeric:
+        values = frame[column]
+        if column in frame and values.notna().sum() > 2 and values.nunique() > 2:
+            if abs(values.rank().corr(target)) >= LEAK_CORRELATION:
+                found.append(column)
+    return found
+
+
 def without_area_outliers(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     """``frame`` without the rows the data set's outlier rules leave out of fitting (missing values stay).
 
@@ -131,6 +147,12 @@ def split(
     bad = frame[spec.target].isna() | ~(frame[spec.target] > spec.target_min)
     if bad.any():
         raise TrainingDataError(f"{int(bad.sum())} rows have a missing or non-positive {spec.target}")
+    leaks = leaking_columns(frame, spec)
+    if leaks:
+        raise TrainingDataError(
+            f"columns {leaks} are a near-exact function of the target {spec.target} (rank correlation >="
+            f" {LEAK_CORRELATION}): a leak; leave them out of the data set description"
+        )
     method, windows = _windows(frame, spec, holdout_months, validation_months, seed)
     parts = {name: frame[windows == name].reset_index(drop=True) for name in ("train", "validation", "holdout")}
     empty = [name for name, part in parts.items() if part.empty]
