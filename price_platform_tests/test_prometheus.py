@@ -68,6 +68,10 @@ def alert_queries() -> list[tuple[str, str]]:
     return [(f"alert {rule['alert']}", rule["expr"]) for group in rules["groups"] for rule in group["rules"]]
 
 
+def alert_expression(name: str) -> str:
+    return next(expression for where, expression in alert_queries() if where == f"alert {name}")
+
+
 def test_metric_names_are_read_from_promql():
     expression = (
         'sum by (endpoint) (rate(http_requests_total{status=~"5.."}[5m])) / on (job) group_left '
@@ -182,6 +186,18 @@ def stored_monitoring_rows(postgres, champion):
                 "insert into monitoring.model_metrics (model_version, period_start, metric, value, source) values"
                 " (%s, null, 'mape', 0.12, 'holdout'), (%s, date_trunc('week', now())::date, 'mape', 0.15, 'live')",
                 (version, version),
+            )
+            cursor.execute(
+                "insert into monitoring.model_metrics (model_version, period_start, metric, value, source, segment)"
+                " values (%(v)s, date_trunc('week', now())::date, 'rmsle', 0.14, 'live', null),"
+                " (%(v)s, date_trunc('month', now())::date, 'rmsle', 0.17, 'estimated', null),"
+                " (%(v)s, date_trunc('month', now())::date, 'rmsle_lower', 0.12, 'estimated', null),"
+                " (%(v)s, date_trunc('month', now())::date, 'rmsle_upper', 0.22, 'estimated', null),"
+                " (%(v)s, now()::date, 'interval_coverage', 0.81, 'live', null),"
+                " (%(v)s, now()::date, 'interval_coverage', 0.93, 'live', 'bldg_type=1Fam'),"
+                " (%(v)s, now()::date, 'interval_width', 61000, 'live', null),"
+                " (%(v)s, now()::date, 'interval_coverage_nominal', 0.9, 'live', null)",
+                {"v": version},
             )
             cursor.execute(
                 "insert into price_data.loads (load_id, partition_key, source, rows_loaded, rows_rejected)"
@@ -307,7 +323,7 @@ def test_prometheus_scrapes_both_services_and_loads_the_rules(prometheus):
     groups = httpx.get(f"{prometheus}/api/v1/rules").json()["data"]["groups"]
     rules = {rule["name"]: rule["health"] for group in groups for rule in group["rules"]}
     assert set(rules) == {"ServiceDown", "HighErrorRate", "ModelAccuracyDrop", "HighP95Latency", "DataDriftDetected",
-                          "ModelArtifactRefused"}
+                          "ModelArtifactRefused", "IntervalCoverageLow"}
 
 
 def test_every_dashboard_and_alert_query_evaluates_on_exported_metrics(prometheus, stored_monitoring_rows):
@@ -340,6 +356,13 @@ def test_pipeline_figures_reach_prometheus_as_stored(prometheus, stored_monitori
     assert value(f'model_accuracy{{model_version="{version}"}}') == pytest.approx(0.85)
     assert value(f'model_holdout_accuracy{{model_version="{version}"}}') == pytest.approx(0.88)
     assert value(f'model_version_info{{alias="champion"}}') == 1.0
+    assert value(f'model_estimated_rmsle{{model_version="{version}", bound="estimate"}}') == pytest.approx(0.17)
+    assert value(f'model_live_error{{model_version="{version}", metric="rmsle"}}') == pytest.approx(0.14)
+    assert value(f'interval_coverage{{model_version="{version}", segment="bldg_type=1Fam"}}') == pytest.approx(0.93)
+    assert value(f'interval_width{{model_version="{version}", segment="all"}}') == pytest.approx(61000)
+    # the low overall coverage (0.81 < 0.90 - 0.05) is what the alert's expression selects
+    low = httpx.get(f"{prometheus}/api/v1/query", params={"query": alert_expression("IntervalCoverageLow")}).json()
+    assert [series["metric"]["segment"] for series in low["data"]["result"]] == ["all"]
     assert value("time() - last_successful_training_timestamp_seconds") < 3600
     assert value('sum(predictions_total)') >= 3
     with connect(postgres.dsn()) as connection, connection.cursor() as cursor:  # other tests may have loaded sales

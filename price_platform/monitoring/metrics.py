@@ -63,6 +63,7 @@ class PipelineCollector(Collector):
                 return [
                     *_drift_families(cursor),
                     *_accuracy_families(cursor),
+                    *_estimate_and_interval_families(cursor),
                     *_business_families(cursor),
                     *_ingestion_families(cursor),
                 ]
@@ -130,7 +131,7 @@ def _accuracy_families(cursor: psycopg2.extensions.cursor) -> list[GaugeMetricFa
         """
         select distinct on (model_version, source, metric) model_version, source, metric, value
         from monitoring.model_metrics
-        where segment is null and metric in ('mape', 'mae', 'rmse', 'count')
+        where segment is null and metric in ('mape', 'mae', 'rmse', 'rmsle', 'count') and source in ('live', 'holdout')
         order by model_version, source, metric, period_start desc nulls last, created_at desc
         """
     )
@@ -142,6 +143,43 @@ def _accuracy_families(cursor: psycopg2.extensions.cursor) -> list[GaugeMetricFa
         if source == "live":
             live_error.add_metric([version, metric], value)
     return [accuracy, holdout, live_error]
+
+
+def _estimate_and_interval_families(cursor: psycopg2.extensions.cursor) -> list[GaugeMetricFamily]:
+    estimated = GaugeMetricFamily(
+        "model_estimated_rmsle", "RMSLE of the latest month estimated before prices arrive (direct loss estimation).",
+        labels=["model_version", "bound"],
+    )
+    coverage = GaugeMetricFamily(
+        "interval_coverage", "Share of priced predictions inside their interval (last 28 days).",
+        labels=["model_version", "segment"],
+    )
+    width = GaugeMetricFamily(
+        "interval_width", "Mean width of the priced predictions' intervals (last 28 days).",
+        labels=["model_version", "segment"],
+    )
+    nominal = GaugeMetricFamily("interval_coverage_nominal", "Coverage the intervals were calibrated for.",
+                                labels=["model_version"])
+    cursor.execute(
+        """
+        select distinct on (model_version, metric) model_version, metric, value from monitoring.model_metrics
+        where source = 'estimated' and metric in ('rmsle', 'rmsle_lower', 'rmsle_upper')
+        order by model_version, metric, period_start desc, created_at desc
+        """
+    )
+    for version, metric, value in cursor.fetchall():
+        estimated.add_metric([version, {"rmsle": "estimate", "rmsle_lower": "lower", "rmsle_upper": "upper"}[metric]],
+                             value)
+    cursor.execute(
+        "select model_version, metric, segment, value from monitoring.model_metrics where source = 'live'"
+        " and metric in ('interval_coverage', 'interval_width', 'interval_coverage_nominal')"
+    )
+    for version, metric, segment, value in cursor.fetchall():
+        if metric == "interval_coverage_nominal":
+            nominal.add_metric([version], value)
+        else:
+            (coverage if metric == "interval_coverage" else width).add_metric([version, segment or "all"], value)
+    return [estimated, coverage, width, nominal]
 
 
 def _business_families(cursor: psycopg2.extensions.cursor) -> list[GaugeMetricFamily]:

@@ -139,7 +139,9 @@ def prediction_log_partitions(warehouse: Warehouse, monitoring: Monitoring) -> d
 def live_performance(
     context: dg.AssetExecutionContext, warehouse: Warehouse, dataset: Dataset, monitoring: Monitoring
 ) -> dg.MaterializeResult:
-    """Error of the served models by week and version, from predictions joined with the prices they met."""
+    """Error of the served models by week and version, and their intervals' coverage per segment, from predictions
+    joined with the prices they met."""
+    from price_platform.monitoring import interval_health
     from price_platform.monitoring import live_performance as live
     from price_platform.monitoring.alerts import send_alert
 
@@ -147,6 +149,8 @@ def live_performance(
         matched = live.matched_predictions(connection, dataset.spec)
         errors = live.weekly_errors(matched)
         written = live.store(connection, errors)
+        intervals = interval_health.measure(matched, dataset.spec)
+        written += interval_health.store(connection, intervals, monitoring.interval_coverage, datetime.now(UTC).date())
         for version in live.versions_without_holdout(connection, sorted(errors["model_version"].unique())):
             mape = monitoring.holdout_mape(version)
             if mape is not None:
@@ -170,6 +174,8 @@ def live_performance(
             "metric_rows_written": written,
             "accuracy_drops": len(drops),
             "weekly_errors": dg.MetadataValue.md(wide.tail(20).to_markdown(index=False) if len(wide) else "none"),
+            "interval_groups_below_nominal": interval_health.below_nominal(intervals, monitoring.interval_coverage),
+            "interval_health": dg.MetadataValue.md(interval_health.markdown(intervals, monitoring.interval_coverage)),
         }
     )
 

@@ -10,13 +10,15 @@ from price_platform.settings import Settings
 
 
 class Monitoring(dg.ConfigurableResource):
-    """Drift and estimated-loss thresholds, the champion's holdout length, where it is registered, where alerts go."""
+    """Drift and estimated-loss thresholds, the champion's holdout length and nominal interval coverage, where it
+    is registered, where alerts go."""
 
     psi_threshold: float = 0.2
     drift_share_threshold: float = 0.3
     accuracy_drop_threshold: float = 0.1
     estimated_rmsle_rise_threshold: float = 0.25
     holdout_months: int = 12
+    interval_coverage: float = 0.9
     tracking_uri: str | None = None
     model_name: str = "price-model"
     alert_webhook_url: str | None = None
@@ -31,6 +33,7 @@ class Monitoring(dg.ConfigurableResource):
             accuracy_drop_threshold=settings.accuracy_drop_threshold,
             estimated_rmsle_rise_threshold=settings.estimated_rmsle_rise_threshold,
             holdout_months=settings.holdout_months,
+            interval_coverage=settings.interval_coverage,
             tracking_uri=settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}",
             model_name=settings.model_name,
             alert_webhook_url=settings.alert_webhook_url,
