@@ -73,6 +73,11 @@ query($id: String!) {
 
 ASSET_GROUPS_QUERY = "{ assetNodes { assetKey { path } groupName } }"
 
+LOCATION_QUERY = """
+{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+    locationOrLoadError { __typename ... on PythonError { message } } } } } }
+"""
+
 ADD_DYNAMIC_PARTITION_MUTATION = """
 mutation($selector: RepositorySelector!, $name: String!, $key: String!) {
   addDynamicPartition(repositorySelector: $selector, partitionsDefName: $name, partitionKey: $key) {
@@ -273,6 +278,7 @@ class Stack:
         history can be replayed later. A data set without time has no partitions yet: its own
         source becomes the first arrival batch.
         """
+        self.wait_for_code_location()
         nodes = self._graphql(ASSET_GROUPS_QUERY, {})["assetNodes"]
         keys = [{"path": node["assetKey"]["path"]} for node in nodes if node["groupName"] in groups]
         params: dict[str, object] = {"assetSelection": keys, "title": f"initial backfill: {', '.join(groups)}"}
@@ -289,6 +295,20 @@ class Stack:
         if outcome["__typename"] != "LaunchBackfillSuccess":
             raise RuntimeError(f"Dagster refused the backfill: {outcome}")
         return outcome["backfillId"]
+
+    def wait_for_code_location(self, timeout: float = 300.0) -> None:
+        """Wait until Dagster has loaded the platform's definitions; raise with its error if they failed."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entries = self._graphql(LOCATION_QUERY, {})["workspaceOrError"].get("locationEntries", [])
+            for entry in entries:
+                outcome = entry.get("locationOrLoadError") or {}
+                if outcome.get("__typename") == "PythonError":
+                    raise RuntimeError(f"Dagster could not load the definitions: {outcome['message']}")
+                if entry["loadStatus"] == "LOADED" and outcome.get("__typename") == "CodeLocation":
+                    return
+            time.sleep(1)
+        raise TimeoutError(f"Dagster did not load the definitions within {timeout:.0f} s; see {self.log_dir}")
 
     def add_arrival_batch(self, key: str) -> str:
         """Add an arrival-batch partition (data sets without time); return its key."""

@@ -25,7 +25,7 @@ def test_definitions_hold_the_rollout_domain(settings) -> None:
 
     repository = build_definitions(settings).get_repository_def()
     assert {dg.AssetKey("rollout_gate"), dg.AssetKey("canary")} <= set(repository.assets_defs_by_key)
-    assert repository.get_sensor_def("gate_on_feedback").job_name == "rollout_gate"
+    assert repository.get_sensor_def("gate_on_feedback").job_name == "judge_rollout"
 
 
 def test_canary_config_then_gate_asset_promote_with_metadata(mlflow_server, database, rollout) -> None:

@@ -103,7 +103,7 @@ canary_job = dg.define_asset_job(
 )
 
 rollout_gate_job = dg.define_asset_job(
-    "rollout_gate", selection=dg.AssetSelection.assets(ROLLOUT_GATE),
+    "judge_rollout", selection=dg.AssetSelection.assets(ROLLOUT_GATE),
     description="Judge the challenger on paired live errors: promote it, roll it back, or wait.",
 )
 
