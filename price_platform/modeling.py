@@ -102,7 +102,7 @@ def numeric_inputs(spec: DatasetSpec) -> list[str]:
 
 
 def grows_with_area(spec: DatasetSpec) -> set[str]:
-    """The area column and the derived features that grow with it (``total_area = gr_liv_area + ...``).
+    """The area column and the derived features that grow with it (``total = <area column> + ...``).
 
     A tree model is monotone in the area only if it is monotone in all of them.
     """
