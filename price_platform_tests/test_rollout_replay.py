@@ -11,6 +11,9 @@ from price_platform.defs.rollout.assets import canary, offline_replay
 from price_platform.defs.rollout.checks import replay_not_worse
 from price_platform.defs.rollout.resources import Rollout
 from price_platform.resources import Dataset, Warehouse
+from price_platform.rollout.gate import evaluate
+from price_platform.rollout.replay import score_as_shadow
+from price_platform.rollout.sequential import SequentialTest
 from price_platform.rollout.traffic import current
 from price_platform_tests.rollout_support import database, fitted, log_requests, rollout  # noqa: F401 (fixtures)
 
@@ -52,6 +55,14 @@ def test_a_challenger_better_than_the_answers_given_gets_its_canary(mlflow_serve
     assert evaluation.metadata["requests"].value == 120
     assert evaluation.metadata["challenger_rmsle"].value < evaluation.metadata["champion_rmsle"].value
     assert current(mlflow_server, name).canary_share == 0.1
+
+    # The same requests scored as the challenger's shadow rows: the gate pairs them and promotes.
+    dsn = database.dsn()
+    period = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 8, tzinfo=UTC))
+    assert score_as_shadow(mlflow_server, name, challenger, dsn=dsn, spec=spec, start=period[0], end=period[1]) == 120
+    assert score_as_shadow(mlflow_server, name, challenger, dsn=dsn, spec=spec, start=period[0], end=period[1]) == 0
+    state = evaluate(mlflow_server, name, dsn=dsn, test=SequentialTest(min_pairs=20, tuned_for=100), actor="test")
+    assert state is not None and (state.status, state.challenger) == ("promoted", challenger)
 
 
 def test_a_challenger_worse_than_the_answers_given_is_blocked(mlflow_server, database, settings, fitted,

@@ -15,6 +15,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import psycopg2.extensions
+from psycopg2.extras import execute_values
 
 from price_platform.datasets import DatasetSpec
 from price_platform.registry.champion import load_version
@@ -111,3 +112,35 @@ def replay(
         champion_rmsle=float(np.sqrt(squared_log_errors(answered, actual).mean())),
         challenger_rmsle=float(np.sqrt(squared_log_errors(np.maximum(prices, np.finfo(float).tiny), actual).mean())),
     )
+
+
+def score_as_shadow(
+    tracking_uri: str,
+    model_name: str,
+    version: str,
+    *,
+    dsn: str,
+    spec: DatasetSpec,
+    start: datetime,
+    end: datetime,
+) -> int:
+    """Write ``version``'s prices of the period's logged, priced requests as its ``shadow`` rows; return how many.
+
+    What a live shadow would have written for those requests (the pipeline is deterministic),
+    for a demo or a backfill where no API served the shadow; rows already there are kept.
+    """
+    with connect(dsn) as connection:
+        requests = logged_requests(connection, start, end, version)
+        if requests.empty:
+            return 0
+        pipeline = load_version(tracking_uri, model_name, version, dsn=dsn).pipeline
+        prices = np.asarray(pipeline.predict(records(requests, spec)), dtype=float)
+        with connection.cursor() as cursor:
+            execute_values(
+                cursor,
+                "insert into monitoring.rollout_predictions (prediction_id, model_version, role, prediction) values %s"
+                " on conflict (prediction_id, model_version) do nothing",
+                [(str(i), version, "shadow", float(p)) for i, p in zip(requests["prediction_id"], prices, strict=True)],
+                page_size=len(requests),  # one statement, so rowcount counts every row inserted
+            )
+            return cursor.rowcount
