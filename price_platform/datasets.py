@@ -245,6 +245,14 @@ class DatasetSpec(BaseModel):
         description="Features computed from others by an arithmetic expression valid in SQL and Python.",
     )
     pii: list[str] = Field(default_factory=list, description="Columns stored hashed in prediction logs.")
+    rename: dict[str, str] = Field(
+        default_factory=dict,
+        description="Source column (normalised) -> the description's column name, applied on ingestion.",
+    )
+    one_hot: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="A categorical column regrouped on ingestion from 0/1 source columns, each named for its value.",
+    )
     outliers: list[OutlierRule] = Field(
         default_factory=list, description="Rows left out of model fitting (not of evaluation), by value bounds."
     )
@@ -281,6 +289,14 @@ class DatasetSpec(BaseModel):
             unknown = set(names) - known
             if unknown:
                 raise ValueError(f"{group} names unknown columns: {sorted(unknown)}")
+        unknown = sorted(set(self.rename.values()) - set(self.columns))
+        if unknown:
+            raise ValueError(f"rename: targets {unknown} are not columns of the description")
+        for group, members in self.one_hot.items():
+            if group not in self.categorical:
+                raise ValueError(f"one_hot: {group!r} is not a categorical column")
+            if len(members) < 2:
+                raise ValueError(f"one_hot: {group!r} needs at least two source columns")
         for rule in self.outliers:
             if rule.column not in self.numeric:
                 raise ValueError(f"outlier rule names {rule.column!r}, which is not a numeric column")

@@ -31,7 +31,7 @@ def typed_records(spec: DatasetSpec, source: SourceFrame, partition_key: str | N
     ``partition_key`` is every record's partition for a data set without time; with time,
     each record's month decides it.
     """
-    frame = source.frame
+    frame = regrouped(spec, source.frame.rename(columns=spec.rename), source.name)
     missing = [column for column in spec.columns if column not in frame.columns]
     if missing:
         raise IngestionError(f"{source.name}: header: missing columns {missing} (row 0 is the header)")
@@ -51,6 +51,26 @@ def typed_records(spec: DatasetSpec, source: SourceFrame, partition_key: str | N
     else:
         records[PARTITION_KEY] = _months(spec, frame, source.name, records[ROW_NUMBER])
     return records.reset_index(drop=True)
+
+
+def regrouped(spec: DatasetSpec, frame: pd.DataFrame, name: str) -> pd.DataFrame:
+    """``frame`` with each one-hot group of the description folded into one categorical column.
+
+    A row's value is the name of its group column holding 1; none is missing, two or more is a
+    fault of the source.
+    """
+    for group, members in spec.one_hot.items():
+        absent = [member for member in members if member not in frame.columns]
+        if absent:
+            raise IngestionError(f"{name}: header: one-hot group {group!r} misses columns {absent}")
+        flags = frame[members].apply(pd.to_numeric, errors="coerce").fillna(0).astype(bool)
+        several = flags.sum(axis=1) > 1
+        if several.any():
+            rows = ", ".join(str(i + 1) for i in several[several].index[:_MAX_LISTED])
+            raise IngestionError(f"{name}: one-hot group {group!r}: more than one of {members} set in rows {rows}")
+        values = flags.idxmax(axis=1).where(flags.any(axis=1), None)
+        frame = frame.drop(columns=members).assign(**{group: values})
+    return frame
 
 
 def column_kinds(spec: DatasetSpec) -> dict[str, Literal["number", "text"]]:
