@@ -6,6 +6,7 @@ concurrent clients; outages are made only on servers the test started itself.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import time
@@ -258,3 +259,45 @@ def test_two_server_processes_share_one_rate_limit_through_redis(champion: Champ
         second.stop()
     assert statuses.count(200) == 30 and statuses.count(429) == 10, statuses
     assert statuses[:30] == [200] * 30
+
+
+def test_a_crashed_worker_is_replaced_and_the_server_keeps_answering(champion: Champion, tmp_path: Path) -> None:
+    import os
+
+    import psutil
+
+    server = Server(server_env(champion.settings), workers=2, log_path=tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        parent = psutil.Process(server.process.pid)
+
+        def workers() -> list[psutil.Process]:
+            found = []
+            for child in parent.children():
+                try:
+                    if child.status() != psutil.STATUS_ZOMBIE and "spawn" in " ".join(child.cmdline()):
+                        found.append(child)
+                except psutil.Error:  # gone (or reaped) meanwhile
+                    pass
+            return found
+
+        deadline = time.monotonic() + 120
+        while len(workers()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        first = workers()
+        assert len(first) == 2, first
+        os.kill(first[0].pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            now = workers()
+            if len(now) == 2 and first[0].pid not in {w.pid for w in now}:
+                break
+            time.sleep(0.2)
+        assert first[0].pid not in {w.pid for w in workers()} and len(workers()) == 2
+        server.wait_ready()
+        assert server.process.poll() is None
+    finally:
+        exit_code = server.stop()
+    assert re.search(r"worker-\d exited with -9; starting another", (tmp_path / "server.log").read_text())
+    # the parent exits with its workers' code: -SIGTERM, which sys.exit() reports as 256 - SIGTERM
+    assert exit_code in (0, -signal.SIGTERM, 128 + signal.SIGTERM, 256 - signal.SIGTERM)

@@ -3,7 +3,9 @@
 Workers share one listening socket. On SIGTERM each worker first answers ``/ready`` with 503
 (and closes kept-alive connections after their current response) for ``drain_seconds``, so a
 load balancer stops sending, then stops accepting, lets the requests in flight finish and
-writes its buffered prediction logs before it exits.
+writes its buffered prediction logs before it exits. A worker that dies on its own (a crash,
+the OOM killer) is replaced at once; more than ``MAX_RESTARTS`` in ``RESTART_WINDOW_SECONDS``
+stop the server with exit code 1, so a supervisor sees the crash loop.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -27,6 +30,9 @@ from price_platform.settings import get_settings
 log = logging.getLogger(__name__)
 
 APP = "serving.app:app_from_environment"
+#: More worker restarts than this within ``RESTART_WINDOW_SECONDS`` stop the server (exit 1): a crash loop.
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 60.0
 
 
 class DrainingServer(uvicorn.Server):
@@ -90,14 +96,20 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="price-platform-metrics-"))
     sock = config(args.host, args.port).bind_socket()
     context = multiprocessing.get_context("spawn")
-    workers = [
-        context.Process(target=_worker, args=(args.host, args.port, settings.drain_seconds, sock), name=f"worker-{i}")
-        for i in range(args.workers)
-    ]
-    for worker in workers:
+
+    def start(index: int) -> multiprocessing.process.BaseProcess:
+        worker = context.Process(
+            target=_worker, args=(args.host, args.port, settings.drain_seconds, sock), name=f"worker-{index}"
+        )
         worker.start()
+        return worker
+
+    workers = [start(i) for i in range(args.workers)]
+    stopping = False
 
     def forward(sig: int, _: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
         for worker in workers:
             if worker.pid and worker.is_alive():
                 os.kill(worker.pid, sig)
@@ -105,7 +117,22 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     log.info("serving on http://%s:%s with %d workers", args.host, args.port, args.workers)
-    for worker in workers:
-        worker.join()
+    restarts: list[float] = []
+    while not stopping or any(worker.is_alive() for worker in workers):
+        for index, worker in enumerate(workers):
+            if stopping or worker.is_alive():
+                continue
+            now = time.monotonic()
+            restarts = [at for at in restarts if now - at < RESTART_WINDOW_SECONDS] + [now]
+            if len(restarts) > MAX_RESTARTS:
+                log.error("%d worker restarts within %.0f s: giving up", len(restarts) - 1, RESTART_WINDOW_SECONDS)
+                forward(signal.SIGTERM, None)
+                for other in workers:
+                    other.join(90)
+                sock.close()
+                return 1
+            log.error("%s exited with %s; starting another", worker.name, worker.exitcode)
+            workers[index] = start(index)
+        time.sleep(0.2)
     sock.close()
     return max((worker.exitcode or 0 for worker in workers), default=0)
