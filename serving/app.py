@@ -35,7 +35,7 @@ from serving.controllers.health import HealthController
 from serving.controllers.model import ModelController
 from serving.controllers.predictions import PredictionsController
 from serving.model_store import ModelStore
-from serving.openapi import components, swagger_assets, swagger_page
+from serving.openapi import API_KEY, components, document_contract, swagger_assets, swagger_page
 from serving.prediction_log import PredictionLog, pii_key
 from serving.schemas import build_schemas
 from serving.services import Services, UnpriceableRecords
@@ -101,7 +101,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         return response
 
     body_components = components(schemas.openapi_components())
-    security = Components(security_schemes={"apiKey": SecurityScheme(type="apiKey", name=auth.HEADER, security_scheme_in="header")})
+    security = Components(security_schemes={API_KEY: SecurityScheme(type="apiKey", name=auth.HEADER, security_scheme_in="header")})
     app = Litestar(
         route_handlers=[
             PredictionsController, FeedbackController, ModelController, HealthController, AdminController,
@@ -123,13 +123,12 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
             version="1",
             description=f"Prices for {spec.name} records from the registered model {settings.model_name}@champion.",
             components=[security],
-            security=[{"apiKey": []}] if settings.auth_enabled else None,
             render_plugins=[swagger_page()],
             path="/schema",
         ),
     )
     app.state.services = services
-    _document_bodies(app, body_components)
+    _document(app, body_components, auth_enabled=settings.auth_enabled)
     return app
 
 
@@ -153,10 +152,11 @@ def unpriceable(request: Request, error: UnpriceableRecords) -> Response:
     )
 
 
-def _document_bodies(app: Litestar, bodies: Components) -> None:
-    """Add the msgspec-made body schemas to the components Litestar generates from the handlers."""
+def _document(app: Litestar, bodies: Components, *, auth_enabled: bool) -> None:
+    """Add the msgspec-made body schemas to the components Litestar generates, and each route's security and errors."""
     openapi = app.plugins.get(OpenAPIPlugin).provide_openapi()  # built once and cached by Litestar
     openapi.components.schemas = {**(openapi.components.schemas or {}), **(bodies.schemas or {})}
+    document_contract(app, openapi, auth_enabled=auth_enabled)
 
 
 async def _refresh_keys(services: Services) -> None:

@@ -5,6 +5,11 @@ A record is a ``msgspec.Struct`` built at start-up with :func:`msgspec.defstruct
 categorical columns the spec's allowed values, nullable columns accept ``null``. Bodies are
 decoded strictly (no strings for numbers, no unknown or missing fields), and every failure
 becomes an :class:`InvalidInput` naming the record and the field.
+
+An integer column takes any JSON number without a fraction, ``3`` or ``3.0``: JSON Schema's
+``integer`` (what the OpenAPI document says) means exactly that. The decoder reads it as ``int``
+or as an integral ``float``; the documented record (:attr:`RequestSchemas.documented`) has the
+plain ``int`` field.
 """
 
 from __future__ import annotations
@@ -106,6 +111,14 @@ class ModelInfo(msgspec.Struct, kw_only=True):
     artifact_refusals: list[ArtifactRefusal] = []
 
 
+class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Every 4xx and 5xx answer: the status code, what went wrong, and (some answers) where."""
+
+    status_code: int
+    detail: str
+    extra: dict[str, Any] | list[Any] | None = None
+
+
 class Status(msgspec.Struct, kw_only=True):
     status: str
     model_version: str | None = None
@@ -132,6 +145,7 @@ class RequestSchemas:
     """The record type of one data set and the decoders of the bodies that carry records."""
 
     record: type[msgspec.Struct]
+    documented: type[msgspec.Struct]
     predict_decoder: msgspec.json.Decoder
     explain_decoder: msgspec.json.Decoder
     feedback_decoder: msgspec.json.Decoder
@@ -140,13 +154,14 @@ class RequestSchemas:
 
     def record_json_schema(self) -> dict[str, Any]:
         """JSON schema of one record (for ``/model-info``)."""
-        return msgspec.json.schema(self.record)
+        return msgspec.json.schema(self.documented)
 
     def openapi_components(self) -> dict[str, dict[str, Any]]:
         """JSON schemas of the request bodies, named for ``#/components/schemas/<name>``."""
-        batch = Annotated[list[self.record], msgspec.Meta(min_length=1, max_length=self.max_batch_size)]  # type: ignore[name-defined]
+        record = self.documented
+        batch = Annotated[list[record], msgspec.Meta(min_length=1, max_length=self.max_batch_size)]  # type: ignore[valid-type]
         _, components = msgspec.json.schema_components(
-            [self.record, batch, Feedback, AdminRequest], ref_template="#/components/schemas/{name}"
+            [record, batch, Feedback, AdminRequest, ErrorBody], ref_template="#/components/schemas/{name}"
         )
         components["PredictRequest"] = {
             "description": f"One record, or a batch of 1 to {self.max_batch_size} records.",
@@ -160,12 +175,16 @@ class RequestSchemas:
         return components
 
 
-def _numeric_type(column: Any) -> Any:
-    base = int if column.integer else float
+def _numeric_type(column: Any, *, documented: bool = False) -> Any:
+    """The field type of a numeric column; an integer column also takes integral floats unless ``documented``."""
     bounds = {key: value for key, value in (("ge", column.min), ("le", column.max)) if value is not None}
-    if base is int:
+    if column.integer:
         bounds = {key: math.ceil(value) if key == "ge" else math.floor(value) for key, value in bounds.items()}
-    annotated = Annotated[base, msgspec.Meta(**bounds)] if bounds else base
+        annotated: Any = Annotated[int, msgspec.Meta(**bounds)] if bounds else int
+        if not documented:
+            annotated = annotated | Annotated[float, msgspec.Meta(multiple_of=1, **bounds)]
+    else:
+        annotated = Annotated[float, msgspec.Meta(**bounds)] if bounds else float
     return annotated | None if column.nullable else annotated
 
 
@@ -174,17 +193,22 @@ def _categorical_type(column: Any) -> Any:
     return annotated | None if column.nullable else annotated
 
 
-def build_schemas(spec: DatasetSpec, max_batch_size: int) -> RequestSchemas:
-    """The record struct of ``spec`` (fields in ``spec.features`` order) and the body decoders."""
-    fields = [(name, _numeric_type(column)) for name, column in spec.numeric.items()]
+def _record(spec: DatasetSpec, *, documented: bool) -> type[msgspec.Struct]:
+    fields = [(name, _numeric_type(column, documented=documented)) for name, column in spec.numeric.items()]
     fields += [(name, _categorical_type(column)) for name, column in spec.categorical.items()]
     name = "".join(part.capitalize() for part in spec.name.split("_")) + "Record"
     # gc=False: records hold only numbers, strings and None (no cycles), so the garbage collector
     # need not track the thousands a batch makes
-    record = msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True, gc=False, module=__name__)
+    return msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True, gc=False, module=__name__)
+
+
+def build_schemas(spec: DatasetSpec, max_batch_size: int) -> RequestSchemas:
+    """The record struct of ``spec`` (fields in ``spec.features`` order) and the body decoders."""
+    record = _record(spec, documented=False)
     batch = Annotated[list[record], msgspec.Meta(min_length=1, max_length=max_batch_size)]  # type: ignore[valid-type]
     return RequestSchemas(
         record=record,
+        documented=_record(spec, documented=True),
         predict_decoder=msgspec.json.Decoder(record | batch),  # type: ignore[arg-type]
         explain_decoder=msgspec.json.Decoder(record),
         feedback_decoder=msgspec.json.Decoder(Feedback),
@@ -213,6 +237,7 @@ def _located(message: str) -> InvalidInput:
     if field is None and text.startswith(("Object missing required field", "Object contains unknown field")):
         found = _UNKNOWN_FIELD.search(text)
         field = found["field"] if found else None
+    text = text.replace("`int | float", "`int").replace("`float` that's a multiple of 1.0", "`int`, got `float` with a fraction")
     if text.startswith("Expected `array` of length"):
         text = text.replace("Expected `array`", "Expected a batch (array of records)")
     return InvalidInput(text, record=record, field=field)

@@ -6,10 +6,11 @@ import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import numpy as np
+from litestar.params import Dependency
 
 from price_platform.datasets import DatasetSpec
 from price_platform.record_rules import broken_rules
@@ -110,3 +111,8 @@ class Services:
     def explain(self, model: LoadedModel, record: Any) -> tuple[dict[str, float], dict[str, float], float, float] | None:
         compiled = model.explainable
         return None if compiled is None else compiled.explain(msgspec.structs.astuple(record))
+
+
+#: How a handler asks for the :class:`Services`: Litestar hands over the one object without converting
+#: it (validating a dataclass of locks, threads and connections would fail, and cost time on every request).
+SharedServices = Annotated[Services, Dependency(skip_validation=True)]

@@ -12,9 +12,9 @@ from serving.auth import audit
 from serving.guards import requires
 from price_platform.registry.announce import promotion_channel
 from serving.model_store import ModelRefused, tracking_uri
-from serving.openapi import json_body
+from serving.openapi import ERRORS, json_body
 from serving.schemas import AdminRequest, AdminResult, InvalidInput, decode
-from serving.services import Services
+from serving.services import Services, SharedServices
 
 
 async def _request(request: Request, services: Services) -> AdminRequest:
@@ -41,9 +41,10 @@ class AdminController(Controller):
     path = "/admin"
     before_request = requires("admin")
 
-    @post("/reload", status_code=200, operation_class=json_body("AdminRequest", "Why (optional)."),
-          summary="Load the version the champion alias points to now")
-    async def reload(self, request: Request, services: Services) -> AdminResult:
+    @post("/reload", status_code=200, operation_class=json_body("AdminRequest", "Why (optional).", required=False),
+          summary="Load the version the champion alias points to now",
+          opt={ERRORS: {503: "The audit log cannot be written, or no champion could be loaded."}})
+    async def reload(self, request: Request, services: SharedServices) -> AdminResult:
         body = await _request(request, services)
         actor = f"api-key:{request.state.principal.key_id}"
         before = services.store.current.version if services.store.current else None
@@ -54,9 +55,13 @@ class AdminController(Controller):
             raise ServiceUnavailableException("no champion could be loaded")
         return AdminResult(action="reload", from_version=before, to_version=after.version, actor=actor)
 
-    @post("/rollback", status_code=200, operation_class=json_body("AdminRequest", "Why (optional)."),
-          summary="Give the champion alias back to the version the current champion replaced")
-    async def rollback(self, request: Request, services: Services) -> AdminResult:
+    @post("/rollback", status_code=200, operation_class=json_body("AdminRequest", "Why (optional).", required=False),
+          summary="Give the champion alias back to the version the current champion replaced",
+          opt={ERRORS: {
+              409: "Nothing to roll back to (no earlier champion), or the registry refused the rollback.",
+              503: "No platform database, the audit log cannot be written, or the earlier version cannot be loaded.",
+          }})
+    async def rollback(self, request: Request, services: SharedServices) -> AdminResult:
         body = await _request(request, services)
         actor = f"api-key:{request.state.principal.key_id}"
         if services.dsn is None:

@@ -21,9 +21,9 @@ from litestar.exceptions import (
 from price_platform.warehouse import connect
 
 from serving.guards import requires
-from serving.openapi import json_body
+from serving.openapi import ERRORS, json_body
 from serving.schemas import FeedbackAccepted, InvalidInput, decode
-from serving.services import Services
+from serving.services import SharedServices
 
 
 class FeedbackController(Controller):
@@ -37,8 +37,9 @@ class FeedbackController(Controller):
         status_code=202,
         operation_class=json_body("Feedback", "The prediction id and the actual price."),
         summary="Report the actual price for a prediction id",
+        opt={ERRORS: {503: "The feedback buffer is full (`Retry-After` says when to try again)."}},
     )
-    async def feedback(self, request: Request, services: Services) -> FeedbackAccepted:
+    async def feedback(self, request: Request, services: SharedServices) -> FeedbackAccepted:
         try:
             body = decode(services.schemas.feedback_decoder, await request.body())
         except InvalidInput as error:

@@ -7,7 +7,7 @@ from litestar.openapi import ResponseSpec
 
 from serving import metrics
 from serving.schemas import Status
-from serving.services import Services
+from serving.services import SharedServices
 
 
 class HealthController(Controller):
@@ -22,7 +22,7 @@ class HealthController(Controller):
         summary="200 when a model is loaded and warm; 503 before that and while shutting down",
         responses={503: ResponseSpec(Status, description="Not ready")},
     )
-    async def ready(self, services: Services) -> Response[Status]:
+    async def ready(self, services: SharedServices) -> Response[Status]:
         model = services.store.current
         if services.draining:
             return Response(Status(status="draining", model_version=model and model.version), status_code=503)

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from litestar import Controller, get
 
-from serving.controllers.predictions import serving_model
+from serving.controllers.predictions import NO_MODEL, serving_model
 from serving.guards import requires
+from serving.openapi import ERRORS
 from serving.schemas import ArtifactRefusal, ModelInfo
-from serving.services import Services
+from serving.services import SharedServices
 
 
 class ModelController(Controller):
     tags = ["model"]
     before_request = requires("predict")
 
-    @get("/model-info", summary="Version, alias, training metrics, data version and feature schema of the served model")
-    async def model_info(self, services: Services) -> ModelInfo:
+    @get("/model-info", summary="Version, alias, training metrics, data version and feature schema of the served model",
+         opt={ERRORS: {503: NO_MODEL}})
+    async def model_info(self, services: SharedServices) -> ModelInfo:
         model = serving_model(services)
         return ModelInfo(
             name=model.name,

@@ -16,13 +16,15 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from serving import metrics
 from serving.compression import OWN_COMPRESSION, json_answer
+from serving.fast_path import capped_flags
 from serving.guards import requires
 from serving.model_store import LoadedModel
-from serving.openapi import json_body
+from serving.openapi import ERRORS, json_body
 from serving.prediction_log import LoggedPredictions
 from serving.schemas import Explanation, InvalidInput, Prediction, PredictResponse, decode
-from serving.services import Services
+from serving.services import Services, SharedServices
 
+NO_MODEL = "No model is loaded yet (`Retry-After` says when to ask again)."
 HOW_TO_READ = (
     "contributions are SHAP values of the model's log-price output, one per input feature (a derived "
     "feature's value is shared equally by the inputs it is computed from); base_value + sum(contributions) "
@@ -98,9 +100,13 @@ class PredictionsController(Controller):
         operation_class=json_body("PredictRequest", "One record, or a JSON array of records (a batch)."),
         summary="Price one record or a batch, each with a 90% interval, the model version and a prediction id",
         middleware=[expecting_a_row],
-        opt={OWN_COMPRESSION: True},
+        opt={OWN_COMPRESSION: True, ERRORS: {
+            422: "The model gives no finite positive price for some records (values far outside its training data); "
+                 "`extra.records` lists their indexes.",
+            503: NO_MODEL,
+        }},
     )
-    async def predict(self, request: Request, services: Services) -> Response[PredictResponse]:
+    async def predict(self, request: Request, services: SharedServices) -> Response[PredictResponse]:
         started = time.perf_counter()
         model = serving_model(services)
         try:
@@ -131,8 +137,9 @@ class PredictionsController(Controller):
         status_code=200,
         operation_class=json_body("ExplainRequest", "One record."),
         summary="Per-feature contributions (the model's own SHAP values) that add up to the prediction",
+        opt={ERRORS: {503: "No model is loaded yet, or the served model is not a tree model this server can explain."}},
     )
-    async def explain(self, request: Request, services: Services) -> Explanation:
+    async def explain(self, request: Request, services: SharedServices) -> Explanation:
         started = time.perf_counter()
         model = serving_model(services)
         try:
