@@ -305,7 +305,7 @@ class Stack:
                 outcome = entry.get("locationOrLoadError") or {}
                 if outcome.get("__typename") == "PythonError":
                     raise RuntimeError(f"Dagster could not load the definitions: {outcome['message']}")
-                if entry["loadStatus"] == "LOADED" and outcome.get("__typename") == "CodeLocation":
+                if entry["loadStatus"] == "LOADED" and outcome:
                     return
             time.sleep(1)
         raise TimeoutError(f"Dagster did not load the definitions within {timeout:.0f} s; see {self.log_dir}")
