@@ -33,6 +33,13 @@ README = PROJECT_DIR / "README.md"
 #: How long the stack may take to print its first champion before the fixture gives up (a hang guard).
 FIRST_CHAMPION_TIMEOUT = 1500
 
+# Not yet run to the end on a quiet machine (the session that wrote it ran out of time with eight
+# engineers on two cores): opt in until it has passed once, then remove this mark.
+pytestmark = pytest.mark.skipif(
+    os.environ.get("PRICE_PLATFORM_TEST_FIRST_DAY") != "1",
+    reason="opt-in until verified end to end: PRICE_PLATFORM_TEST_FIRST_DAY=1",
+)
+
 
 @dataclass
 class UpProcess:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -60,3 +61,47 @@ def test_the_stack_starts_on_embedded_defaults_and_stops_everything(home: Path) 
     finally:
         embedded_server(settings).stop()
     assert not embedded_server(settings).is_running()
+
+
+@pytest.mark.skipif(
+    os.environ.get("PRICE_PLATFORM_TEST_FIRST_DAY") != "1",
+    reason="opt-in until verified end to end (its first run found the launcher bug fixed after it):"
+    " PRICE_PLATFORM_TEST_FIRST_DAY=1",
+)
+def test_a_table_without_time_backfills_its_source_and_gets_a_first_champion(home: Path) -> None:
+    """`make up` on a YAML-described table with no time column: its own source is the first arrival batch."""
+    from price_platform_tests.test_ingestion_arrivals import CARS_YAML, generate_cars
+
+    generate_cars(400, 1, seed=3).to_csv(home / "cars.csv", index=False)
+    (home / "used_cars.yaml").write_text(CARS_YAML)
+    settings = Settings(
+        home=home / "state",
+        database_url=None,
+        dataset=home / "used_cars.yaml",
+        embedded_port=free_port(),
+        dagster_port=free_port(),
+        mlflow_port=free_port(),
+        api_port=free_port(),
+        exporter_port=free_port(),
+        prometheus_port=free_port(),
+        auth_enabled=False,
+        n_trials=3,
+    )
+    lines: list[str] = []
+    stack = Stack(settings)
+    try:
+        with stack:
+            stack.backfill(None, lambda line, progress=False: lines.append(line), poll=2.0)
+            info = stack.wait_for_champion(None, timeout=600)
+            assert info["version"] == "1"
+            assert set(info["feature_schema"]) >= {"make", "mileage_km", "model_year"}
+            answer = httpx.post(
+                f"{stack.api_url}/predict",
+                json={"make": "Ford", "fuel_type": "petrol", "model_year": 2018, "mileage_km": 40000,
+                      "engine_litres": 1.4},
+                timeout=30,
+            )
+            assert answer.status_code == 200, answer.text
+    finally:
+        embedded_server(settings).stop()
+    assert any(line.startswith("backfill: done") for line in lines), lines
