@@ -56,11 +56,11 @@ class UpProcess:
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for line in self.lines:
+        while True:  # at least one look, also with timeout 0
+            for line in list(self.lines):
                 if match := re.search(pattern, line):
                     return match
-            if self.process.poll() is not None:
+            if self.process.poll() is not None or time.monotonic() >= deadline:
                 break
             time.sleep(1)
         raise AssertionError(f"`price-platform up` printed no line matching {pattern!r}:\n" + "\n".join(self.lines))
