@@ -18,10 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,bench]"
 	touch $(STAMP)
 
-# Debian packages the tests start: Prometheus (promtool) and Chromium for UI screenshots.
+# Debian packages the tests start: Prometheus (promtool), Chromium for UI screenshots, nginx for the deploy proxy.
 system-deps:
-	@command -v promtool >/dev/null && command -v chromium >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus chromium >/dev/null; }
+	@command -v promtool >/dev/null && command -v chromium >/dev/null && command -v nginx >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus chromium nginx >/dev/null; }
 
 up: install
 	$(BIN)/price-platform up
