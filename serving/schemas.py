@@ -52,6 +52,9 @@ class Prediction(msgspec.Struct, kw_only=True, gc=False):
     lower: float
     upper: float
     model_version: str
+    #: The price is an edge of the model's band (learned from the training prices): the record lies
+    #: far outside what the model was trained on, so its price is a bound, not an estimate.
+    capped: bool = False
 
 
 class PredictResponse(msgspec.Struct, kw_only=True):
@@ -166,12 +169,12 @@ class RequestSchemas:
         components["PredictRequest"] = {
             "description": f"One record, or a batch of 1 to {self.max_batch_size} records.",
             "oneOf": [
-                {"$ref": f"#/components/schemas/{self.record.__name__}"},
-                {"type": "array", "items": {"$ref": f"#/components/schemas/{self.record.__name__}"},
+                {"$ref": f"#/components/schemas/{record.__name__}"},
+                {"type": "array", "items": {"$ref": f"#/components/schemas/{record.__name__}"},
                  "minItems": 1, "maxItems": self.max_batch_size},
             ],
         }
-        components["ExplainRequest"] = {"$ref": f"#/components/schemas/{self.record.__name__}"}
+        components["ExplainRequest"] = {"$ref": f"#/components/schemas/{record.__name__}"}
         return components
 
 

@@ -119,14 +119,15 @@ class PredictionsController(Controller):
         prices, lower, upper = values.tolist(), (values / spread).tolist(), (values * spread).tolist()
         ids = new_ids(len(prices))
         version = model.version
+        capped = capped_flags(values, model.predictor.band)
         predictions = [
-            Prediction(prediction_id=i, price=p, lower=low, upper=high, model_version=version)
-            for i, p, low, high in zip(ids, prices, lower, upper, strict=True)
+            Prediction(prediction_id=i, price=p, lower=low, upper=high, model_version=version, capped=c)
+            for i, p, low, high, c in zip(ids, prices, lower, upper, capped, strict=True)
         ]
         elapsed = time.perf_counter() - started
         services.log.add(
             LoggedPredictions(ids, datetime.now(UTC), version, records, prices, lower, upper, elapsed * 1000,
-                              request.state.principal.key_id)
+                              request.state.principal.key_id, capped)
         )
         metrics.PREDICTIONS.labels(model_version=version, outcome="ok").inc(len(predictions))
         PREDICT_LATENCY.observe(elapsed)
