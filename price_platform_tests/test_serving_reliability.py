@@ -20,6 +20,7 @@ import redis
 
 from conftest import free_port, wait_for_port, which
 from price_platform.postgres import EmbeddedPostgres, PostgresServer
+from price_platform.registry.integrity import record_digests, recorded_digests
 from price_platform.warehouse import migrate
 from serving.model_store import promotion_channel
 from sqlalchemy.engine import make_url
@@ -169,6 +170,8 @@ def test_postgres_away_for_60_seconds_loses_no_prediction_and_logs_catch_up(
         platform = PostgresServer(server_url=server_url, database_name="serving_outage")
         platform.ensure_databases()
         migrate(platform.dsn())
+        name = champion.settings.model_name  # the server verifies the champion against this database's digests
+        record_digests(platform.dsn(), name, champion.version, recorded_digests(champion.dsn, name, champion.version))
         # The buffer holds the whole outage: this load predicts up to ~2,000 rows/s for 60 s.
         env = server_env(
             champion.settings, database_url=database.url, database_name="serving_outage", log_buffer_size=1_000_000

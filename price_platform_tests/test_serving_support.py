@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ TREES = 60
 HALF_WIDTH = 0.2
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Champion:
     """A registered model with alias ``champion``, its training pieces and serving settings."""
 
@@ -32,6 +32,7 @@ class Champion:
     holdout: pd.DataFrame
     tracking_uri: str
     dsn: str
+    version: str = ""  # the version promoted first
 
     def register(self, *, pipeline: Any | None = None, half_width: float = HALF_WIDTH) -> str:
         """Register another version (not promoted); return its number."""
@@ -81,8 +82,9 @@ def champion(settings: Settings, postgres, mlflow_server: str) -> Champion:
         }
     )
     found = Champion(serving_settings, spec, pipeline, train, holdout, mlflow_server, postgres.dsn())
-    found.promote(found.register())
-    return found
+    version = found.register()
+    found.promote(version)
+    return dataclasses.replace(found, version=version)
 
 
 def records(spec: DatasetSpec, frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -197,7 +199,7 @@ class Server:
         return self.process.returncode
 
 
-@dataclass
+@dataclasses.dataclass
 class Outcome:
     """One request of a load run."""
 
