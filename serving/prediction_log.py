@@ -56,7 +56,8 @@ QUIET_SECONDS = 0.05
 QUIET_ROWS = 500
 
 _COLUMNS = (
-    "prediction_id, prediction, lower_bound, upper_bound, capped, features, created_at, model_version, latency_ms, key_id"
+    "prediction_id, prediction, lower_bound, upper_bound, capped, features, created_at, model_version, latency_ms, key_id,"
+    " role"
 )
 #: The rows go as COPY text made by :meth:`PredictionLog._copy_text`: PostgreSQL parses no SQL per
 #: row, and each request's features are encoded by msgspec in one call.
@@ -66,7 +67,7 @@ _COPY_PREDICTIONS = f"copy monitoring.predictions ({_COLUMNS}) from stdin"
 _INSERT_PREDICTIONS = (
     f"insert into monitoring.predictions ({_COLUMNS})"
     " select (r->>0)::uuid, (r->>1)::float8, (r->>2)::float8, (r->>3)::float8, (r->>4)::boolean, (r->5)::json,"
-    " (r->>6)::timestamptz, r->>7, (r->>8)::float8, r->>9 from jsonb_array_elements(%s::jsonb) as r on conflict do nothing"
+    " (r->>6)::timestamptz, r->>7, (r->>8)::float8, r->>9, r->>10 from jsonb_array_elements(%s::jsonb) as r on conflict do nothing"
 )
 _ENCODER = msgspec.json.Encoder()
 _INSERT_ACTUALS = (
@@ -89,6 +90,7 @@ class LoggedPredictions:
     latency_ms: float
     key_id: str | None
     capped: Sequence[bool] = ()  # per record: the price is the edge of the model's price band (none when empty)
+    role: str = "champion"  # who answered: the champion, or the challenger's canary share ("canary")
 
     def __len__(self) -> int:
         return len(self.records)
@@ -98,7 +100,7 @@ class LoggedPredictions:
         return LoggedPredictions(
             self.prediction_ids[:count], self.created_at, self.model_version, self.records[:count],
             self.predictions[:count], self.lower[:count], self.upper[:count], self.latency_ms, self.key_id,
-            self.capped[:count],
+            self.capped[:count], self.role,
         )
 
 
@@ -280,17 +282,20 @@ class PredictionLog:
             features = features.replace(b"\\", b"\\\\")
         features = features.split(b"\n")
         tail = "\t".join(
-            [batch.created_at.isoformat(), _copy_field(batch.model_version), repr(batch.latency_ms), _copy_field(batch.key_id)]
+            [batch.created_at.isoformat(), _copy_field(batch.model_version), repr(batch.latency_ms), _copy_field(batch.key_id),
+             batch.role]
         ).encode()
         return b"\n".join(map(b"\t".join, zip(heads[:-1], features[:-1], repeat(tail)))) + b"\n"
 
     def _rows(self, batch: LoggedPredictions) -> Iterable[tuple]:
         """Table rows of one request's records, in the column order of ``_COLUMNS``."""
-        created, version, latency, key_id = batch.created_at, batch.model_version, batch.latency_ms, batch.key_id
+        created, version, latency, key_id, role = (
+            batch.created_at, batch.model_version, batch.latency_ms, batch.key_id, batch.role
+        )
         for prediction_id, prediction, lower, upper, capped, record in zip(
             batch.prediction_ids, batch.predictions, batch.lower, batch.upper, _capped(batch), self._features(batch), strict=True
         ):
-            yield prediction_id, prediction, lower, upper, capped, record, created, version, latency, key_id
+            yield prediction_id, prediction, lower, upper, capped, record, created, version, latency, key_id, role
 
     def _features(self, batch: LoggedPredictions) -> Sequence[msgspec.Struct | dict]:
         """The records as they are stored: with the ``pii`` columns hashed."""
