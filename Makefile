@@ -12,10 +12,21 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# Installs exactly uv.lock: every package of pyproject.toml and its dev and bench extras at the locked version,
+# each download checked against the lock's SHA-256, plus this project itself editable (from the lock, so no deps
+# of its own are resolved); whatever else was installed goes, except the venv's pip, setuptools and uv.
+# Why uv.lock + `uv sync --frozen` rather than `uv pip compile --generate-hashes` + `uv pip sync --require-hashes`:
+# one file, one command, the editable project included, a lock that holds every platform's wheels (macOS and
+# Windows users get the same versions), and `uv lock --check` (.ci/run, test_lock_file.py) says in one line when
+# pyproject.toml and the lock disagree. --frozen installs the lock as written, never re-resolving, so it works
+# offline from uv's cache. After editing pyproject.toml's dependencies: `.venv/bin/uv lock`, commit uv.lock.
+# The stamp makes a second `make install` free; editing pyproject.toml or uv.lock re-runs it.
+UV_VERSION := 0.13.9
+$(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check uv
-	$(BIN)/uv pip install -q --python $(BIN)/python -e ".[dev,bench]"
+	$(BIN)/uv --version 2>/dev/null | grep -qw 'uv $(UV_VERSION)' || \
+	  $(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(BIN)/uv sync -q --frozen --extra dev --extra bench
 	touch $(STAMP)
 
 # Debian packages the tests start: Prometheus (promtool), Chromium for UI screenshots, nginx for the deploy proxy.
