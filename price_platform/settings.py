@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     dataset: Path = Field(default=DEFAULT_DATASET, description="YAML description of the price data set.")
     landing_dir: Path | None = Field(default=None, description="Folder watched for new sales files.")
     max_rejected_share: float = Field(default=0.05, ge=0.0, le=1.0, description="Bad-row share that fails a partition.")
+    landing_max_file_bytes: int = Field(
+        default=256 * 1024**2, ge=1,
+        description="Largest landed file (bytes on disk) that is read; a larger one is refused before it is opened.",
+    )
+    landing_max_decompressed_bytes: int = Field(
+        default=1024**3, ge=1,
+        description="Most bytes a landed file may hold once decompressed (a .csv.gz inflated, a Parquet file's"
+        " uncompressed row groups); reading stops, and the file is refused, as soon as it would hold more.",
+    )
     backfill_until: str | None = Field(default=None, description="Last month (YYYY-MM) `make up` backfills.")
 
     # --- training ----------------------------------------------------------------------
@@ -92,6 +101,17 @@ class Settings(BaseSettings):
         ge=1,
         description="Prediction-log rows held in memory while PostgreSQL is away (about 1 KB each): size it"
         " as rows per second times the outage to ride out; rows beyond it are dropped and counted.",
+    )
+    log_spill_dir: Path | None = Field(
+        default=None,
+        description="Folder where each API worker appends the prediction-log rows it cannot write while PostgreSQL is"
+        " away (fsynced; replayed into the table when it answers, and at start). Default: <home>/spill; keep it on a"
+        " persistent volume.",
+    )
+    log_spill_rows: int = Field(
+        default=100_000, ge=1,
+        description="Prediction-log rows waiting in memory above which batches go to the spill file even while"
+        " PostgreSQL answers (it is slower than the requests), to be replayed once the backlog is below it again.",
     )
     pii_hmac_key: str | None = Field(
         default=None,
@@ -156,6 +176,11 @@ class Settings(BaseSettings):
     def backups(self) -> Path:
         """Folder where backups are written."""
         return (self.backup_dir or self.home / "backups").resolve()
+
+    @property
+    def log_spill(self) -> Path:
+        """Folder of the prediction log's spill files."""
+        return (self.log_spill_dir or self.home / "spill").resolve()
 
     @property
     def landing(self) -> Path:

@@ -8,19 +8,24 @@ them; typing the values is :mod:`price_platform.ingestion.records`' job.
 from __future__ import annotations
 
 import csv
+import errno
 import gzip
 import io
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from price_platform.datasets import DatasetSpec, normalise_column
 from price_platform.ingestion.errors import IngestionError
+from price_platform.settings import Settings, get_settings
 
 SourceKind = Literal["bundled", "landing", "sql"]
 
@@ -35,6 +40,24 @@ class SourceFrame:
     kind: SourceKind
     name: str
     frame: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class FileLimits:
+    """How large a landed file may be: landed files are untrusted, and one must not exhaust memory or disk.
+
+    ``max_file_bytes`` bounds the file as it lies on disk (checked before a byte is read);
+    ``max_decompressed_bytes`` what it holds once inflated (checked while a .csv.gz is inflated,
+    and from a Parquet file's footer before its row groups are).
+    """
+
+    max_file_bytes: int
+    max_decompressed_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FileLimits:
+        """The limits ``PRICE_PLATFORM_LANDING_MAX_FILE_BYTES`` and ``..._MAX_DECOMPRESSED_BYTES`` set."""
+        return cls(settings.landing_max_file_bytes, settings.landing_max_decompressed_bytes)
 
 
 def is_sales_file(path: Path) -> bool:
@@ -55,16 +78,25 @@ def read_source(spec: DatasetSpec, source_file: Path | None = None) -> SourceFra
     return read_file(spec.source.path, kind="bundled")
 
 
-def read_file(path: Path, kind: SourceKind = "landing") -> SourceFrame:
-    """A CSV (optionally gzipped) or Parquet file; raise :class:`IngestionError` naming what is wrong where."""
-    if not path.is_file():
-        raise IngestionError(f"{path}: no such file")
-    if path.name.lower().endswith(".parquet"):
-        frame = _read_parquet(path)
-    elif path.name.lower().endswith((".csv", ".csv.gz")):
-        frame = _read_csv(path)
-    else:
+def read_file(path: Path, kind: SourceKind = "landing", limits: FileLimits | None = None) -> SourceFrame:
+    """A CSV (optionally gzipped) or Parquet file; raise :class:`IngestionError` naming what is wrong where.
+
+    A landed file must be a regular file, not a symbolic link (links are not followed), within
+    ``limits`` (default: the settings'); the data set's own file is trusted and read whole.
+    """
+    if not is_sales_file(path):
         raise IngestionError(f"{path}: not a sales file; expected one ending in {', '.join(FILE_SUFFIXES)}")
+    cap: int | None = None
+    if kind == "landing":
+        limits = limits or FileLimits.from_settings(get_settings())
+        handle, cap = _open_landed(path, limits), limits.max_decompressed_bytes
+    elif path.is_file():
+        handle = path.open("rb")
+    else:
+        raise IngestionError(f"{path}: no such file")
+    with handle:
+        parquet = path.name.lower().endswith(".parquet")
+        frame = _read_parquet(handle, path, cap) if parquet else _read_csv(handle, path, cap)
     return SourceFrame(kind=kind, name=str(path), frame=_normalised(frame, str(path)))
 
 
@@ -85,13 +117,48 @@ def read_query(query: str, url: str) -> SourceFrame:
     return SourceFrame(kind="sql", name=name, frame=_normalised(frame, name))
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    data = path.read_bytes()
-    if path.name.lower().endswith(".gz"):
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError) as error:
-            raise IngestionError(f"{path}: not a readable gzip file: {error}") from error
+def _open_landed(path: Path, limits: FileLimits) -> BinaryIO:
+    """The landed file opened for reading, once it is known to be a regular file no larger than the cap.
+
+    ``O_NOFOLLOW`` refuses a symbolic link at the moment of opening (no check-then-open race);
+    ``O_NONBLOCK`` keeps a named pipe from blocking the reader; the size is the opened file's.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError as error:
+        raise IngestionError(f"{path}: no such file") from error
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise IngestionError(f"{path}: a symbolic link; landed files are read only as regular files") from error
+        raise IngestionError(f"{path}: cannot be opened: {error.strerror}") from error
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limits.max_file_bytes:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise IngestionError(f"{path}: not a regular file")
+        raise IngestionError(
+            f"{path}: {info.st_size} bytes, over the landing-file cap of {limits.max_file_bytes} bytes"
+            " (PRICE_PLATFORM_LANDING_MAX_FILE_BYTES); the file was not read"
+        )
+    return os.fdopen(fd, "rb")
+
+
+def _decompressed_cap_message(path: Path, cap: int) -> str:
+    return (
+        f"{path}: holds more than {cap} bytes once decompressed, over the landing-file cap"
+        " (PRICE_PLATFORM_LANDING_MAX_DECOMPRESSED_BYTES); reading stopped there and nothing was loaded"
+    )
+
+
+def _read_csv(handle: BinaryIO, path: Path, cap: int | None) -> pd.DataFrame:
+    """The CSV's cells as text; with ``cap``, at most ``cap`` bytes are inflated before the file is refused."""
+    stream: BinaryIO = gzip.GzipFile(fileobj=handle, mode="rb") if path.name.lower().endswith(".gz") else handle
+    try:
+        data = stream.read() if cap is None else stream.read(cap + 1)
+    except (OSError, EOFError) as error:
+        raise IngestionError(f"{path}: not a readable gzip file: {error}") from error
+    if cap is not None and len(data) > cap:
+        raise IngestionError(_decompressed_cap_message(path, cap))
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -104,11 +171,24 @@ def _read_csv(path: Path) -> pd.DataFrame:
         raise IngestionError(f"{path}: not a readable CSV file: {error}") from error
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def _read_parquet(handle: BinaryIO, path: Path, cap: int | None) -> pd.DataFrame:
+    """The Parquet file's table; with ``cap``, refused when its footer says the row groups inflate past it."""
+    if cap is not None and _parquet_inflated_bytes(handle, path) > cap:
+        raise IngestionError(_decompressed_cap_message(path, cap))
     try:
-        return pd.read_parquet(path)
+        return pd.read_parquet(handle)
     except (pa.ArrowException, OSError, ValueError) as error:
         raise IngestionError(f"{path}: not a readable Parquet file: {error}") from error
+
+
+def _parquet_inflated_bytes(handle: BinaryIO, path: Path) -> int:
+    """Bytes of the file's row groups once uncompressed, as its footer gives them; the handle is rewound."""
+    try:
+        metadata = pq.ParquetFile(handle).metadata
+    except (pa.ArrowException, OSError, ValueError) as error:
+        raise IngestionError(f"{path}: not a readable Parquet file: {error}") from error
+    handle.seek(0)
+    return sum(metadata.row_group(i).total_byte_size for i in range(metadata.num_row_groups))
 
 
 def _encoding_message(path: Path, data: bytes, error: UnicodeDecodeError) -> str:
