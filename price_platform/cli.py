@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "promote": ("price_platform.registry.promote_command", "make a registered model version the champion (same checks as the gate)"),
     "rollback": ("price_platform.registry.rollback_command", "give the champion alias back to the version it replaced"),
     "rollout": ("price_platform.rollout.command", "canary share, shadow alias and the sequential gate of a challenger"),
+    "datasets": ("price_platform.dataset_command", "draft a data set description from a table (init) and check one against a file (check)"),
     "replay": ("price_platform.monitoring.replay", "play the bundled sales history forward month by month into the landing folder"),
 }
 

@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from price_platform.settings import PACKAGE_DIR
 
 
 #: What every column name must look like (the normalised form; safe in SQL, Python and URLs).
 COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+#: Where a problem is in a description: the keys and list indexes leading to it (``("numeric", "area", "min")``).
+Location = tuple[str | int, ...]
 
 
 class DatasetError(ValueError):
@@ -42,6 +46,8 @@ def expression_sql(expression: str) -> str:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as error:
         raise ValueError(f"{expression!r} does not parse: {error.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ValueError(f"{expression[:40]!r}...: nested too deeply") from None
 
     def build(node: ast.AST) -> str:
         if isinstance(node, ast.BinOp) and type(node.op) in _SQL_OPERATORS:
@@ -96,7 +102,13 @@ class NumericColumn(BaseModel):
 
 
 class CategoricalColumn(BaseModel):
-    """A categorical feature, optionally with the categories it may take."""
+    """A categorical feature, optionally with the categories it may take.
+
+    ``codes: integer`` declares a category given as an integer code (a zone or district
+    number): the API takes it as a JSON integer, and ingestion, training and serving all see
+    the code's decimal text (``3`` and ``3.0`` in a file, and ``3`` or ``"3"`` in a request,
+    are the category ``"3"``).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -107,6 +119,36 @@ class CategoricalColumn(BaseModel):
         description="An ordered category: its values lowest first (scored 1, 2, ...) or each value's score;"
         " the model also reads the score. Values not listed (an absent part) score 0.",
     )
+    codes: Literal["text", "integer"] = Field(
+        default="text",
+        description="`integer`: the categories are integer codes, sent to the API as JSON integers.",
+    )
+
+    @field_validator("allowed", "order", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: object) -> object:
+        """YAML reads ``[1, 2]`` as numbers; categories are text."""
+        if isinstance(value, list):
+            return [_as_text(item) for item in value]
+        if isinstance(value, dict):
+            return {_as_text(key): score for key, score in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _canonical_codes(self) -> CategoricalColumn:
+        if self.codes != "integer":
+            return self
+        values = [*(self.allowed or []), *(self.order or [])]
+        bad = [value for value in values if integer_code(value) is None]
+        if bad:
+            raise ValueError(f"codes: integer, but {bad} are not integers")
+        if self.allowed is not None:
+            self.allowed = [str(integer_code(value)) for value in self.allowed]
+        if isinstance(self.order, list):
+            self.order = [str(integer_code(value)) for value in self.order]
+        elif isinstance(self.order, dict):
+            self.order = {str(integer_code(value)): score for value, score in self.order.items()}
+        return self
 
     @property
     def scores(self) -> dict[str, float] | None:
@@ -114,6 +156,30 @@ class CategoricalColumn(BaseModel):
         if self.order is None:
             return None
         return dict(self.order) if isinstance(self.order, dict) else {value: float(i) for i, value in enumerate(self.order, 1)}
+
+
+def _as_text(value: object) -> object:
+    """An int or float read by YAML as the text a file would hold (``3`` -> ``"3"``); others unchanged."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def integer_code(value: object) -> int | None:
+    """The integer a category code stands for (``3``, ``3.0``, ``"3"``, ``" 03 "``), or ``None`` if it is none."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        if re.fullmatch(r"[+-]?\d+\.0*", text):
+            return int(float(text))
+    return None
 
 
 class TimeSpec(BaseModel):
@@ -265,56 +331,99 @@ class DatasetSpec(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> DatasetSpec:
-        names = {
-            "target": [self.target],
-            "id_column": [self.id_column] if self.id_column else [],
-            "time": self.time.columns if self.time else [],
-            "numeric": list(self.numeric),
-            "categorical": list(self.categorical),
-            "derived": list(self.derived),
-        }
-        for field_name, columns in names.items():
-            bad = [column for column in columns if not COLUMN_NAME.fullmatch(column)]
-            if bad:
-                raise ValueError(
-                    f"{field_name}: column names {bad} must match {COLUMN_NAME.pattern}"
-                    " (lower snake case, as ingestion normalises file headers)"
-                )
+    def _consistent(self, info: ValidationInfo) -> DatasetSpec:
+        """Refuse a description whose parts do not fit together, naming each part at fault.
+
+        Every problem is found, not only the first. With ``context={"problems": [...]}`` they
+        are appended there as ``(location, message)`` (``datasets check`` reports each with
+        its line); otherwise they are raised together.
+        """
+        problems = self.problems()
+        collected = info.context.get("problems") if isinstance(info.context, dict) else None
+        if isinstance(collected, list):
+            collected.extend(problems)
+        elif problems:
+            raise ValueError("\n".join(message for _, message in problems))
+        return self
+
+    def problems(self) -> list[tuple[Location, str]]:
+        """What does not fit together, each as (where in the YAML, message)."""
+        found: list[tuple[Location, str]] = []
+        found += self._name_problems()
         both = set(self.numeric) & set(self.categorical)
-        if both:
-            raise ValueError(f"columns both numeric and categorical: {sorted(both)}")
+        for column in sorted(both):
+            found.append((("categorical", column), f"columns both numeric and categorical: [{column!r}]"))
         known = set(self.columns)
         for group, names in {"segments": self.segments, "pii": self.pii}.items():
-            unknown = set(names) - known
-            if unknown:
-                raise ValueError(f"{group} names unknown columns: {sorted(unknown)}")
-        unknown = sorted(set(self.rename.values()) - set(self.columns))
-        if unknown:
-            raise ValueError(f"rename: targets {unknown} are not columns of the description")
+            for index, name in enumerate(names):
+                if name not in known:
+                    found.append(((group, index), f"{group} names unknown columns: [{name!r}]"))
+        for source, column in self.rename.items():
+            if column not in known:
+                found.append((("rename", source), f"rename: targets [{column!r}] are not columns of the description"))
         for group, members in self.one_hot.items():
             if group not in self.categorical:
-                raise ValueError(f"one_hot: {group!r} is not a categorical column")
+                found.append((("one_hot", group), f"one_hot: {group!r} is not a categorical column"))
             if len(members) < 2:
-                raise ValueError(f"one_hot: {group!r} needs at least two source columns")
-        for rule in self.outliers:
+                found.append((("one_hot", group), f"one_hot: {group!r} needs at least two source columns"))
+        for index, rule in enumerate(self.outliers):
             if rule.column not in self.numeric:
-                raise ValueError(f"outlier rule names {rule.column!r}, which is not a numeric column")
+                found.append(
+                    (("outliers", index, "column"), f"outlier rule names {rule.column!r}, which is not a numeric column")
+                )
         if self.area_column and self.area_column not in self.numeric:
-            raise ValueError(f"area_column {self.area_column!r} is not a numeric column")
+            found.append((("area_column",), f"area_column {self.area_column!r} is not a numeric column"))
         if self.target in self.numeric or self.target in self.categorical:
-            raise ValueError(f"target {self.target!r} must not also be a feature")
+            found.append((("target",), f"target {self.target!r} must not also be a feature"))
+        if self.id_column and self.id_column in {*self.features, self.target}:
+            found.append((("id_column",), f"id_column {self.id_column!r} must not also be a feature or the target"))
+        if self.time and self.target in self.time.columns:
+            found.append((("time",), f"time: the target {self.target!r} cannot also be the time"))
         for name, expression in self.derived.items():
+            if name in {*self.features, self.target}:
+                found.append((("derived", name), f"derived feature {name!r} has the name of a column of the description"))
             try:
                 expression_sql(expression)
             except ValueError as error:
-                raise ValueError(f"derived feature {name!r}: {error}") from None
+                found.append((("derived", name), f"derived feature {name!r}: {error}"))
+                continue
             unknown = expression_names(expression) - set(self.numeric)
             if unknown:
-                raise ValueError(f"derived feature {name!r} uses non-numeric or unknown names {sorted(unknown)}")
-        for rule in self.rules:
-            _check_rule(rule, set(self.numeric))
-        return self
+                found.append(
+                    (("derived", name), f"derived feature {name!r} uses non-numeric or unknown names {sorted(unknown)}")
+                )
+        for index, rule in enumerate(self.rules):
+            try:
+                _check_rule(rule, set(self.numeric))
+            except ValueError as error:
+                found.append((("rules", index), str(error)))
+        return found
+
+    def _name_problems(self) -> list[tuple[Location, str]]:
+        """Column names that do not match :data:`COLUMN_NAME`: every name a column has after ``rename``.
+
+        ``rename``'s keys are the source's own (normalised) names and may be anything; its values,
+        the one-hot source columns and every column of the description must match.
+        """
+        time = self.time
+        names: dict[str, list[tuple[Location, str]]] = {
+            "target": [(("target",), self.target)],
+            "id_column": [(("id_column",), self.id_column)] if self.id_column else [],
+            "time": [(("time", key), getattr(time, key)) for key in ("column", "year_column", "month_column")
+                     if time and getattr(time, key)],
+            "numeric": [(("numeric", column), column) for column in self.numeric],
+            "categorical": [(("categorical", column), column) for column in self.categorical],
+            "derived": [(("derived", column), column) for column in self.derived],
+            "rename": [(("rename", source), column) for source, column in self.rename.items()],
+            "one_hot": [(("one_hot", group), member) for group, members in self.one_hot.items() for member in members],
+        }
+        found: list[tuple[Location, str]] = []
+        for field_name, located in names.items():
+            for where, column in located:
+                if not COLUMN_NAME.fullmatch(column):
+                    found.append((where, f"{field_name}: column names [{column!r}] must match {COLUMN_NAME.pattern}"
+                                  " (lower snake case, as ingestion normalises file headers)"))
+        return found
 
     @property
     def features(self) -> list[str]:
