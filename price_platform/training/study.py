@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -150,9 +151,14 @@ def open_study(storage_url: str, study_name: str, *, seed: int, pruning: bool = 
         if pruning
         else optuna.pruners.NopPruner()
     )
+    # The heartbeat is how a killed worker's RUNNING trial gets marked failed; Optuna still calls it an
+    # experimental argument and warns at every study opened: it is used on purpose, so the warning is not shown.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(storage_url, heartbeat_interval=60, grace_period=120)
     return optuna.create_study(
         study_name=study_name,
-        storage=optuna.storages.RDBStorage(storage_url, heartbeat_interval=60, grace_period=120),
+        storage=storage,
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True),
         pruner=pruner,
         direction="minimize",
