@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import io
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:  # both are imported by whoever draws or tabulates, not by every Dagster process
+    import pandas as pd
+    from matplotlib.figure import Figure
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 4) -> dg.MetadataValue:

@@ -25,12 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import skops.io
 import yaml
 from sklearn.base import BaseEstimator
 from xgboost import XGBRegressor
 
 from price_platform import modeling
+
+# skops is imported where a file is written or read, not here: it builds its trusted-type table at
+# import (seconds), and every Dagster process imports this module through the asset definitions.
 
 FORMAT = "price-platform/skops+xgboost-ubj/1"
 DATA_FOLDER = "serving"  # the MLflow model's data/<DATA_FOLDER>
@@ -86,6 +88,8 @@ def save_pipeline(pipeline: Any, folder: Path) -> Path:
         del regressor._Booster
         setattr(regressor, _BOOSTER_ATTRIBUTE, name)
         boosters.append(name)
+    import skops.io
+
     skops.io.dump(skeleton, folder / PIPELINE_FILE)
     untrusted = _untrusted(folder / PIPELINE_FILE)
     if untrusted:
@@ -115,6 +119,8 @@ def load_pipeline(folder: Path) -> Any:
     untrusted = _untrusted(folder / PIPELINE_FILE)
     if untrusted:
         raise UnsafeArtifactError(f"{folder}/{PIPELINE_FILE} names untrusted types: {', '.join(untrusted)}")
+    import skops.io
+
     pipeline = skops.io.load(folder / PIPELINE_FILE, trusted=trusted_types())
     for regressor in _walk(pipeline):
         if isinstance(regressor, XGBRegressor) and hasattr(regressor, _BOOSTER_ATTRIBUTE):
@@ -171,6 +177,8 @@ def _load_pyfunc(data_path: str) -> PyfuncModel:
 
 
 def _untrusted(path: Path) -> list[str]:
+    import skops.io
+
     return sorted(set(skops.io.get_untrusted_types(file=path)) - set(trusted_types()))
 
 
