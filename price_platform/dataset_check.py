@@ -21,7 +21,13 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
-from price_platform.datasets import CategoricalColumn, DatasetSpec, Location, NumericColumn, integer_code
+from price_platform.datasets import (
+    CategoricalColumn,
+    DatasetSpec,
+    Location,
+    NumericColumn,
+    integer_code,
+)
 from price_platform.ingestion.errors import IngestionError
 from price_platform.ingestion.sources import read_file
 from price_platform.training.dataset import LEAK_CORRELATION

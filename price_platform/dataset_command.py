@@ -15,7 +15,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from price_platform.dataset_check import Description, Problem, file_problems, read_description
+from price_platform.dataset_check import (
+    Description,
+    Problem,
+    file_problems,
+    read_description,
+)
 from price_platform.dataset_profile import default_output, profile, render
 from price_platform.datasets import DatasetError, load_dataset
 

@@ -212,7 +212,7 @@ def _choose_time(draft: Draft, columns: dict[str, Column]) -> None:
     """One date column, else a sale year (with a month when there is one), else none."""
     dates = [name for name, column in columns.items() if column.kind == "date" and column.missing == 0]
     if dates:
-        name = sorted(dates, key=lambda n: not _SALE_WORDS.search(n))[0]
+        name = min(dates, key=lambda n: not _SALE_WORDS.search(n))
         first = columns[name].dates.min()
         draft.time = {"column": name, "start": f"{first.year:04d}-{first.month:02d}"}
         draft.time_note = f"each record's sale date is {name!r}"
@@ -230,11 +230,11 @@ def _choose_time(draft: Draft, columns: dict[str, Column]) -> None:
                            " validates by K-fold; ingestion partitions by load batch. If the table has a sale"
                            " time, describe it here (see docs/datasets.md)")
         return
-    year = sorted(years, key=lambda n: not _SALE_WORDS.search(n))[0]
+    year = min(years, key=lambda n: not _SALE_WORDS.search(n))
     months = [n for n in columns if _MONTH_NAME.search(n) and whole(n, 1, 12) and n != draft.target]
     first_year = int(columns[year].numbers.min())
     if months:
-        month = sorted(months, key=lambda n: not _SALE_WORDS.search(n))[0]
+        month = min(months, key=lambda n: not _SALE_WORDS.search(n))
         first = columns[month].numbers[columns[year].numbers == first_year].min()
         draft.time = {"year_column": year, "month_column": month, "start": f"{first_year:04d}-{int(first):02d}"}
         draft.time_note = f"the sale month is {year!r} and {month!r}"

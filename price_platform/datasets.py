@@ -14,10 +14,17 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from price_platform.settings import PACKAGE_DIR
-
 
 #: What every column name must look like (the normalised form; safe in SQL, Python and URLs).
 COLUMN_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -421,8 +428,8 @@ class DatasetSpec(BaseModel):
         for field_name, located in names.items():
             for where, column in located:
                 if not COLUMN_NAME.fullmatch(column):
-                    found.append((where, f"{field_name}: column names [{column!r}] must match {COLUMN_NAME.pattern}"
-                                  " (lower snake case, as ingestion normalises file headers)"))
+                    found.append((where, (f"{field_name}: column names [{column!r}] must match {COLUMN_NAME.pattern}"
+                                  " (lower snake case, as ingestion normalises file headers)")))
         return found
 
     @property

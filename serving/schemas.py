@@ -9,7 +9,8 @@ becomes an :class:`InvalidInput` naming the record and the field.
 An integer column takes any JSON number without a fraction, ``3`` or ``3.0``: JSON Schema's
 ``integer`` (what the OpenAPI document says) means exactly that. The decoder reads it as ``int``
 or as an integral ``float``; the documented record (:attr:`RequestSchemas.documented`) has the
-plain ``int`` field.
+plain ``int`` field. A categorical declared ``codes: integer`` is an integer (or its decimal text)
+on the wire and its text (``"3"``) inside, as ingestion stores it.
 """
 
 from __future__ import annotations
@@ -18,15 +19,18 @@ import json
 import math
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import msgspec
 
-from price_platform.datasets import DatasetSpec
+from price_platform.datasets import CategoricalColumn, DatasetSpec, integer_code
 
 #: Text fields refuse the NUL character, which PostgreSQL cannot store.
 NO_NUL = "^[^\\x00]*$"
+#: The text form of an integer category code the decoder also accepts.
+CODE_TEXT = "^[+-]?[0-9]+$"
 _LOCATION = re.compile(r" - at `\$(?:\[(?P<record>\d+)\])?(?:\.(?P<field>[A-Za-z_][A-Za-z0-9_]*))?[^`]*`$")
 _UNKNOWN_FIELD = re.compile(r"`(?P<field>[^`]+)`")
 
@@ -191,18 +195,57 @@ def _numeric_type(column: Any, *, documented: bool = False) -> Any:
     return annotated | None if column.nullable else annotated
 
 
-def _categorical_type(column: Any) -> Any:
-    annotated = Literal[tuple(column.allowed)] if column.allowed else Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)]
+def _categorical_type(column: CategoricalColumn, *, documented: bool = False) -> Any:
+    """The field type of a categorical column; an integer-coded one (``codes: integer``) is a JSON integer.
+
+    The decoder also takes a code's decimal text (``"3"``, what clients had to send before) and,
+    like integer numeric fields, an integral float; the documented record says ``integer`` only.
+    """
+    if column.codes == "integer":
+        if column.allowed:
+            codes: Any = Literal[tuple(int(value) for value in column.allowed)]
+            if documented:
+                annotated: Any = Annotated[codes, msgspec.Meta(extra_json_schema={"type": "integer"})]
+            else:
+                annotated = codes | Literal[tuple(column.allowed)]
+        else:
+            annotated = int
+            if not documented:
+                annotated = annotated | Annotated[float, msgspec.Meta(multiple_of=1)] | Annotated[str, msgspec.Meta(pattern=CODE_TEXT)]
+    elif column.allowed:
+        annotated = Literal[tuple(column.allowed)]
+    else:
+        annotated = Annotated[str, msgspec.Meta(max_length=200, pattern=NO_NUL)]
     return annotated | None if column.nullable else annotated
+
+
+def _codes_as_text(names: tuple[str, ...]) -> Callable[[msgspec.Struct], None]:
+    """A record's ``__post_init__`` turning its integer-coded categories into their text (``3`` -> ``"3"``).
+
+    Ingestion stores a code as that text (:mod:`price_platform.ingestion.records`), so training
+    and serving see the same category.
+    """
+
+    def post_init(record: msgspec.Struct) -> None:
+        for name in names:
+            value = getattr(record, name)
+            if value is not None:
+                setattr(record, name, str(integer_code(value)))
+
+    return post_init
 
 
 def _record(spec: DatasetSpec, *, documented: bool) -> type[msgspec.Struct]:
     fields = [(name, _numeric_type(column, documented=documented)) for name, column in spec.numeric.items()]
-    fields += [(name, _categorical_type(column)) for name, column in spec.categorical.items()]
+    fields += [(name, _categorical_type(column, documented=documented)) for name, column in spec.categorical.items()]
     name = "".join(part.capitalize() for part in spec.name.split("_")) + "Record"
+    codes = tuple(column for column, rule in spec.categorical.items() if rule.codes == "integer")
+    namespace = {"__post_init__": _codes_as_text(codes)} if codes and not documented else None
     # gc=False: records hold only numbers, strings and None (no cycles), so the garbage collector
     # need not track the thousands a batch makes
-    return msgspec.defstruct(name, fields, kw_only=True, forbid_unknown_fields=True, gc=False, module=__name__)
+    return msgspec.defstruct(
+        name, fields, kw_only=True, forbid_unknown_fields=True, gc=False, module=__name__, namespace=namespace
+    )
 
 
 def build_schemas(spec: DatasetSpec, max_batch_size: int) -> RequestSchemas:
@@ -240,6 +283,7 @@ def _located(message: str) -> InvalidInput:
     if field is None and text.startswith(("Object missing required field", "Object contains unknown field")):
         found = _UNKNOWN_FIELD.search(text)
         field = found["field"] if found else None
+    text = text.replace(f"`str` matching regex {CODE_TEXT!r}", "an integer (a category code)")
     text = text.replace("`int | float", "`int").replace("`float` that's a multiple of 1.0", "`int`, got `float` with a fraction")
     if text.startswith("Expected `array` of length"):
         text = text.replace("Expected `array`", "Expected a batch (array of records)")

@@ -12,7 +12,7 @@ from typing import Literal
 
 import pandas as pd
 
-from price_platform.datasets import DatasetSpec
+from price_platform.datasets import DatasetSpec, integer_code
 from price_platform.ingestion.errors import IngestionError
 from price_platform.ingestion.sources import SourceFrame
 from price_platform.partitions import month_key
@@ -39,8 +39,11 @@ def typed_records(spec: DatasetSpec, source: SourceFrame, partition_key: str | N
         raise IngestionError(f"{source.name}: row 1: no rows; the file has a header but no records")
     records = pd.DataFrame(index=frame.index)
     records[ROW_NUMBER] = range(1, len(frame) + 1)
+    codes = {name for name, rule in spec.categorical.items() if rule.codes == "integer"}
     for column, kind in column_kinds(spec).items():
-        if kind == "text":
+        if kind == "text" and column in codes:
+            records[column] = _codes(frame[column], column, source.name, records[ROW_NUMBER])
+        elif kind == "text":
             records[column] = _text(frame[column])
         else:
             records[column] = _number(frame[column], column, source.name, records[ROW_NUMBER])
@@ -85,6 +88,21 @@ def _text(values: pd.Series) -> pd.Series:
     """Strings without surrounding blanks; empty means missing."""
     as_text = values.astype("string").str.strip()
     return as_text.astype(object).where(as_text.notna() & (as_text != ""), None)
+
+
+def _codes(values: pd.Series, column: str, name: str, rows: pd.Series) -> pd.Series:
+    """An integer-coded category as the code's text (``3``, ``3.0`` and ``03`` are ``"3"``, as the API makes them).
+
+    A value that is present but no integer is a fault of the source.
+    """
+    text = _text(values)
+    codes = text.map(lambda value: None if value is None else integer_code(value))
+    bad = text.notna() & codes.isna()
+    if bad.any():
+        examples = ", ".join(f"row {rows[i]}: {text[i]!r}" for i in bad[bad].index[:_MAX_LISTED])
+        more = f" and {int(bad.sum()) - _MAX_LISTED} more" if bad.sum() > _MAX_LISTED else ""
+        raise IngestionError(f"{name}: column {column!r}: values that are not integer codes (codes: integer): {examples}{more}")
+    return codes.map(lambda code: None if code is None or pd.isna(code) else str(int(code))).astype(object)
 
 
 def _number(values: pd.Series, column: str, name: str, rows: pd.Series) -> pd.Series:
