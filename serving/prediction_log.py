@@ -8,9 +8,17 @@ in flight (:meth:`PredictionLog.handling`): as soon as the last request in fligh
 with ``QUIET_ROWS`` rows waiting, and otherwise every ``FLUSH_SECONDS`` or ``BATCH_ROWS`` rows,
 after waiting at most ``quiet_seconds`` for such a moment. Its work (and PostgreSQL's) then does not
 compete with answers for the interpreter lock and the cores. When PostgreSQL does not
-answer, the batch goes back to the head of the buffer and the writer retries with a growing
-pause, so the rows wait until the database returns. Rows that arrive while the buffer is full
-are dropped, counted in ``prediction_logs_dropped_total`` and reported in a log line.
+answer, the writer spills (:mod:`serving.prediction_spill`): each batch goes, fsynced, to this
+process's append-only file in ``spill_dir`` instead, as do batches taken while more than
+``spill_rows`` rows wait in memory; it tries PostgreSQL again with a growing pause. When
+PostgreSQL answers (and when the writer starts, and every ``RESCAN_SECONDS``) it replays the
+spill files no live process holds, its own first, with ``insert ... on conflict do nothing`` (a
+replay that is cut short and done again writes no row twice) and deletes each file once its
+rows are committed. On SIGTERM during an outage the buffer goes to the spill file at once; a
+crash loses only the rows taken since the last spill (at most ``FLUSH_SECONDS`` of them). Without
+a ``spill_dir`` the batch goes back to the head of the buffer and waits for the database instead.
+Rows that arrive while the buffer is full are dropped, counted in ``prediction_logs_dropped_total``
+and reported in a log line.
 Features are stored as JSON text (a ``json`` column), with the data set's ``pii`` columns
 replaced by their HMAC-SHA-256 under a secret key (:func:`pii_key`): a bare hash of a name or
 an e-mail address is reversed by hashing the candidates, a keyed one is not without the key.
@@ -21,9 +29,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import logging
 import os
 import secrets
-import logging
 import threading
 import time
 import uuid
@@ -32,7 +40,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from itertools import repeat
+from itertools import chain, repeat
 from pathlib import Path
 
 import msgspec
@@ -42,6 +50,7 @@ import psycopg2.extras
 
 from price_platform.settings import Settings
 from serving import metrics
+from serving.prediction_spill import Claim, SpillWriter, claim_files
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,8 @@ QUIET_SECONDS = 0.05
 #: the writer's next round (each COPY is a commit: under a load of single records, quiet moments
 #: come many times a second with a few rows each).
 QUIET_ROWS = 500
+#: How often the writer looks for spill files left by other processes (a crashed worker, a replica gone).
+RESCAN_SECONDS = 60.0
 
 _COLUMNS = (
     "prediction_id, prediction, lower_bound, upper_bound, capped, features, created_at, model_version, latency_ms, key_id,"
@@ -74,6 +85,13 @@ _INSERT_ACTUALS = (
     "insert into monitoring.actuals (prediction_id, actual) values %s"
     " on conflict (prediction_id) do update set actual = excluded.actual, received_at = now()"
 )
+
+
+class _SpilledBatch(msgspec.Struct):
+    """One record of a spill file: prediction rows as :data:`_INSERT_PREDICTIONS` takes them, and feedback rows."""
+
+    predictions: msgspec.Raw
+    actuals: list[tuple[uuid.UUID, float]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +127,14 @@ class PredictionLog:
 
     def __init__(
         self, dsn: str | None, *, capacity: int, pii: Sequence[str] = (), pii_key: bytes | None = None,
-        quiet_seconds: float = QUIET_SECONDS,
+        quiet_seconds: float = QUIET_SECONDS, spill_dir: Path | None = None, spill_rows: int | None = None,
     ) -> None:
-        """``pii_key``: the HMAC key of the ``pii`` columns (unset: a random one, so hashes match within this log only)."""
+        """``pii_key``: the HMAC key of the ``pii`` columns (unset: a random one, so hashes match within this log only).
+
+        ``spill_dir``: folder of the spill files (unset: rows wait in memory while PostgreSQL is away);
+        ``spill_rows``: rows waiting in memory above which batches are spilled even while PostgreSQL
+        answers (default: ``capacity``).
+        """
         self.dsn = dsn
         self.pii_key = pii_key or secrets.token_bytes(32)
         self.capacity = capacity
@@ -120,6 +143,17 @@ class PredictionLog:
         self.accepted = 0  # rows taken into the buffer (only the request side adds)
         self.dropped = 0
         self.written = 0
+        self.spilled = 0  # rows written to spill files
+        self.replayed = 0  # rows of spill files written to PostgreSQL (rows it already had not counted)
+        self.spill_dir = spill_dir
+        self.spill_rows = capacity if spill_rows is None else spill_rows
+        self._spill = SpillWriter(spill_dir) if spill_dir is not None else None
+        self._spill_lock = threading.Lock()  # the writer, and stop() if the writer is stuck, append
+        self._connection = None  # the writer's (only the writer thread uses it)
+        self._outage = False  # PostgreSQL did not answer: batches go to the spill file
+        self._pause = FLUSH_SECONDS
+        self._next_probe = 0.0
+        self._next_rescan = 0.0
         self._taken = 0  # rows the writer took out of the buffer (only the writer changes it)
         self._predictions: deque[LoggedPredictions] = deque()
         self._actuals: deque[tuple[uuid.UUID, float]] = deque()
@@ -182,13 +216,17 @@ class PredictionLog:
         self._thread.start()
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Write what is buffered (for at most ``timeout`` seconds), then stop the writer."""
+        """Write what is buffered (for at most ``timeout`` seconds; spilled at once while PostgreSQL is away), then stop."""
         if self._thread is None:
             return
         self._deadline = time.monotonic() + timeout
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout + 5.0)
+        if self._thread.is_alive() and self._spill is not None:  # stuck on a dead connection: spill from here
+            log.error("prediction log writer did not finish in %.0f s: spilling what it left", timeout)
+            while len(self) and self._spill_batch(_take(self._predictions, BATCH_ROWS), _take(self._actuals, BATCH_ROWS)):
+                pass
         self._thread = None
         left = len(self)
         if left:
@@ -204,10 +242,16 @@ class PredictionLog:
             log.error("prediction log buffer full (%d rows): %d rows dropped so far", self.capacity, self.dropped)
 
     def _run(self) -> None:
-        connection = None
-        pause = FLUSH_SECONDS
+        if self._spill is not None:
+            self._catch_up()
         while True:
             stopping = self._stop.is_set()
+            if self._spill is not None:
+                if self._outage:
+                    if time.monotonic() >= self._next_probe:
+                        self._probe(replay=not stopping)
+                elif not stopping and self._replay_due():
+                    self._catch_up()
             if not len(self):
                 if stopping:
                     break
@@ -216,36 +260,161 @@ class PredictionLog:
                 continue
             if not stopping:
                 self._quiet.wait(self.quiet_seconds)
+            spill = self._spill is not None and (self._outage or self._waiting() > self.spill_rows)
             predictions = _take(self._predictions, BATCH_ROWS)
             self._taken += sum(map(len, predictions))
             actuals = _take(self._actuals, BATCH_ROWS)
-            try:
-                if connection is None or connection.closed:
-                    connection = psycopg2.connect(self.dsn, connect_timeout=3)
-                self._write(connection, predictions, actuals)
-                pause = FLUSH_SECONDS
-            except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
-                self._predictions.extendleft(reversed(predictions))
-                self._taken -= sum(map(len, predictions))
-                self._actuals.extendleft(reversed(actuals))
-                if connection is not None:
-                    connection.close()
-                connection = None
-                log.warning("cannot write %d prediction log rows yet: %s", len(self), str(error).strip())
-                if stopping and time.monotonic() > self._deadline:
+            if spill:
+                if not self._spill_batch(predictions, actuals) and self._retry_later(stopping):
                     break
-                time.sleep(pause)
-                pause = min(pause * 2, MAX_PAUSE_SECONDS)
-            except psycopg2.Error as error:  # the rows themselves are refused: retrying cannot help
-                refused = sum(map(len, predictions)) + len(actuals)
-                self._drop(refused)
-                log.error("dropped %d log rows PostgreSQL refuses: %s", refused, str(error).strip())
+            else:
+                try:
+                    self._write(self._connect(), predictions, actuals)
+                    self._pause = FLUSH_SECONDS
+                except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+                    self._disconnect()
+                    if self._spill is not None:
+                        self._lost(error)
+                        if not self._spill_batch(predictions, actuals) and self._retry_later(stopping):
+                            break
+                    else:
+                        self._keep(predictions, actuals)
+                        log.warning("cannot write %d prediction log rows yet: %s", len(self), str(error).strip())
+                        if self._retry_later(stopping):
+                            break
+                except psycopg2.Error as error:  # the rows themselves are refused: retrying cannot help
+                    refused = sum(map(len, predictions)) + len(actuals)
+                    self._drop(refused)
+                    log.error("dropped %d log rows PostgreSQL refuses: %s", refused, str(error).strip())
             metrics.LOG_BUFFER.set(len(self))
             if not stopping and self._waiting() < BATCH_ROWS:
                 self._wake.wait(FLUSH_SECONDS)
                 self._wake.clear()
-        if connection is not None:
-            connection.close()
+        self._disconnect()
+        if self._spill is not None:
+            self._spill.close()
+
+    def _connect(self):
+        """The writer's connection to PostgreSQL, opened when needed."""
+        if self._connection is None or self._connection.closed:
+            self._connection = psycopg2.connect(self.dsn, connect_timeout=3)
+        return self._connection
+
+    def _disconnect(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._connection = None
+
+    def _keep(self, predictions: list[LoggedPredictions], actuals: list[tuple[uuid.UUID, float]]) -> None:
+        """Put rows the writer took back at the head of the buffer."""
+        self._predictions.extendleft(reversed(predictions))
+        self._taken -= sum(map(len, predictions))
+        self._actuals.extendleft(reversed(actuals))
+
+    def _retry_later(self, stopping: bool) -> bool:
+        """Pause before the next attempt, growing; True when stopping and out of time (the rows are then dropped)."""
+        if stopping and time.monotonic() > self._deadline:
+            return True
+        time.sleep(self._pause)
+        self._pause = min(self._pause * 2, MAX_PAUSE_SECONDS)
+        return False
+
+    def _lost(self, error: Exception) -> None:
+        """PostgreSQL stopped answering: spill until a probe reaches it again."""
+        if not self._outage:
+            log.warning(
+                "PostgreSQL unreachable (%s): prediction log rows go to the spill file in %s until it answers",
+                str(error).strip(), self.spill_dir,
+            )
+        self._outage = True
+        self._next_probe = time.monotonic() + self._pause
+        self._pause = min(self._pause * 2, MAX_PAUSE_SECONDS)
+
+    def _probe(self, *, replay: bool) -> None:
+        """Try PostgreSQL again during an outage; when it answers, replay the spill files (unless ``replay`` is False)."""
+        try:
+            self._connect()
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            self._lost(error)
+            return
+        self._outage = False
+        self._pause = FLUSH_SECONDS
+        log.info("PostgreSQL answers again: %d prediction log rows were spilled so far", self.spilled)
+        if replay:
+            self._catch_up()
+
+    def _replay_due(self) -> bool:
+        """Whether to replay now: this writer's own spill file while the buffer is below ``spill_rows``, or a rescan."""
+        own = self._spill is not None and self._spill.path is not None and self._waiting() <= self.spill_rows
+        return own or time.monotonic() >= self._next_rescan
+
+    def _catch_up(self) -> None:
+        """Replay this writer's spill file, then every spill file no other process holds; on an outage, stop."""
+        assert self._spill is not None and self.spill_dir is not None
+        self._next_rescan = time.monotonic() + RESCAN_SECONDS
+        own = self._spill.seal()
+        claims: Iterable[Claim] = chain([own] if own else [], claim_files(self.spill_dir))
+        try:
+            connection = self._connect()
+            for claim in claims:
+                self._replay(connection, claim)
+                if self._stop.is_set():
+                    break
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as error:
+            self._disconnect()
+            self._lost(error)
+        finally:
+            if own is not None:  # not replayed (an outage, a stop): another replay takes it up
+                own.release()
+
+    def _replay(self, connection, claim: Claim) -> None:
+        """Write one spill file's rows (skipping those the table holds), then delete it; released as it is if cut short."""
+        rows = 0
+        try:
+            for payload in claim.records():
+                if self._stop.is_set():  # shutting down: the next start replays the rest, skipping what is written
+                    claim.release()
+                    return
+                try:
+                    batch = msgspec.json.decode(payload, type=_SpilledBatch)
+                    with connection, connection.cursor() as cursor:
+                        cursor.execute(_INSERT_PREDICTIONS, (bytes(batch.predictions).decode(),))
+                        inserted = cursor.rowcount
+                        if batch.actuals:
+                            latest = {str(pid): actual for pid, actual in batch.actuals}
+                            psycopg2.extras.execute_values(cursor, _INSERT_ACTUALS, list(latest.items()), page_size=len(latest))
+                except (msgspec.DecodeError, msgspec.ValidationError) as error:
+                    claim.bad.append(f"unreadable batch: {error}")
+                    continue
+                except (psycopg2.OperationalError, psycopg2.InterfaceError):
+                    raise
+                except psycopg2.Error as error:  # PostgreSQL refuses these rows: keep them in the file, say so
+                    claim.bad.append(f"batch PostgreSQL refuses: {str(error).strip()}")
+                    continue
+                rows += inserted
+                self.replayed += inserted
+                self.written += inserted
+                metrics.LOGS_WRITTEN.inc(inserted)
+        except BaseException:
+            claim.release()
+            raise
+        claim.finish()
+        log.info("replayed %d prediction log rows from %s", rows, claim.path)
+
+    def _spill_batch(self, predictions: list[LoggedPredictions], actuals: list[tuple[uuid.UUID, float]]) -> bool:
+        """Append the rows to this process's spill file (fsynced); False, with the rows back in the buffer, if the disk refuses."""
+        assert self._spill is not None
+        rows = [row for batch in predictions for row in self._rows(batch)]
+        payload = _ENCODER.encode({"predictions": rows, "actuals": actuals})
+        try:
+            with self._spill_lock:
+                self._spill.append(payload)
+        except OSError as error:
+            self._keep(predictions, actuals)
+            log.error("cannot write the spill file in %s (%s): %d rows wait in memory", self.spill_dir, error, len(self))
+            return False
+        self.spilled += len(rows) + len(actuals)
+        return True
 
     def _write(self, connection, predictions: list[LoggedPredictions], actuals: list[tuple[uuid.UUID, float]]) -> None:
         if predictions:
