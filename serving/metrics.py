@@ -26,7 +26,40 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 PREDICTION_LATENCY = Histogram(
     "prediction_latency_seconds", "Time to answer a prediction request.", ["endpoint"], buckets=LATENCY_BUCKETS
 )
-PREDICTIONS = Counter("predictions_total", "Predicted records by model version and outcome.", ["model_version", "outcome"])
+PREDICTIONS = Counter(
+    "predictions_total",
+    "Answered records by model version, role (champion, or canary: the challenger's share) and outcome.",
+    ["model_version", "role", "outcome"],
+)
+MODEL_LATENCY = Histogram(
+    "model_latency_seconds",
+    "Per model version and role: for answers (champion, canary) the time to answer the request; for scores off the"
+    " request path (shadow, and champion beside a canary's answer) the model call that priced them.",
+    ["model_version", "role"],
+    buckets=LATENCY_BUCKETS,
+)
+OFFPATH_WRITTEN = Counter("offpath_scores_written_total", "Off-path scores written to monitoring.rollout_predictions.")
+OFFPATH_DROPPED = Counter(
+    "offpath_scores_dropped_total",
+    "Records not scored off the request path (queue full) or whose scores could not be written, by role.",
+    ["role"],
+)
+for _role in ("shadow", "champion"):  # exported at 0 from the start, so the first drop is an increase
+    OFFPATH_DROPPED.labels(role=_role)
+OFFPATH_FAILURES = Counter(
+    "offpath_score_failures_total",
+    "Records a shadow (or the champion beside a canary) failed to price off the request path.",
+    ["model_version", "role"],
+)
+CANARY_FALLBACKS = Counter(
+    "canary_fallbacks_total", "Requests routed to the canary that it failed to answer and the champion answered."
+)
+LIVE_RMSLE = Gauge(
+    "live_rmsle",
+    "RMSLE of each model version and role on the feedback (actual prices) of the last day; NaN without any yet.",
+    ["model_version", "role"],
+    multiprocess_mode="mostrecent",
+)
 CACHE = Counter("prediction_cache_total", "Prediction cache look-ups by result (hit, miss).", ["result"])
 CACHE_HIT, CACHE_MISS = CACHE.labels(result="hit"), CACHE.labels(result="miss")
 MODEL_LOADS = Counter("model_load_events_total", "Model versions loaded or refused.", ["outcome"])
@@ -88,6 +121,18 @@ UNROUTED = "unrouted"
 def _requests(endpoint: str, status: int) -> Counter:
     """The ``http_requests_total`` child of one route template and status (few of each: kept)."""
     return HTTP_REQUESTS.labels(endpoint=endpoint, status=str(status))
+
+
+@functools.cache
+def model_latency(version: str, role: str) -> Histogram:
+    """The ``model_latency_seconds`` child of one version and role (few of each: kept)."""
+    return MODEL_LATENCY.labels(model_version=version, role=role)
+
+
+@functools.cache
+def answered(version: str, role: str, outcome: str) -> Counter:
+    """The ``predictions_total`` child of one version, role and outcome (few of each: kept)."""
+    return PREDICTIONS.labels(model_version=version, role=role, outcome=outcome)
 
 
 def render() -> tuple[bytes, str]:

@@ -11,6 +11,12 @@ that fails this is also counted in ``model_artifact_refusals_total``, written to
 and reported by ``/model-info`` (:attr:`ModelStore.artifact_refusals`). Promotions are noticed
 through a Redis notification on :func:`promotion_channel` when Redis is configured, and by
 polling the alias as the floor.
+
+Each look at the registry also follows the rollout (:mod:`serving.rollout`): the version with
+alias ``shadow``, and the ``challenger`` while its canary share is above 0, are loaded the same
+way into :attr:`ModelStore.rollout` (one reference, swapped whole). One that fails to load, or
+whose alias goes away (its version deleted from the registry), is simply not there: the
+champion answers for it.
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ from price_platform.datasets import DatasetSpec
 from price_platform.registry import integrity, tracking
 from price_platform.registry.announce import promotion_channel
 from price_platform.registry.artifact_format import UnsafeArtifactError
-from price_platform.registry.champion import ARTIFACT_ERRORS, champion_version, load_version
+from price_platform.registry.champion import ARTIFACT_ERRORS, load_version
 from price_platform.settings import Settings
 from serving import metrics
 from serving.fast_path import CompiledPipeline, NotCompilable, PipelinePredictor, Predictor, compile_pipeline
+from serving.rollout import CANARY_ROLE, CHAMPION_ROLE, NO_ROLLOUT, SHADOW_ROLE, RegistryRollout, Rollout, read_registry
 
 log = logging.getLogger(__name__)
 
@@ -213,12 +220,25 @@ class ModelStore:
     dsn: str | None = None  # the platform database: artifact digests and the audit log
     current: LoadedModel | None = None
     artifact_refusals: Any = field(default_factory=list)  # list[ArtifactRefusal] (Any: Litestar inspects these types)
+    rollout: Any = None  # serving.rollout.Rollout: the shadow and the canary beside the champion
     _lock: Any = field(default_factory=threading.Lock)  # (not `threading.Lock`: Litestar inspects these types)
     _rows: list[tuple[Any, ...]] = field(default_factory=list)
     _refused: dict[str, float] = field(default_factory=dict)  # version -> when it may be tried again
 
     def __post_init__(self) -> None:
         self._rows = warm_rows(self.spec, self.record_type)
+        if self.rollout is None:
+            self.rollout = NO_ROLLOUT
+
+    def serving_roles(self) -> list[tuple[str, str]]:
+        """(version, role) of every version serving now: the champion, the canary, the shadow."""
+        champion, rollout = self.current, self.rollout
+        pairs = [] if champion is None else [(champion.version, CHAMPION_ROLE)]
+        if rollout.canary is not None:
+            pairs.append((rollout.canary.version, CANARY_ROLE))
+        if rollout.shadow is not None:
+            pairs.append((rollout.shadow.version, SHADOW_ROLE))
+        return pairs
 
     @property
     def name(self) -> str:
@@ -235,15 +255,59 @@ class ModelStore:
     def _refresh(self, reason: str) -> LoadedModel | None:
         with self._lock:  # one load at a time, whichever event loop or thread asks
             try:
-                version = champion_version(tracking_uri(self.settings), self.name)
+                registry = read_registry(tracking_uri(self.settings), self.name)
             except Exception as error:  # noqa: BLE001 (registry unreachable: keep serving, try again later)
                 log.warning("cannot resolve %s@champion (%s): %s", self.name, reason, error)
                 return None
-            if version is None or (self.current is not None and self.current.version == version):
-                return None
-            if time.monotonic() < self._refused.get(version, 0.0):
-                return None
-            return self._load(version, reason)
+            version, loaded = registry.champion, None
+            if (
+                version is not None
+                and (self.current is None or self.current.version != version)
+                and time.monotonic() >= self._refused.get(version, 0.0)
+            ):
+                loaded = self._load(version, reason)
+            self._follow_rollout(registry, reason)
+            return loaded
+
+    def _follow_rollout(self, registry: RegistryRollout, reason: str) -> None:
+        """Load (or let go of) the shadow and the canary the registry names now; unloadable ones are left out."""
+        champion = self.current
+        if champion is None:
+            return
+        wanted_shadow = registry.shadow if registry.shadow != champion.version else None
+        wanted_canary = registry.challenger if registry.canary_share > 0 and registry.challenger != champion.version else None
+        shadow = self._rollout_model(wanted_shadow, reason)
+        canary = shadow if wanted_canary is not None and wanted_canary == wanted_shadow else self._rollout_model(
+            wanted_canary, reason)
+        rollout = Rollout(shadow=shadow, canary=canary, share=registry.canary_share if canary is not None else 0.0)
+        if rollout != self.rollout:
+            self.rollout = rollout  # the swap: one reference assignment
+            log.info("rollout of %s: %s beside champion %s", self.name, rollout.describe(), champion.version)
+
+    def _rollout_model(self, version: str | None, reason: str) -> LoadedModel | None:
+        """The loaded ``version`` (kept if already serving in the rollout); ``None`` if unset or refused."""
+        if version is None:
+            return None
+        for serving in (self.rollout.shadow, self.rollout.canary):
+            if serving is not None and serving.version == version:
+                return serving
+        if time.monotonic() < self._refused.get(version, 0.0):
+            return None
+        started = time.perf_counter()
+        try:
+            model = self._load_blocking(version)
+        except Exception as error:  # noqa: BLE001 (a rollout version that fails is left out; the champion answers)
+            metrics.MODEL_LOADS.labels(outcome="refused").inc()
+            if isinstance(error, ARTIFACT_ERRORS):
+                self._artifact_refused(version, reason, error)
+            self._refused[version] = time.monotonic() + RETRY_REFUSED_SECONDS
+            log.error("refused %s version %s for the rollout (%s): %s; the champion answers for it",
+                      self.name, version, reason, error)
+            return None
+        metrics.MODEL_LOADS.labels(outcome="loaded").inc()
+        log.info("loaded %s version %s for the rollout (%s, %s path, %.1f s)", self.name, version, reason,
+                 "fast" if model.predictor.fast else "pipeline", time.perf_counter() - started)
+        return model
 
     def _load_required(self, version: str, reason: str) -> LoadedModel:
         with self._lock:

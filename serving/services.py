@@ -1,4 +1,4 @@
-"""What the handlers share: settings, data set, request schemas, the model, stores and the log writer."""
+"""What the handlers share: settings, data set, request schemas, the model, stores, the log writer and the off-path scorer."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from serving.batching import MicroBatcher
 from serving.cache import SharedStore, cache_key
 from serving.model_store import LoadedModel, ModelStore
 from serving.prediction_log import PredictionLog
+from serving.rollout import OffPathScorer
 from serving.schemas import RequestSchemas
 
 #: Batches at least this long are predicted in a worker thread so the event loop keeps serving.
@@ -80,6 +81,14 @@ class Services:
     dsn: str | None
     draining: bool = False
     batcher: MicroBatcher = field(default_factory=MicroBatcher)
+    #: Scores of the shadow (and of the champion beside a canary's answer), off the request path;
+    #: bounded like the prediction log's buffer (``log_buffer_size`` rows).
+    offpath: Any = None  # OffPathScorer (Any: Litestar inspects these types)
+
+    def __post_init__(self) -> None:
+        if self.offpath is None:
+            serving = self.store.serving_roles if self.store is not None else tuple
+            self.offpath = OffPathScorer(self.dsn, capacity=self.settings.log_buffer_size, serving=serving)
 
     async def prices(self, model: LoadedModel, records: Sequence[msgspec.Struct]) -> np.ndarray:
         """Prices of ``records``; a single record goes through the cache (keyed by model version) and the micro-batcher."""

@@ -1,7 +1,8 @@
-"""``GET /model-info``: which model answers, how it was trained and what it takes."""
+"""``GET /model-info``: which model answers, how it was trained, what it takes, and the rollout beside it."""
 
 from __future__ import annotations
 
+import msgspec
 from litestar import Controller, get
 
 from serving.controllers.predictions import NO_MODEL, serving_model
@@ -11,15 +12,29 @@ from serving.schemas import ArtifactRefusal, ModelInfo
 from serving.services import SharedServices
 
 
+class RolloutInfo(msgspec.Struct, kw_only=True):
+    """The versions serving beside the champion: the shadow (scores every request, answers none) and the canary."""
+
+    shadow_version: str | None  # alias ``shadow``, loaded
+    canary_version: str | None  # alias ``challenger``, loaded, answering ``canary_share`` of the requests
+    canary_share: float  # sticky per API key (without one: per request body)
+
+
+class ServedModelInfo(ModelInfo, kw_only=True):
+    """:class:`~serving.schemas.ModelInfo` of the champion, with the rollout beside it."""
+
+    rollout: RolloutInfo
+
+
 class ModelController(Controller):
     tags = ["model"]
     before_request = requires("predict")
 
-    @get("/model-info", summary="Version, alias, training metrics, data version and feature schema of the served model",
-         opt={ERRORS: {503: NO_MODEL}})
-    async def model_info(self, services: SharedServices) -> ModelInfo:
+    @get("/model-info", summary="Version, alias, training metrics, data version and feature schema of the served model,"
+         " and the shadow and canary beside it", opt={ERRORS: {503: NO_MODEL}})
+    async def model_info(self, services: SharedServices) -> ServedModelInfo:
         model = serving_model(services)
-        return ModelInfo(
+        return ServedModelInfo(
             name=model.name,
             version=model.version,
             alias="champion",
@@ -32,4 +47,5 @@ class ModelController(Controller):
             feature_schema=services.schemas.record_json_schema(),
             artifact_verified=services.store.dsn is not None,
             artifact_refusals=[ArtifactRefusal(**vars(r)) for r in services.store.artifact_refusals],
+            rollout=RolloutInfo(**services.store.rollout.describe()),
         )

@@ -1,7 +1,15 @@
-"""``POST /predict`` and ``POST /explain``: prices with intervals, and the reasons for one price."""
+"""``POST /predict`` and ``POST /explain``: prices with intervals, and the reasons for one price.
+
+``/predict`` is answered by the champion, or by the challenger for the requests of its canary
+share (:meth:`serving.rollout.Rollout.canary_for`; a canary that fails is replaced by the
+champion for that request). Once the answer is computed and logged, the shadow's (and, beside
+a canary's answer, the champion's) scores are queued for the off-path scorer, which runs
+after the answer is sent.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
@@ -21,8 +29,11 @@ from serving.guards import requires
 from serving.model_store import LoadedModel
 from serving.openapi import ERRORS, json_body
 from serving.prediction_log import LoggedPredictions
+from serving.rollout import CANARY_ROLE, CHAMPION_ROLE, SHADOW_ROLE, OffPathScorer, Rollout
 from serving.schemas import Explanation, InvalidInput, Prediction, PredictResponse, decode
 from serving.services import Services, SharedServices
+
+log = logging.getLogger(__name__)
 
 NO_MODEL = "No model is loaded yet (`Retry-After` says when to ask again)."
 HOW_TO_READ = (
@@ -74,18 +85,44 @@ def serving_model(services: Services) -> LoadedModel:
 
 
 def invalid(error: InvalidInput, model: LoadedModel) -> ValidationException:
-    metrics.PREDICTIONS.labels(model_version=model.version, outcome="error").inc()
+    metrics.answered(model.version, CHAMPION_ROLE, "error").inc()
     return ValidationException(str(error), extra={"record": error.record, "field": error.field})
 
 
 def expecting_a_row(app: ASGIApp) -> ASGIApp:
-    """Route middleware: the micro-batcher counts a ``/predict`` request as on its way from its first byte."""
+    """Route middleware: the micro-batcher counts a ``/predict`` request as on its way from its first byte,
+    and the off-path scorer as in flight until its answer is sent."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        with scope["app"].state.services.batcher.expecting():
+        services = scope["app"].state.services
+        with services.batcher.expecting(), services.offpath.handling():
             await app(scope, receive, send)
 
     return middleware
+
+
+async def canary_prices(
+    services: Services, canary: LoadedModel, champion: LoadedModel, records: list
+) -> tuple[str, LoadedModel, np.ndarray]:
+    """(role, model, prices) of a request routed to the canary; the champion's when the canary fails on it."""
+    try:
+        return CANARY_ROLE, canary, await services.prices(canary, records)
+    except Exception as error:  # noqa: BLE001 (the canary's failure is not the client's: the champion answers)
+        metrics.CANARY_FALLBACKS.inc()
+        log.warning("canary version %s failed on a request (%r); the champion %s answers it",
+                    canary.version, error, champion.version)
+        return CHAMPION_ROLE, champion, await services.prices(champion, records)
+
+
+def score_off_path(
+    scorer: OffPathScorer, rollout: Rollout, champion: LoadedModel, answering: LoadedModel, ids: list, records: list
+) -> None:
+    """Queue the request for the shadow (unless it answered) and, beside a canary's answer, for the champion."""
+    shadow = rollout.shadow
+    if shadow is not None and shadow is not answering:
+        scorer.submit(shadow, SHADOW_ROLE, ids, records)
+    if answering is not champion:
+        scorer.submit(champion, CHAMPION_ROLE, ids, records)
 
 
 class PredictionsController(Controller):
@@ -109,17 +146,26 @@ class PredictionsController(Controller):
     async def predict(self, request: Request, services: SharedServices) -> Response[PredictResponse]:
         started = time.perf_counter()
         model = serving_model(services)
+        rollout = services.store.rollout
+        body = await request.body()
         try:
-            data = decode(services.schemas.predict_decoder, await request.body())
+            data = decode(services.schemas.predict_decoder, body)
         except InvalidInput as error:
             raise invalid(error, model) from None
         records = data if isinstance(data, list) else [data]
-        values = await services.prices(model, records)
-        spread = math.exp(model.interval_log_halfwidth)
+        key_id = request.state.principal.key_id
+        answering = model
+        if rollout.canary is not None:
+            answering = rollout.canary_for(key_id.encode() if key_id else body) or model
+        if answering is model:
+            role, values = CHAMPION_ROLE, await services.prices(model, records)
+        else:
+            role, answering, values = await canary_prices(services, answering, model, records)
+        spread = math.exp(answering.interval_log_halfwidth)
         prices, lower, upper = values.tolist(), (values / spread).tolist(), (values * spread).tolist()
         ids = new_ids(len(prices))
-        version = model.version
-        capped = capped_flags(values, model.predictor.band)
+        version = answering.version
+        capped = capped_flags(values, answering.predictor.band)
         predictions = [
             Prediction(prediction_id=i, price=p, lower=low, upper=high, model_version=version, capped=c)
             for i, p, low, high, c in zip(ids, prices, lower, upper, capped, strict=True)
@@ -127,10 +173,13 @@ class PredictionsController(Controller):
         elapsed = time.perf_counter() - started
         services.log.add(
             LoggedPredictions(ids, datetime.now(UTC), version, records, prices, lower, upper, elapsed * 1000,
-                              request.state.principal.key_id, capped)
+                              key_id, capped, role)
         )
-        metrics.PREDICTIONS.labels(model_version=version, outcome="ok").inc(len(predictions))
+        if rollout.active:
+            score_off_path(services.offpath, rollout, model, answering, ids, records)
+        metrics.answered(version, role, "ok").inc(len(predictions))
         PREDICT_LATENCY.observe(elapsed)
+        metrics.model_latency(version, role).observe(elapsed)
         return json_answer(request, msgspec.json.encode(PredictResponse(model_version=version, predictions=predictions)))
 
     @post(
