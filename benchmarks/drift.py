@@ -18,14 +18,17 @@ the one-off reference time is printed and recorded beside it. Evidently gets the
    on that year (its holdout), then each replayed month (the demo's 12, the 6th with its prices
    x1.8) estimated from inputs and predictions alone and compared with its realized RMSLE.
    ``estimated_rmsle_mae`` is the mean absolute difference over those months; the peer is the
-   estimate "no change" (the reference's RMSLE every month). NannyML's DLE is not run: nannyml
-   0.13.1 needs xgboost < 3 (``uv pip install --dry-run nannyml`` downgrades 3.2.0 to 2.1.4),
-   which breaks the project's pin.
+   estimate "no change" (the reference's RMSLE every month), and NannyML's own DLE on the same
+   months, inputs and predictions (``benchmarks/nannyml_dle.py``). NannyML 0.13.1 needs
+   xgboost < 3, which breaks the project's pin, so it runs in a virtualenv of its own that the
+   bench makes with uv on first use (``benchmarks/.work/nannyml-venv``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,6 +36,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -57,6 +61,9 @@ COMMAND = "make bench BENCH=drift"
 REPLAY_MONTHS = 12
 SHOCKED = 6
 REFERENCE_MONTHS = 12
+#: NannyML's own virtualenv (it needs xgboost < 3) and what goes in it.
+NANNYML_VENV = Path(__file__).resolve().parent / ".work" / "nannyml-venv"
+NANNYML_PACKAGES = ("nannyml==0.13.1", "pandas<3", "statsmodels", "pyarrow")  # NannyML 0.13 predates pandas 3
 #: Server the throwaway database is made on (the machine's PostgreSQL by default).
 SERVER = os.environ.get("PRICE_PLATFORM_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -281,7 +288,7 @@ def estimated_performance(spec: DatasetSpec) -> list[Result]:
     estimator = LossEstimator.fit(spec, held[spec.features], champion.predict(held[spec.features]),
                                   held[spec.target].to_numpy(float))
     fitted = time.perf_counter() - start
-    lines, ours, peer = [], [], []
+    lines, ours, peer, realized_by_month = [], [], [], {}
     for month in replayed:
         batch = replay.month_rows(spec, sample, month)
         actual = batch[spec.target].to_numpy(float) * (replay.SHOCK_FACTOR if month == shocked else 1.0)
@@ -290,9 +297,14 @@ def estimated_performance(spec: DatasetSpec) -> list[Result]:
         found = estimator.estimate(batch[spec.features], predicted)
         ours.append(abs(found["estimated_rmsle"] - realized))
         peer.append(abs(estimator.reference_rmsle - realized))
+        realized_by_month[month] = realized
         lines.append(f"  {month}{' shocked' if month == shocked else '        '} {len(batch):4d} sales: realized"
                      f" {realized:.4f}, estimated {found['estimated_rmsle']:.4f}"
                      f" [{found['lower']:.4f} .. {found['upper']:.4f}]")
+    nannyml = nannyml_estimates(
+        spec, champion, *([(month, replay.month_rows(spec, sample, month)) for month in months]
+                          for months in (reference, replayed))
+    )
     mae, mae_peer = float(np.mean(ours)), float(np.mean(peer))
     calm = [error for error, month in zip(ours, replayed, strict=True) if month != shocked]
     calm_peer = [error for error, month in zip(peer, replayed, strict=True) if month != shocked]
@@ -301,12 +313,71 @@ def estimated_performance(spec: DatasetSpec) -> list[Result]:
     print("\n".join(lines))
     print(f"estimated_rmsle_mae {mae:.4f} over {len(replayed)} months, shocked month included"
           f" ({float(np.mean(calm)):.4f} without it); 'no change' estimate: {mae_peer:.4f}"
-          f" ({float(np.mean(calm_peer)):.4f} without it); NannyML DLE: not installable (needs xgboost < 3)")
-    return [
-        Result("estimated_rmsle_mae", mae, "RMSLE", "reported; peer: no-change estimate", True, COMMAND),
+          f" ({float(np.mean(calm_peer)):.4f} without it)")
+    results = [
+        Result("estimated_rmsle_mae", mae, "RMSLE", "reported; peers: NannyML DLE, no-change", True, COMMAND),
         Result("estimated_rmsle_mae_without_shock", float(np.mean(calm)), "RMSLE", "reported", True, COMMAND),
         Result("estimated_rmsle_mae_no_change_peer", mae_peer, "RMSLE", "peer", True, COMMAND),
     ]
+    if isinstance(nannyml, str):
+        print(f"NannyML DLE: not run ({nannyml})")
+        return results
+    theirs = [abs(nannyml["months"][month] - realized_by_month[month]) for month in replayed]
+    mae_nannyml = float(np.mean(theirs))
+    print(f"NannyML DLE on the same months: estimated_rmsle_mae {mae_nannyml:.4f}"
+          f" (fit {nannyml['fit_seconds']:.1f} s, estimate {nannyml['estimate_seconds']:.1f} s; ours: fit {fitted:.1f} s);"
+          f" per month: " + ", ".join(f"{month[:7]} {nannyml['months'][month]:.4f}" for month in replayed))
+    return [
+        *results,
+        Result("estimated_rmsle_mae_nannyml_peer", mae_nannyml, "RMSLE", "peer (NannyML 0.13.1 DLE)", True, COMMAND),
+        Result("estimated_rmsle_mae_vs_nannyml", mae / mae_nannyml, "ratio", "reported (< 1: closer than NannyML)",
+               True, COMMAND),
+    ]
+
+
+def nannyml_estimates(
+    spec: DatasetSpec, champion, reference: list[tuple[str, pd.DataFrame]], analysed: list[tuple[str, pd.DataFrame]]
+) -> dict | str:
+    """NannyML's DLE estimates of the ``analysed`` months (run in its own virtualenv), or why it did not run."""
+    python = _nannyml_python()
+    if isinstance(python, str):
+        return python
+    folder = NANNYML_VENV.parent / f"dle-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    try:
+        for name, months in (("reference", reference), ("analysis", analysed)):
+            parts = []
+            for month, batch in months:
+                part = batch[spec.features].copy()
+                part["y_pred"] = champion.predict(batch[spec.features])
+                part["y_true"] = batch[spec.target].to_numpy(float)  # the analysis' are dropped before estimating
+                part["month"] = month
+                parts.append(part)
+            pd.concat(parts, ignore_index=True).to_parquet(folder / f"{name}.parquet")
+        (folder / "features.json").write_text(json.dumps(list(spec.features)))
+        script = Path(__file__).resolve().parent / "nannyml_dle.py"
+        done = subprocess.run([str(python), str(script), str(folder)], capture_output=True, text=True, timeout=1800,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if done.returncode != 0:
+            return f"its run failed: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode}"
+        return json.loads((folder / "estimates.json").read_text())
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _nannyml_python() -> Path | str:
+    """The Python of NannyML's virtualenv, made with uv on first use; or why it could not be made."""
+    python = NANNYML_VENV / "bin" / "python"
+    if python.exists():
+        return python
+    uv = Path(sys.executable).parent / "uv"
+    for command in ([str(uv), "venv", "-q", "--python", sys.executable, str(NANNYML_VENV)],
+                    [str(uv), "pip", "install", "-q", "--python", str(python), *NANNYML_PACKAGES]):
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            shutil.rmtree(NANNYML_VENV, ignore_errors=True)
+            return f"{' '.join(NANNYML_PACKAGES)} did not install: {done.stderr.strip()[-300:]}"
+    return python
 
 
 def _multivariate(found: dict) -> str:
