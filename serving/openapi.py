@@ -9,7 +9,10 @@ operations by :func:`json_body`.
 requirement only where a key is checked (``/health``, ``/ready``, ``/metrics`` and the docs are
 open), and every error status it can answer, each with the :class:`~serving.schemas.ErrorBody`
 body: 400 and 413 where a body is read, 401/403/429 from the key check and rate limit, and the
-ones a handler raises itself (declared in its ``opt`` under :data:`ERRORS`).
+ones a handler raises itself (declared in its ``opt`` under :data:`ERRORS`). A handler whose
+answers need more than that (schemas written by hand, another error body such as the Open
+Inference Protocol's ``{"error": ...}``, values known only at start-up) finishes its operation
+with a :data:`DOCUMENT` hook.
 
 The Swagger UI page at ``/schema/swagger`` loads its script, style sheet and icon from this
 server (:data:`SWAGGER_ASSETS`), out of the Swagger UI distribution that the ``swagger-ui-py``
@@ -27,10 +30,17 @@ from litestar import Litestar, Router
 from litestar.datastructures import CacheControlHeader
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import (
-    Components, OpenAPI, OpenAPIMediaType, OpenAPIResponse, Operation, Reference, RequestBody, Schema,
+    Components,
+    OpenAPI,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Reference,
+    RequestBody,
+    Schema,
 )
-from litestar.routes import HTTPRoute
 from litestar.openapi.spec.enums import OpenAPIType
+from litestar.routes import HTTPRoute
 from litestar.static_files import create_static_files_router
 
 from serving.auth import HEADER, ROLES, Principal
@@ -39,6 +49,8 @@ from serving.auth import HEADER, ROLES, Principal
 SWAGGER_ASSETS = "/schema/assets/swagger-ui"
 #: The handler ``opt`` key listing the errors a handler raises itself: ``{status: description}``.
 ERRORS = "errors"
+#: The handler ``opt`` key of a function ``(openapi, operation, app) -> None`` run last on its operation.
+DOCUMENT = "document"
 #: The security scheme (an ``X-API-Key`` header) of the operations that check a key.
 API_KEY = "apiKey"
 ERROR_BODY = "ErrorBody"
@@ -137,6 +149,8 @@ def document_contract(app: Litestar, openapi: OpenAPI, *, auth_enabled: bool) ->
                 operation = getattr(item, method.lower(), None)
                 if operation is not None:
                     _document(operation, handler.opt.get(ERRORS, {}), role, auth_enabled)
+                    if DOCUMENT in handler.opt:
+                        handler.opt[DOCUMENT](openapi, operation, app)
 
 
 def _document(operation: Operation, raised: dict[int, str], role: str | None, auth_enabled: bool) -> None:
