@@ -4,7 +4,9 @@ With ``settings.redis_url`` cached prices live under ``price-platform:cache:<key
 rate limit is a Redis counter per key and minute, so every worker and every server process
 sees the same figures. Without it (or while Redis does not answer) a bounded cache and a
 counter in this process stand in: a request never fails because Redis is away, and Redis is
-tried again after ``RETRY_SECONDS``, so sharing comes back by itself.
+tried again after ``RETRY_SECONDS``, so sharing comes back by itself. The process counts every
+request in its own counter too, Redis or not, so when Redis goes away in the middle of a
+minute the requests this process already let through that minute still count.
 
 Redis commands are not sent one request at a time: every command asked for during one turn
 of the event loop (rate-limit counts, cache reads, cache writes) goes out in one pipeline
@@ -91,6 +93,7 @@ class SharedStore:
     limit_per_minute: int
     local_cache: LocalCache = field(default_factory=LocalCache)
     _counters: dict[tuple[str, int], int] = field(default_factory=dict)
+    _window: int = -1  # the minute _counters holds
     _down_until: float = 0.0
     _turn: _Turn | None = None
     _flushes: set[asyncio.Task] = field(default_factory=set)
@@ -183,17 +186,23 @@ class SharedStore:
         now = time.time()
         window = int(now // 60)
         retry_after = 60 - int(now % 60)
+        here = self._count_here(identity, window)
         if self._shared():
             waiter = asyncio.get_running_loop().create_future()
             self._current_turn().counts.append((f"{NAMESPACE}:ratelimit:{identity}:{window}", waiter))
             count = await waiter
             if count is not None:
                 return count <= limit, retry_after
-        for old in [key for key in self._counters if key[1] < window]:
-            del self._counters[old]
+        return here <= limit, retry_after
+
+    def _count_here(self, identity: str, window: int) -> int:
+        """Count one request of ``identity`` in this process's counter of minute ``window``; its count so far."""
+        if window != self._window:  # a new minute: the counts of earlier ones are done with
+            self._counters = {key: count for key, count in self._counters.items() if key[1] >= window}
+            self._window = window
         count = self._counters.get((identity, window), 0) + 1
         self._counters[(identity, window)] = count
-        return count <= limit, retry_after
+        return count
 
     async def publish(self, channel: str, message: str) -> bool:
         """Announce ``message`` on a Redis channel; False when there is no Redis to tell."""
