@@ -35,7 +35,7 @@ FREE_TEXT_SHARE = 0.5
 #: Ranges are widened by this share of the seen range on each side.
 RANGE_MARGIN = 0.1
 
-_TARGET_NAMES = [r"(^|_)price(_|$)", r"price", r"(^|_)cost(_|$)", r"cost", r"(^|_)value(_|$)", r"value",
+_TARGET_NAMES = [r"(^|_)price(_|$)", r"price", r"^(medv|mv|sale|sales)$", r"(^|_)cost(_|$)", r"cost", r"(^|_)value(_|$)", r"value",
                  r"amount|rent|fare|charges|salary|wage"]
 _NOT_TARGET = re.compile(r"^(log|ln|sqrt)_|_(log|ln)$|(^|_)(per|ratio|rank|index)(_|$)")
 _ID_NAME = re.compile(r"^(id|.+_id|id_.+|rownames|row_?id|row_?number|index|unnamed_0|pid|key|uuid)$")
@@ -163,7 +163,12 @@ def _column(name: str, values: pd.Series) -> Column:
 
 
 def _choose_one_hot(draft: Draft, columns: dict[str, Column]) -> None:
-    """0/1 columns sharing a prefix, never two set in one row: one categorical named for the prefix."""
+    """0/1 columns folded back into one categorical each group.
+
+    A group is either columns sharing a prefix (``heat_gas``, ``heat_oil``: named ``heat``), never
+    two set in one row, or a run of adjacent 0/1 columns of which exactly one is set in every
+    row (``buick``, ``cadillac``, ... : named ``one_hot_1`` for the user to rename).
+    """
     by_prefix: dict[str, list[str]] = {}
     for name, column in columns.items():
         if column.binary and "_" in name:
@@ -171,14 +176,37 @@ def _choose_one_hot(draft: Draft, columns: dict[str, Column]) -> None:
     for prefix, members in by_prefix.items():
         if len(members) < 2 or prefix in columns or not COLUMN_NAME.fullmatch(prefix):
             continue
-        flags = pd.concat([columns[m].numbers for m in members], axis=1).sum(axis=1)
+        flags = _set_per_row(columns, members)
         if (flags > 1).any():
             continue
-        draft.one_hot[prefix] = members
-        if (flags == 0).any():
-            draft.one_hot_nullable.add(prefix)
-        for member in members:
-            del columns[member]
+        _fold(draft, columns, prefix, members, nullable=bool((flags == 0).any()))
+    run: list[str] = []
+    for name in [*columns, ""]:
+        if name and columns[name].binary and (not run or (_set_per_row(columns, [*run, name]) <= 1).all()):
+            run.append(name)
+            continue
+        if len(run) >= 2 and (_set_per_row(columns, run) == 1).all():
+            _fold(draft, columns, _free_name(columns, draft), run, nullable=False)
+        run = [name] if name and columns[name].binary else []
+
+
+def _set_per_row(columns: dict[str, Column], members: list[str]) -> pd.Series:
+    return pd.concat([columns[m].numbers for m in members], axis=1).sum(axis=1)
+
+
+def _free_name(columns: dict[str, Column], draft: Draft) -> str:
+    number = 1
+    while f"one_hot_{number}" in columns or f"one_hot_{number}" in draft.one_hot:
+        number += 1
+    return f"one_hot_{number}"
+
+
+def _fold(draft: Draft, columns: dict[str, Column], group: str, members: list[str], *, nullable: bool) -> None:
+    draft.one_hot[group] = members
+    if nullable:
+        draft.one_hot_nullable.add(group)
+    for member in members:
+        del columns[member]
 
 
 def _choose_target(draft: Draft, columns: dict[str, Column], path: Path) -> None:
@@ -350,7 +378,8 @@ def render(draft: Draft, data_path: Path, yaml_path: Path) -> str:
         lines += [f"  {_key(source)}: {new}" for source, new in draft.renames.items()]
     if draft.one_hot:
         lines.append("one_hot:  # 0/1 columns, at most one set per row, folded back into one categorical named for their prefix")
-        lines += [f"  {group}: [{', '.join(members)}]" for group, members in draft.one_hot.items()]
+        lines += [f"  {group}: [{', '.join(members)}]" + ("  # EDIT: name the group" if group.startswith("one_hot_") else "")
+                  for group, members in draft.one_hot.items()]
     lines.append("numeric:  # EDIT: ranges are the seen ones widened by 10%; a record outside is refused")
     for name, column in draft.numeric.items():
         low, high = _range(column)

@@ -76,9 +76,9 @@ def test_init_on_a_table_with_a_date_an_id_a_leak_and_a_one_hot_group(tmp_path, 
     area = data["numeric"]["living_area"]
     assert area["min"] < frame["LivingArea"].min() and area["max"] > frame["LivingArea"].max()
     # the leak is there, commented out with its reason; free text is left out with its reason
-    assert re.search(r"^  # log_price: .*LEFT OUT: a near-exact function of the target price", text, re.M)
+    assert re.search(r"^  # log_price: .*LEFT OUT: a near-exact function of the target price", text, re.MULTILINE)
     assert "log_price" not in data["numeric"]
-    assert re.search(r"^#   notes: text with 240 different values", text, re.M)
+    assert re.search(r"^#   notes: text with 240 different values", text, re.MULTILINE)
     assert "EDIT" in text
 
 
@@ -131,7 +131,7 @@ def test_init_never_overwrites_without_force(tmp_path, capsys) -> None:
 
     assert code == 1 and f"{output} exists; not overwritten (give --force to replace it)" in err
     assert output.read_text() == "name: edited_by_hand\n"
-    code, out, err = _init(capsys, str(tmp_path / "homes.csv"), "--output", str(output), "--force")
+    code, _out, err = _init(capsys, str(tmp_path / "homes.csv"), "--output", str(output), "--force")
     assert code == 0, err
     assert load_dataset(output).target == "price"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["homes.csv", "mine.yaml"]  # no temporary file left
@@ -148,7 +148,7 @@ def test_init_never_overwrites_without_force(tmp_path, capsys) -> None:
 def test_init_on_a_file_it_cannot_use_says_why_and_writes_nothing(tmp_path, capsys, content: str, message: str) -> None:
     (tmp_path / "bad.csv").write_text(content)
 
-    code, out, err = _init(capsys, str(tmp_path / "bad.csv"))
+    code, _out, err = _init(capsys, str(tmp_path / "bad.csv"))
 
     assert code == 1 and message in err and "cannot draft a description" in err
     assert [p.name for p in tmp_path.iterdir()] == ["bad.csv"]
@@ -254,3 +254,19 @@ def test_check_without_a_file_checks_the_description_alone(tmp_path, capsys) -> 
     code, out, _ = _check(capsys, str(tmp_path / "d.yaml"))
     assert code == 0
     assert out == f"OK: {tmp_path / 'd.yaml'} (no file given, none in source.path): target price, 1 numeric and 0 categorical features, time: none, id: none\n"
+
+
+def test_init_folds_adjacent_exclusive_flags_without_a_prefix(tmp_path, capsys) -> None:
+    frame = _homes(seed=10)
+    make = np.random.default_rng(11).integers(0, 3, len(frame))
+    frame["leather"] = np.random.default_rng(12).integers(0, 2, len(frame))  # independent: stays a feature
+    for index, brand in enumerate(["buick", "cadillac", "saab"]):
+        frame[brand] = (make == index).astype(int)
+    frame.to_csv(tmp_path / "cars.csv", index=False)
+
+    data, text = _draft_passes_check(capsys, tmp_path / "cars.csv")
+
+    assert data["one_hot"] == {"one_hot_1": ["buick", "cadillac", "saab"]}
+    assert "one_hot_1: [buick, cadillac, saab]  # EDIT: name the group" in text
+    assert data["categorical"]["one_hot_1"] == {"allowed": ["buick", "cadillac", "saab"]}
+    assert data["numeric"]["leather"] == {"min": 0, "max": 1, "integer": True}
