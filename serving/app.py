@@ -32,6 +32,7 @@ from serving.cache import SharedStore, redis_client
 from serving.controllers.admin import AdminController
 from serving.controllers.feedback import FeedbackController
 from serving.controllers.health import HealthController
+from serving.controllers.inference_protocol import inference_protocol
 from serving.controllers.model import ModelController
 from serving.controllers.predictions import PredictionsController
 from serving.model_store import ModelStore
@@ -105,7 +106,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
     app = Litestar(
         route_handlers=[
             PredictionsController, FeedbackController, ModelController, HealthController, AdminController,
-            swagger_assets(),
+            swagger_assets(), inference_protocol(),
         ],
         exception_handlers={UnpriceableRecords: unpriceable},
         dependencies={"services": Provide(lambda: services, sync_to_thread=False, use_cache=True)},
