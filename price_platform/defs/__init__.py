@@ -39,4 +39,6 @@ def build_domain_definitions(settings: Settings) -> dg.Definitions:
         "warehouse": Warehouse.from_settings(settings),
         "dataset": Dataset(path=str(settings.dataset)),
     }
-    return dg.Definitions.merge(*domains, dg.Definitions(resources=resources))
+    from price_platform.defs import automation
+
+    return dg.Definitions.merge(*domains, dg.Definitions(sensors=[automation.SENSOR], resources=resources))

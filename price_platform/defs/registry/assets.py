@@ -4,6 +4,7 @@ from typing import Any
 
 import dagster as dg
 
+from price_platform.defs.automation import FIRST_MODEL
 from price_platform.defs.registry.resources import ModelRegistry
 from price_platform.registry.announce import announce_champion
 from price_platform.registry.promotion import Deployment, Verdict, metric_gate, promote
@@ -13,7 +14,7 @@ from price_platform.training.evaluation import Evaluation
 GROUP = "registry"
 
 
-@dg.asset(group_name=GROUP, kinds={"mlflow", "postgres"})
+@dg.asset(group_name=GROUP, kinds={"mlflow", "postgres"}, automation_condition=FIRST_MODEL)
 def production_model(
     context: dg.AssetExecutionContext, model_evaluation: Evaluation, registry: ModelRegistry, warehouse: Warehouse
 ) -> dg.MaterializeResult:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from price_platform.defs.automation import FIRST_MODEL
 from price_platform.defs.metadata import markdown_table, png
 from price_platform.defs.registry.resources import ModelRegistry
 from price_platform.defs.training.resources import TrainingConfig
@@ -25,7 +26,7 @@ FEATURES = dg.AssetKey(["features"])
 GROUP = "training"
 
 
-@dg.asset(deps=[FEATURES], group_name=GROUP, kinds={"postgres", "pandas"})
+@dg.asset(deps=[FEATURES], group_name=GROUP, kinds={"postgres", "pandas"}, automation_condition=FIRST_MODEL)
 def training_dataset(warehouse: Warehouse, dataset: Dataset, training: TrainingConfig) -> dg.Output[TrainingSplit]:
     """Train/validation/holdout windows of the features (by time where the data set has one), with their data version."""
     spec = dataset.spec
@@ -51,7 +52,7 @@ def training_dataset(warehouse: Warehouse, dataset: Dataset, training: TrainingC
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"optuna", "xgboost"})
+@dg.asset(group_name=GROUP, kinds={"optuna", "xgboost"}, automation_condition=FIRST_MODEL)
 def hyperparameter_study(
     training_dataset: TrainingSplit,
     warehouse: Warehouse,
@@ -94,7 +95,7 @@ def hyperparameter_study(
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"mlflow", "sklearn"})
+@dg.asset(group_name=GROUP, kinds={"mlflow", "sklearn"}, automation_condition=FIRST_MODEL)
 def candidate_model(
     context: dg.AssetExecutionContext,
     training_dataset: TrainingSplit,
@@ -140,7 +141,7 @@ def candidate_model(
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"mlflow"})
+@dg.asset(group_name=GROUP, kinds={"mlflow"}, automation_condition=FIRST_MODEL)
 def model_evaluation(
     training_dataset: TrainingSplit,
     candidate_model: CandidateVersion,
