@@ -189,14 +189,18 @@ def _prune(raw: dict[str, Any], location: Location) -> Location | None:
 # --- the file against the description ------------------------------------------------------
 
 
-def file_problems(description: Description, data_file: Path) -> tuple[list[Problem], int]:
-    """Problems of ``data_file`` against the description's spec, and the number of data rows read."""
+def file_problems(description: Description, data_file: Path, *, from_source: bool = False) -> tuple[list[Problem], int]:
+    """Problems of ``data_file`` against the description's spec, and the number of data rows read.
+
+    ``from_source``: the file is the description's ``source.path`` (a file that cannot be read is
+    then reported at that line).
+    """
     spec = description.spec
     assert spec is not None
     try:
         frame = read_file(data_file).frame
     except IngestionError as error:
-        return [Problem(None, "file", str(error))], 0
+        return [description.problem(("source", "path"), str(error)) if from_source else Problem(None, "file", str(error))], 0
     frame = frame.rename(columns=spec.rename)
     found: list[Problem] = []
     frame = _regrouped(description, frame, found)

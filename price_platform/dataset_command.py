@@ -1,8 +1,9 @@
 """``price-platform datasets``: draft a data set description from a table (``init``) and check one (``check``).
 
 ``init FILE [--output YAML] [--force]`` writes the draft of :mod:`price_platform.dataset_profile`
-(never over an existing file without ``--force``), after making sure it loads and passes
-``check`` against the same file. ``check YAML [--file FILE]`` prints every problem of the
+(never over an existing file without ``--force``; nothing when the file cannot be used or the
+draft would not load), then checks it against the same file: any problem found (there should be
+none) is printed and makes the exit code 1. ``check YAML [--file FILE]`` prints every problem of the
 description, and of the file (by default its ``source.path``) against it, each with its YAML
 line and field; exit code 1 when there is any, else 0 and one OK line.
 """
@@ -81,11 +82,12 @@ def check(yaml_path: Path, data_file: Path | None = None) -> int:
     problems = list(description.problems)
     rows = 0
     spec = description.spec
+    from_source = data_file is None
     data_file = data_file or (_source_path(description) if spec is not None else None)
     if spec is None and data_file is not None:
         problems.append(Problem(None, "file", f"{data_file} not checked: fix the description's problems above first"))
     elif spec is not None and data_file is not None:
-        found, rows = file_problems(description, data_file)
+        found, rows = file_problems(description, data_file, from_source=from_source)
         described = {problem.field for problem in problems}  # a column already at fault is not reported twice
         problems += [problem for problem in found if problem.field not in described]
     problems.sort(key=lambda problem: (problem.line is None, problem.line or 0))

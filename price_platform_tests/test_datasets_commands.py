@@ -270,3 +270,11 @@ def test_init_folds_adjacent_exclusive_flags_without_a_prefix(tmp_path, capsys) 
     assert "one_hot_1: [buick, cadillac, saab]  # EDIT: name the group" in text
     assert data["categorical"]["one_hot_1"] == {"allowed": ["buick", "cadillac", "saab"]}
     assert data["numeric"]["leather"] == {"min": 0, "max": 1, "integer": True}
+
+
+def test_check_names_the_source_path_line_when_its_file_is_missing(tmp_path, capsys) -> None:
+    path = tmp_path / "d.yaml"
+    path.write_text("name: d\nsource:\n  path: gone.csv\ntarget: price\n")
+    code, out, _ = _check(capsys, str(path))
+    assert code == 1
+    assert out == f"{path}:3: source.path: {tmp_path / 'gone.csv'}: no such file\n"
