@@ -24,8 +24,11 @@ What the in-process ratios compare (the comparators on one thread):
   timed in this process right after each batch (see :func:`batch_costs`). The API predicts a
   batch this large with two threads (:meth:`serving.blend.CompiledBlend.predict`), the
   comparator runs on one: ``batch_cpu_per_row_vs_inplace`` gives the API process's CPU time per
-  record of those batches (all its threads) against the same ``inplace_predict``, what a record
-  costs the API where the first figure is how long the batch takes. The API also logs every
+  record of those batches (all its threads) against the CPU time of the same ``inplace_predict``
+  (its thread's), what a record costs the API where the first figure is how long the batch
+  takes. CPU time against CPU time: until 19.3 the comparator was its wall time, which on a
+  loaded host grows with the waits for a core (in one run here 289 us a record of wall time
+  against about 20 us of CPU), so that the ratio fell the busier the host was. The API also logs every
   record to the benchmark's PostgreSQL, on the same two cores: its ``COPY`` of the batch's
   rows takes about 14-30 ms of a core per 1,000 records (host-dependent). The log writer writes
   in the moments when no request is in flight (:mod:`serving.prediction_log`): after each batch
@@ -69,6 +72,9 @@ CONNECTIONS = 32
 #: Load-generator threads: one could not keep the bare echo server busy (see the module docstring).
 WRK_THREADS = 2
 SECONDS = 15
+#: ``wrk`` leaves answers slower than its timeout (2 s by default) out of its latencies: on a loaded host
+#: ``mlflow models serve`` answered almost none within 2 s, and its p50 and p99 read 0.
+TIMEOUT_SECONDS = 30
 #: Timed 1,000-record batches (after one untimed).
 BATCH_REPEATS = 30
 #: Batches then sent one after another with no pause (``batch_sustained_per_row_vs_inplace``).
@@ -144,7 +150,8 @@ def wrk(url: str, method_path: str, template: str, headers: dict[str, str], fold
         "  return wrk.format(nil, nil, nil, string.format(template, 1000 + counter % 600000))\nend\n"
     )
     result = subprocess.run(
-        ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(script), url],
+        ["wrk", f"-t{WRK_THREADS}", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--timeout", f"{TIMEOUT_SECONDS}s", "--latency",
+         "-s", str(script), url],
         capture_output=True, text=True, check=True,
     )
     text = result.stdout
@@ -293,7 +300,7 @@ def batch_costs(port: int, pid: int, body: bytes, headers: dict[str, str], model
         if response.status != 200:
             raise RuntimeError(f"/predict answered {response.status} to the batch")
 
-    times: dict[str, list[float]] = {"batch": [], "inplace": [], "members": []}
+    times: dict[str, list[float]] = {"batch": [], "inplace": [], "inplace_cpu": [], "members": []}
     cpu = 0.0
     try:
         logged = logged_rows(port)
@@ -303,10 +310,14 @@ def batch_costs(port: int, pid: int, body: bytes, headers: dict[str, str], model
             batch_cpu = cpu_seconds(pid) - cpu_before
             logged += len(model.rows)
             wait_until_logged(port, logged)  # PostgreSQL and the log writer idle again
-            inplace, members = timed(model.inplace_many), timed(model.members_many)
+            cpu_start = time.thread_time()
+            inplace = timed(model.inplace_many)
+            inplace_cpu = time.thread_time() - cpu_start
+            members = timed(model.members_many)
             if repeat:  # the first round warms up
                 times["batch"].append(batch)
                 times["inplace"].append(inplace)
+                times["inplace_cpu"].append(inplace_cpu)
                 times["members"].append(members)
                 cpu += batch_cpu
         sustained = timed(lambda: [post() for _ in range(SUSTAINED_BATCHES)]) / SUSTAINED_BATCHES
@@ -405,10 +416,11 @@ def _measure(folder: Path, env: dict[str, str], key: str, spec: Any, pipeline: A
     fast_p50, inplace_p50 = paired_p50(model.fast_one, model.inplace_one, 2000)
     hit_p50, miss_p50 = cache_costs(spec, pipeline, holdout, env)
     batch_per_row, inplace_row_1000, members_row_1000 = batch["batch"], batch["inplace"], batch["members"]
+    inplace_cpu_row_1000 = batch["inplace_cpu"]
     batch_cpu_per_row, sustained_per_row = batch["batch_cpu"], batch["sustained"]
     print(f"fast path p50 {fast_p50 * 1e6:.0f} us vs inplace_predict {inplace_p50 * 1e6:.0f} us; "
           f"1,000-row batch {batch_per_row * 1e6:.1f} us/row ({batch_cpu_per_row * 1e6:.1f} us/row of server CPU) "
-          f"vs inplace {inplace_row_1000 * 1e6:.1f} us/row, "
+          f"vs inplace {inplace_row_1000 * 1e6:.1f} us/row ({inplace_cpu_row_1000 * 1e6:.1f} us/row of CPU), "
           f"both members {members_row_1000 * 1e6:.1f} us/row; back to back {sustained_per_row * 1e6:.1f} us/row; "
           f"cache hit {hit_p50 * 1e6:.0f} us vs miss {miss_p50 * 1e6:.0f} us", flush=True)
 
@@ -420,12 +432,12 @@ def _measure(folder: Path, env: dict[str, str], key: str, spec: Any, pipeline: A
         result("predict_p99_vs_mlflow", api_p99 / ml_p99, "<= 0.1", api_p99 / ml_p99 <= 0.1),
         result("predict_rps_vs_echo", api_rps / echo_rps, ">= 0.2", api_rps / echo_rps >= 0.2),
         result("fast_path_vs_inplace_p50", fast_p50 / inplace_p50, "<= 2", fast_p50 / inplace_p50 <= 2),
-        result("batch_per_row_vs_inplace", batch_per_row / inplace_row_1000, "<= 2", batch_per_row / inplace_row_1000 <= 2),
+        result("batch_per_row_vs_inplace", batch_per_row / inplace_row_1000, "<= 1.5", batch_per_row / inplace_row_1000 <= 1.5),
         result("batch_per_row_vs_members", batch_per_row / members_row_1000, "<= 2", batch_per_row / members_row_1000 <= 2),
-        result("batch_cpu_per_row_vs_inplace", batch_cpu_per_row / inplace_row_1000, "<= 2",
-               batch_cpu_per_row / inplace_row_1000 <= 2),
-        result("batch_sustained_per_row_vs_inplace", sustained_per_row / inplace_row_1000,
-               "back to back, log on shared cores", True),
+        result("batch_cpu_per_row_vs_inplace", batch_cpu_per_row / inplace_cpu_row_1000, "<= 1.5",
+               batch_cpu_per_row / inplace_cpu_row_1000 <= 1.5),
+        result("batch_sustained_per_row_vs_inplace", sustained_per_row / inplace_row_1000, "<= 3",
+               sustained_per_row / inplace_row_1000 <= 3),
         result("cache_hit_vs_miss_p50", hit_p50 / miss_p50, "<= 0.5", hit_p50 / miss_p50 <= 0.5),
     ]
 

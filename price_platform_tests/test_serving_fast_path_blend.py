@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import os
 import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,6 +20,8 @@ from test_serving_support import split
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.modeling import _group_columns, build_blend_pipeline, read_sample
 from price_platform.settings import Settings
+import serving.blend
+import serving.fast_path
 from serving.blend import HELPER_PLACEMENT, KERNEL_TERM, MEMBERS_THREAD, SPLIT_ROWS, CompiledBlend, QuadraticForm
 from serving.fast_path import (
     NotCompilable,
@@ -231,3 +235,27 @@ def test_a_kernel_of_another_degree_is_evaluated_against_the_training_rows(blend
     expected = cubic.predict(frame[blend.spec.features])
     assert worst_relative(expected, blend.pipeline.predict(frame[blend.spec.features])) > 1e-4  # the degree matters
     assert worst_relative(compiled.predict(rows_of(blend.spec, frame)), expected) < 1e-6
+
+
+def test_the_members_composed_by_hand_give_the_prices_predict_gives(blend: SimpleNamespace) -> None:
+    """``member_columns`` -> ``kernel_output`` + the booster -> ``blended``: what the compiler bench composes with other tree engines."""
+    compiled = compile_pipeline(blend.pipeline, blend.spec.features)
+    rows = rows_of(blend.spec, blend.holdout)
+    for part in (rows[:1], rows[:5], rows):  # record by record and column-wise
+        kernel_columns, tree_columns = compiled.member_columns(part)
+        kernel, trees = compiled.member_outputs(kernel_columns, tree_columns)
+        np.testing.assert_array_equal(kernel, compiled.kernel_output(kernel_columns))
+        np.testing.assert_array_equal(compiled.blended(kernel, trees), compiled.predict(part))
+
+
+def test_the_two_compilers_do_not_import_each_other() -> None:
+    """``serving.compiled.compile_pipeline`` hands a pipeline to one of them; neither names the other."""
+    def imported(module: Any) -> set[str]:
+        tree = ast.parse(Path(module.__file__).read_text())
+        names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        return names | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+
+    assert "serving.fast_path" not in imported(serving.blend)
+    assert "serving.blend" not in imported(serving.fast_path)
+    assert {"serving.compiled"} <= imported(serving.blend) & imported(serving.fast_path)
+    assert compile_pipeline is serving.fast_path.compile_pipeline  # the entry point, from serving.compiled

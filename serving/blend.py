@@ -222,18 +222,32 @@ class CompiledBlend(CompiledPipeline):
 
     def member_outputs(self, kernel_columns: np.ndarray, tree_columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(kernel ridge, XGBoost) log predictions from the columns each member reads."""
-        quadratic = self._quadratic
-        if self.kernel is None:
-            kernel = np.zeros(len(kernel_columns))
-        else:
-            kernel = self.kernel.against_rows(kernel_columns) if quadratic is None else quadratic(kernel_columns)
         trees = self.booster.inplace_predict(
             np.ascontiguousarray(tree_columns, dtype=np.float32),
             iteration_range=self.iteration_range,
             missing=np.nan,
             validate_features=False,
         )
-        return kernel, trees
+        return self.kernel_output(kernel_columns), trees
+
+    def member_columns(self, rows: Sequence[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray]:
+        """(kernel ridge's columns, the trees' columns) of ``rows``, encoded on this thread."""
+        internal = self.encoder.encode_few(rows) if len(rows) <= ROW_BY_ROW else self.encoder.encode_many(rows)
+        return internal[:, self._kernel_internal], internal[:, self._tree_internal]
+
+    def kernel_output(self, kernel_columns: np.ndarray) -> np.ndarray:
+        """Kernel ridge's log predictions (zeros for a blend of the trees alone)."""
+        if self.kernel is None:
+            return np.zeros(len(kernel_columns))
+        quadratic = self._quadratic
+        return self.kernel.against_rows(kernel_columns) if quadratic is None else quadratic(kernel_columns)
+
+    def blended(self, kernel: np.ndarray, trees: np.ndarray) -> np.ndarray:
+        """Prices from both members' log predictions: weighted by their voting shares, exp, capped to the band."""
+        margin = self._shares[0] * kernel
+        margin += self._shares[1] * trees
+        prices = np.exp(margin, out=margin)
+        return prices if self.band is None else np.clip(prices, *self.band, out=prices)
 
     def margin(self, matrix: np.ndarray) -> np.ndarray:
         """The blend's log price: the members weighted by their voting shares, as ``VotingRegressor.predict``."""
@@ -253,18 +267,16 @@ class CompiledBlend(CompiledPipeline):
         with its part alone gives.
         """
         if len(rows) < SPLIT_ROWS:
-            internal = self.encoder.encode_few(rows) if len(rows) <= ROW_BY_ROW else self.encoder.encode_many(rows)
-            return self._prices(internal[:, self._kernel_internal], internal[:, self._tree_internal])
+            return self._prices(*self.member_columns(rows))
         ratio = self.encode_over_members
         cut = self.split_at(len(rows))
-        first = self.encoder.encode_many(rows[:cut])
-        first_kernel, first_trees = first[:, self._kernel_internal], first[:, self._tree_internal]
+        first_kernel, first_trees = self.member_columns(rows[:cut])
         HELPER_PLACEMENT.keep_off_this_cpu()
         handed = MEMBERS_THREAD.submit(self._prices, first_kernel, first_trees)
         started = time.perf_counter()
-        second = self.encoder.encode_many(rows[cut:])
+        second = self.member_columns(rows[cut:])
         encoded = time.perf_counter()
-        prices = self._prices(second[:, self._kernel_internal], second[:, self._tree_internal])
+        prices = self._prices(*second)
         members = time.perf_counter() - encoded
         self.encode_over_members = 0.8 * ratio + 0.2 * (encoded - started) / members
         first_prices = self._prices(first_kernel, first_trees) if handed.cancel() else handed.result()
@@ -276,11 +288,7 @@ class CompiledBlend(CompiledPipeline):
         return round(count * (1 + ratio) / (2 + ratio))
 
     def _prices(self, kernel_columns: np.ndarray, tree_columns: np.ndarray) -> np.ndarray:
-        kernel, trees = self.member_outputs(kernel_columns, tree_columns)
-        margin = self._shares[0] * kernel
-        margin += self._shares[1] * trees
-        prices = np.exp(margin, out=margin)
-        return prices if self.band is None else np.clip(prices, *self.band, out=prices)
+        return self.blended(*self.member_outputs(kernel_columns, tree_columns))
 
     def explain(self, row: tuple[Any, ...]) -> tuple[dict[str, float], dict[str, float], float, float]:
         """(per input feature, per model column, base value, log price) of one record.

@@ -1,17 +1,63 @@
-"""An inference path compiled from the fitted pipeline: records straight into arrays, then the booster.
+"""The XGBoost pipeline compiled from its fitted steps: records straight into arrays, then the booster.
 
 ``pipeline.predict`` on one row pays scikit-learn's per-call overhead (DataFrame checks,
-``ColumnTransformer.transform``) many times over the cost of the trees. :func:`compile_pipeline`
+``ColumnTransformer.transform``) many times over the cost of the trees. :func:`compile_booster`
 reads the *fitted* steps (derived-feature expressions, the column layout of the
 ``ColumnTransformer``, the ordinal encoders' categories, the booster and the target
 transform) and builds :class:`CompiledBooster`, which encodes records into a float32 array
 and calls ``booster.inplace_predict``. Nothing is re-implemented from the training code:
 every number comes from the fitted object, and a test checks agreement with
-``pipeline.predict`` on a whole holdout. The blend of kernel ridge and XGBoost
-(``build_blend_pipeline``) is compiled by :mod:`serving.blend` into :class:`serving.blend.CompiledBlend`.
-A pipeline of any other shape raises :class:`NotCompilable` and is served by
+``pipeline.predict`` on a whole holdout. The entry point is
+:func:`serving.compiled.compile_pipeline` (imported here for :func:`build_predictor`): it hands
+this module the XGBoost pipeline and :mod:`serving.blend` the blend of kernel ridge and XGBoost
+(``build_blend_pipeline``); this module and :mod:`serving.blend` do not import each other. A
+pipeline of any other shape raises :class:`NotCompilable` and is served by
 :class:`PipelinePredictor` instead.
+
+Where a 1,000-record ``/predict`` of the default blend spends its CPU (issue 19.3; profiled in
+one process with ``time.process_time`` splits and cProfile of the app called as ASGI, then the
+app under uvicorn on loopback; loaded 2-core host, so in units of the comparator, the booster's
+own ``inplace_predict`` on the encoded float32 records, 19.4 ms of CPU in that run):
+
+* the booster itself, 0.95 (float32 copy included); kernel ridge's quadratic form, 0.22;
+* encoding (:meth:`serving.encoder.EncoderPlan.encode_many`), 0.32: Python objects into arrays
+  (transposing the records, numeric values with None as NaN, 40 dictionary look-ups a record)
+  about two thirds of it, table gathers the rest; picking each member's columns, 0.04;
+* JSON into msgspec records (:func:`serving.schemas.decode`, with the schema's checks), 0.19;
+  records to tuples, 0.01;
+* the answer (floats to lists, 1,000 ids, the structs, JSON, gzip), 0.08 in all;
+* the two-thread split of :meth:`serving.blend.CompiledBlend.predict`, about 0.2 over its parts
+  on one thread (1.75 against 1.53: a second booster call with its fixed cost of 1-1.8 ms of CPU,
+  and both cores busy).
+
+The whole server (uvicorn and the app, no log database) used 1.88 times the comparator's CPU.
+So the issue's ``batch_cpu_per_row_vs_inplace <= 1.5`` is not reached with XGBoost as the tree
+engine: the booster, kernel ridge and decoding alone are 1.41, and the Python-object part of
+encoding another 0.2. Tried and not kept: filling each member's matrix straight from the
+lookup tables (no internal layout, the trees' matrix directly in float32) measured no change
+(6.9 ms either way); kernel ridge's projection in float32 took 2.4 instead of 4.3 ms and moved
+prices by at most 7e-8, but the quadratic form is held to 1e-9 of the kernel by its tests.
+
+Build or buy (issue 19.4, ``benchmarks/serving_compilers.py``; one run, loaded host, median CPU
+times on one thread, wall clock in the bench's figures). Neither compiler can express the
+pipeline: ``skl2onnx`` converts the imputer + scaler, one-hot and target-encoder blocks and
+refuses the derived features, the ``log1p`` block, the ordered scores, kernel ridge and the
+banded target; Treelite compiles tree ensembles only. What they can replace is the trees,
+which the hand-written path leaves to XGBoost itself. With the hand-written encoder and kernel
+ridge around each tree engine, the whole blend costs 48.5 ms of CPU per 1,000 records with
+XGBoost, 48.9 with ONNX Runtime (trees alone: 22.9 against 30.4 ms), 109 with tl2cgen, and
+``pipeline.predict`` 202 (4.2x); one record costs 2.9 ms with XGBoost, 0.97 with ONNX Runtime,
+0.99 with tl2cgen, 108 with ``pipeline.predict`` (37x). ONNX Runtime and tl2cgen prices differ
+from ``pipeline.predict`` by up to 8.3e-6 and 8.6e-6 (relative), the hand-written path by
+2.9e-7; the serving gate (``serving.model_store.AGREEMENT``) is 1e-6. tl2cgen took 583 s of gcc
+to build, ONNX Runtime 11 s. So the hand-written encoder and kernel ridge are kept (nothing
+bought expresses them; 4.2x over scikit-learn at 1,000 records, 37x at one), and the trees
+stay with XGBoost: at 1,000 records it is level with ONNX Runtime or up to 1.3x ahead, and it
+is the only engine within the gate. The margin is thin at 1,000 records and reversed at one
+record (ONNX Runtime 3x faster, XGBoost's fixed cost per call is 1-2.5 ms of CPU): taking ONNX
+Runtime for the trees would mean accepting prices 8e-6 away from the pipeline's.
 """
+
 
 from __future__ import annotations
 
@@ -23,14 +69,18 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 import xgboost as xgb
-from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
-from sklearn.ensemble import VotingRegressor
-from sklearn.pipeline import Pipeline
+from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder
 from xgboost import XGBRegressor
 
-from price_platform.modeling import DerivedFeatures
-from serving.compiled import CompiledPipeline, NotCompilable, derived_sources, serving_booster
+from serving.compiled import (
+    CompiledPipeline,
+    NotCompilable,
+    PipelineParts,
+    compile_pipeline,
+    derived_sources,
+    serving_booster,
+)
 
 #: Below this many rows, records are encoded with plain Python (numpy's per-call cost dominates).
 _ROW_BY_ROW = 8
@@ -174,32 +224,12 @@ class PipelinePredictor:
         return np.asarray(self.pipeline.predict(frame), dtype=np.float64)
 
 
-def compile_pipeline(pipeline: Any, features: Sequence[str], *, threads: int = 1) -> CompiledPipeline:
-    """Compile ``Pipeline([derive?, ColumnTransformer, TransformedTargetRegressor(XGBRegressor or the blend)])``."""
-    features = list(features)
-    if not isinstance(pipeline, Pipeline):
-        raise NotCompilable(f"expected a scikit-learn Pipeline, got {type(pipeline).__name__}")
-    steps = [step for _, step in pipeline.steps if step not in (None, "passthrough")]
-    derive = steps.pop(0) if steps and isinstance(steps[0], DerivedFeatures) else None
-    if len(steps) != 2 or not isinstance(steps[0], ColumnTransformer):
-        raise NotCompilable(f"expected [DerivedFeatures], ColumnTransformer, regressor; got {[type(s).__name__ for s in steps]}")
-    encode, model = steps
-    log_target = False
-    band = getattr(model, "band_", None)  # BandedTargetRegressor: prices capped to the training target's band
-    if isinstance(model, TransformedTargetRegressor):
-        if model.transformer is not None or (model.func, model.inverse_func) not in ((np.log, np.exp), (None, None)):
-            raise NotCompilable("only a log/exp (or identity) target transform is compiled")
-        log_target = model.func is np.log
-        model = model.regressor_
-    if isinstance(model, VotingRegressor):
-        from serving.blend import compile_blend
-
-        if not log_target:
-            raise NotCompilable("the blend is compiled only on a log target")
-        return compile_blend(derive, encode, model, features, threads=threads, band=band)
+def compile_booster(parts: PipelineParts, features: list[str], *, threads: int = 1) -> CompiledBooster:
+    """Compile the XGBoost pipeline (``Pipeline([derive?, ColumnTransformer, TransformedTargetRegressor(XGBRegressor)])``)."""
+    derive, encode, model, log_target = parts.derive, parts.encode, parts.model, parts.log_target
     if not isinstance(model, XGBRegressor):
         raise NotCompilable(f"the regressor is {type(model).__name__}, not XGBRegressor")
-    if band is not None:
+    if parts.band is not None:
         raise NotCompilable("a capped XGBoost pipeline is compiled only as a blend")
     if not (model.missing is None or (isinstance(model.missing, float) and math.isnan(model.missing))):
         raise NotCompilable(f"XGBoost's missing value is {model.missing!r}, not NaN")
