@@ -73,7 +73,10 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         schemas=schemas,
         store=ModelStore(settings=settings, spec=spec, record_type=schemas.record, dsn=dsn),
         shared=shared,
-        log=PredictionLog(dsn, capacity=settings.log_buffer_size, pii=spec.pii, pii_key=pii_key(settings)),
+        log=PredictionLog(
+            dsn, capacity=settings.log_buffer_size, pii=spec.pii, pii_key=pii_key(settings),
+            spill_dir=settings.log_spill, spill_rows=settings.log_spill_rows,
+        ),
         keys=auth.KeyRing(dsn),
         dsn=dsn,
         batcher=MicroBatcher(window=settings.batch_window_ms / 1000),
@@ -96,11 +99,6 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
             await asyncio.to_thread(services.log.stop)
             await shared.close()
 
-    async def close_when_draining(response: Response) -> Response:  # async: Litestar runs a sync hook in a thread
-        if services.draining:
-            response.headers["Connection"] = "close"
-        return response
-
     body_components = components(schemas.openapi_components())
     security = Components(security_schemes={API_KEY: SecurityScheme(type="apiKey", name=auth.HEADER, security_scheme_in="header")})
     app = Litestar(
@@ -112,7 +110,6 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
         dependencies={"services": Provide(lambda: services, sync_to_thread=False, use_cache=True)},
         lifespan=[lifespan],
         middleware=[metrics.count_requests, _log_waits_for_quiet],
-        after_request=close_when_draining,
         after_exception=[metrics.count_unrouted],
         compression_config=CompressionConfig(
             backend="gzip", minimum_size=compression.MINIMUM_SIZE, gzip_compress_level=1,
