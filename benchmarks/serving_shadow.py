@@ -128,10 +128,11 @@ def _measure(folder: Path, env: dict[str, str], key: str, spec: Any, holdout: An
             _wait_shadow(url, shadow if with_shadow else None, key)
             serving.wait_for_the_log(port)
             time.sleep(2.0)  # the off-path scorer's backlog of the round before is written
+            before = _sample_sum(port, "predictions_total")
             rps, _, round_p99 = serving.wrk(url, "/predict", template, headers, folder)
             p99[with_shadow].append(round_p99)
             if with_shadow:
-                answered += round(rps * serving.SECONDS)
+                answered += _sample_sum(port, "predictions_total") - before
             print(f"round {index + 1}: shadow {'on ' if with_shadow else 'off'} {rps:.0f} req/s,"
                   f" p99 {round_p99 * 1e3:.2f} ms", flush=True)
         time.sleep(3.0)
@@ -140,11 +141,18 @@ def _measure(folder: Path, env: dict[str, str], key: str, spec: Any, holdout: An
     overhead = on / off
     scored = written / answered if answered else float("nan")
     print(f"p99 with a shadow {on * 1e3:.2f} ms, without {off * 1e3:.2f} ms: {overhead:.3f}x;"
-          f" shadow scores written for {scored:.1%} of about {answered} answered records", flush=True)
+          f" shadow scores written for {scored:.1%} of the {answered:.0f} records answered with it on", flush=True)
     return [
         Result("shadow_p99_overhead", overhead, "ratio", "<= 1.05", overhead <= 1.05, COMMAND),
         Result("shadow_scored_share", scored, "share", "scores written / answered, informative", True, COMMAND),
     ]
+
+
+def _sample_sum(port: int, name: str) -> float:
+    """The sum of every sample of ``name`` on the API's ``/metrics`` (all its label values)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and line[len(name):len(name) + 1] in ("{", " "))
 
 
 def _wait_shadow(url: str, version: str | None, key: str, timeout: float = 300.0) -> None:

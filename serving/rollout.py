@@ -207,9 +207,9 @@ class OffPathScorer:
     def handling(self) -> Iterator[None]:
         """Count a ``/predict`` request in flight for as long as this block runs (its answer is sent at the end).
 
-        The first request starts the thread (it also keeps ``live_rmsle`` up to date).
+        With a database, the first request starts the thread (it also keeps ``live_rmsle`` up to date).
         """
-        if self._thread is None:
+        if self._thread is None and self.dsn is not None:
             self.start()
         self._in_flight += 1
         if self._in_flight == 1:
