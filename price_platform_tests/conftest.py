@@ -146,7 +146,9 @@ def mlflow_server(postgres: PostgresServer, session_home: Path) -> Iterator[str]
         env=env,
     )
     try:
-        wait_for_port(port, timeout=120, process=process)
+        # A hang guard, not a speed bound: MLflow migrates its tables before it listens, which
+        # took over 2 minutes on a 2-core machine running other suites.
+        wait_for_port(port, timeout=600, process=process)
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
