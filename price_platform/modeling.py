@@ -23,6 +23,7 @@ from sklearn.ensemble import VotingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import Ridge
+from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
 from xgboost import XGBRegressor
@@ -403,7 +404,8 @@ def build_blend_pipeline(
                 OneHotEncoder(handle_unknown="ignore", min_frequency=10, sparse_output=False, dtype=np.float32),
                 list(spec.categorical),
             ),
-            ("segment", TargetEncoder(target_type="continuous", random_state=seed), list(spec.segments)),
+            ("segment", TargetEncoder(target_type="continuous", cv=KFold(n_splits=5, shuffle=True, random_state=seed)),
+             list(spec.segments)),
         ],
         sparse_threshold=0.0,
     ).set_output(transform="pandas")

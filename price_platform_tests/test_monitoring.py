@@ -199,7 +199,7 @@ def test_new_sales_before_the_first_champion_start_no_drift_run(platform, spec):
     from price_platform.defs.monitoring.jobs import build_drift_job
     from price_platform.defs.monitoring.sensors import build_drift_on_new_sales
 
-    sensor = build_drift_on_new_sales(build_drift_job(spec))
+    sensor = build_drift_on_new_sales(build_drift_job())
     with dg.instance_for_test() as instance:
         instance.report_runless_asset_event(dg.AssetMaterialization(asset_key="raw_sales", partition=SHIFTED))
         context = dg.build_sensor_context(instance=instance, resources={"monitoring": Monitoring(tracking_uri=None)})

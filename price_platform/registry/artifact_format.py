@@ -47,6 +47,7 @@ _BOOSTER_ATTRIBUTE = "_price_platform_booster_file"
 THIRD_PARTY_TYPES: tuple[str, ...] = (
     "numpy.dtype",
     "sklearn.compose._column_transformer.make_column_selector",
+    "sklearn.model_selection._split.KFold",  # the folds of the TargetEncoder's cross fitting
     "sklearn.utils._bunch.Bunch",
     "xgboost.sklearn.XGBRegressor",
 )

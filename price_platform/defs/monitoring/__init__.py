@@ -26,7 +26,7 @@ def build_definitions(settings: Settings, spec: DatasetSpec) -> dg.Definitions:
         retrain_on_drift,
     )
 
-    drift_job = build_drift_job(spec)
+    drift_job = build_drift_job()
     return dg.Definitions(
         assets=[build_drift_report(spec), prediction_log_partitions, live_performance, estimated_performance],
         asset_checks=[accuracy_holds],

@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from price_platform.datasets import DatasetSpec
 from price_platform.defs.ingestion.assets import RAW_SALES
 from price_platform.defs.monitoring.assets import (
     DRIFT_REPORT,
@@ -10,7 +9,6 @@ from price_platform.defs.monitoring.assets import (
     LIVE_PERFORMANCE,
     PREDICTION_LOG_PARTITIONS,
 )
-from price_platform.partitions import sales_partitions
 
 DRIFT_JOB = "drift_check"
 RETRAIN_JOB = "retrain"
@@ -32,11 +30,10 @@ monitoring_job = dg.define_asset_job(
 )
 
 
-def build_drift_job(spec: DatasetSpec):  # -> dagster's unresolved asset job (no public type)
+def build_drift_job():  # -> dagster's unresolved asset job (no public type)
     """The features of one partition rebuilt from its ``raw_sales`` (dbt), then its ``drift_report``."""
     return dg.define_asset_job(
         DRIFT_JOB,
         selection=dg.AssetSelection.assets(DRIFT_REPORT).upstream() - dg.AssetSelection.assets(RAW_SALES),
-        partitions_def=sales_partitions(spec),
         description="Rebuild one partition's features from its sales, then measure its drift against the champion.",
     )
