@@ -14,13 +14,12 @@ RUN groupadd --system app && useradd --system --gid app --home-dir /app app \
  && mkdir -p /app /opt/dagster /var/lib/price-platform /backups \
  && chown app:app /app /opt/dagster /var/lib/price-platform /backups
 WORKDIR /app
-# Dependencies first (a layer that changes only with pyproject.toml), then the code.
-COPY pyproject.toml README.md ./
-RUN mkdir -p price_platform serving && touch price_platform/__init__.py serving/__init__.py \
- && python -m venv /opt/venv \
- && /opt/venv/bin/pip install . boto3 "dask[distributed]>=2024.8" \
- && /opt/venv/bin/pip uninstall -y price-platform \
- && rm -rf price_platform serving build *.egg-info
+# Dependencies first (a layer that changes only with pyproject.toml and uv.lock): exactly the lock's
+# versions, each download checked against its SHA-256, as `make install` does; then the code.
+COPY pyproject.toml uv.lock README.md ./
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install uv==0.13.9 \
+ && UV_PROJECT_ENVIRONMENT=/opt/venv /opt/venv/bin/uv sync --frozen --no-install-project --extra deploy
 COPY --chown=app:app price_platform ./price_platform
 COPY --chown=app:app serving ./serving
 COPY --chown=app:app dbt ./dbt
