@@ -25,11 +25,11 @@ import pytest
 import redis
 from conftest import free_port, wait_for_port, which
 from litestar.testing import TestClient
+from test_serving_support import Champion, add_versions, champion, records, wait_ready  # noqa: F401 (fixture)
 
 from price_platform.postgres import PostgresServer
 from serving.app import create_app
 from serving.auth import create_key
-from test_serving_support import Champion, add_versions, champion, records, wait_ready  # noqa: F401 (fixture)
 
 LIMIT = 10
 

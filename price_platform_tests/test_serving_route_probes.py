@@ -17,10 +17,10 @@ import pytest
 from litestar import Litestar
 from litestar.routes import HTTPRoute
 from litestar.testing import TestClient
+from test_serving_support import Champion, champion, wait_ready  # noqa: F401 (fixture)
 
 from serving.app import create_app
 from serving.auth import create_key
-from test_serving_support import Champion, champion, wait_ready  # noqa: F401 (fixture)
 
 #: Routes anyone may call, by path template (the route table's ``path``).
 PUBLIC = {
