@@ -58,8 +58,9 @@ class Run:
 def keep_alive_load(url: str, bodies: list[dict], *, seconds: float, sigterm_at: float, server: Server) -> Run:
     """``CLIENTS`` loops posting ``bodies``, each on one kept-alive connection of its own, through a SIGTERM.
 
-    Besides, ``IDLE_CLIENTS`` clients make one request just before the SIGTERM and one more on
-    the same (by then idle) connection once the server logs that it is shutting down.
+    Besides, ``IDLE_CLIENTS`` clients make one request before the SIGTERM (sent ``sigterm_at``
+    seconds in, once the load runs) and one more on the same, by then idle, connection once the
+    server logs that it is shutting down.
     """
     run = Run()
     sigterm: dict[str, float] = {}
@@ -68,6 +69,7 @@ def keep_alive_load(url: str, bodies: list[dict], *, seconds: float, sigterm_at:
         start = time.monotonic()
         deadline = start + seconds
         stopped = asyncio.Event()
+        idle_ready: list[bool] = []
 
         async def client(number: int) -> None:
             limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -90,8 +92,9 @@ def keep_alive_load(url: str, bodies: list[dict], *, seconds: float, sigterm_at:
         async def idle_client() -> None:
             limits = httpx.Limits(max_connections=1, max_keepalive_connections=1, keepalive_expiry=60)
             async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
-                await asyncio.sleep(max(0.0, start + sigterm_at - 0.5 - time.monotonic()))
-                assert (await http.get("/health")).status_code == 200
+                first = await http.get("/health")
+                assert first.status_code == 200 and first.headers.get("connection") != "close"  # kept alive
+                idle_ready.append(True)
                 while "Shutting down" not in server.log_path.read_text() and time.monotonic() < deadline:
                     await asyncio.sleep(0.02)
                 try:
@@ -100,8 +103,10 @@ def keep_alive_load(url: str, bodies: list[dict], *, seconds: float, sigterm_at:
                 except httpx.TransportError as error:
                     run.failures.append(Failure(-1, time.monotonic() - start, f"idle: {error!r}", _is_reset(error)))
 
-        async def terminate() -> None:
+        async def terminate() -> None:  # once the load runs and the idle connections are open (a slow host is slow)
             await asyncio.sleep(max(0.0, start + sigterm_at - time.monotonic()))
+            while (len(idle_ready) < IDLE_CLIENTS or run.answered < CLIENTS) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             server.process.send_signal(signal.SIGTERM)
             sigterm["sent"] = time.monotonic()
 
