@@ -1,4 +1,4 @@
-"""``raw_sales``, its blocking checks and the landing sensor, run through Dagster on the system PostgreSQL."""
+"""``raw_sales`` and its blocking checks, run through Dagster on the system PostgreSQL (the landing sensor: test_landing_limits)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from price_platform.datasets import bundled_sample, load_dataset
 from price_platform.defs.ingestion import build_definitions
 from price_platform.defs.ingestion.assets import RAW_SALES, build_raw_sales
 from price_platform.defs.ingestion.checks import build_checks
-from price_platform.defs.ingestion.sensors import build_landing_sensor
 from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import DEFAULT_DATASET, Settings
 
@@ -101,51 +100,6 @@ def test_a_failing_blocking_check_stops_downstream(resources, settings: Settings
     assert checks_of(result)["rejected_share_within_limit"] is False
     materialized = {m.asset_key for m in result.get_asset_materialization_events()}
     assert RAW_SALES in materialized and downstream.key not in materialized
-
-
-def test_the_sensor_requests_a_run_per_landed_file_and_partition(
-    resources, settings: Settings, sample, tmp_path: Path
-) -> None:
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    pd.concat([month(sample, 2008, 7, 500_000), month(sample, 2008, 8, 500_000)]).to_csv(
-        landing / "summer.csv", index=False
-    )
-    month(sample, 2008, 9, 500_000).to_parquet(landing / "september.parquet")
-    (landing / "notes.txt").write_text("not a sales file")
-    sensor = build_landing_sensor(SPEC, landing)
-
-    first = sensor(dg.build_sensor_context())
-    requested = {(r.partition_key, Path(r.run_config["ops"]["raw_sales"]["config"]["source_file"]).name)
-                 for r in first.run_requests}
-    assert requested == {("2008-07-01", "summer.csv"), ("2008-08-01", "summer.csv"),
-                         ("2008-09-01", "september.parquet")}
-    assert len({r.run_key for r in first.run_requests}) == 3
-    assert sensor(dg.build_sensor_context(cursor=first.cursor)).run_requests == []
-
-    request = next(r for r in first.run_requests if r.partition_key == "2008-09-01")
-    result = dg.materialize(
-        [RAW_SALES_ASSET, *build_checks(SPEC, settings.max_rejected_share)],
-        partition_key=request.partition_key,
-        resources=resources,
-        instance=dg.DagsterInstance.ephemeral(),
-        run_config=request.run_config,
-    )
-    assert result.success and all(checks_of(result).values())
-    with psycopg2.connect(resources["warehouse"].dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(
-            "select _source, count(*) from price_data.raw_sales where _partition_key = '2008-09-01' group by 1"
-        )
-        assert cursor.fetchall() == [("landing", len(month(sample, 2008, 9, 0)))]
-
-
-def test_the_sensor_reports_a_bad_file_without_requesting_runs(tmp_path: Path, sample) -> None:
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    month(sample, 2008, 7, 0).drop(columns=["Neighborhood"]).to_csv(landing / "broken.csv", index=False)
-    result = build_landing_sensor(SPEC, landing)(dg.build_sensor_context())
-    assert result.run_requests == []
-    assert "broken.csv" in result.skip_reason.skip_message and "neighborhood" in result.skip_reason.skip_message
 
 
 def test_the_daily_schedule_reloads_the_latest_month() -> None:
