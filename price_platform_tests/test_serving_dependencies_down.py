@@ -163,8 +163,6 @@ def test_with_mlflow_stopped_ready_or_model_info_says_why_the_reload_failed(mlfl
     assert answers["reload"].status_code == 503, answers["reload"].text
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22.11: /admin/rollback with the registry away answers 500 (an MlflowException"
-                   " or connection error escapes; fix: serving/controllers/admin.py, see the probes report)")
 def test_with_mlflow_stopped_rollback_is_a_503_that_names_the_registry(mlflow_stopped_after_loading) -> None:
     answer = mlflow_stopped_after_loading["rollback"]
     assert answer.status_code == 503, answer.text

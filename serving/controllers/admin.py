@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+import requests
 from litestar import Controller, Request, post
 from litestar.exceptions import ClientException, ServiceUnavailableException, ValidationException
+from mlflow.exceptions import MlflowException
 
 from price_platform.registry.promotion import PromotionRefused, rollback
 from serving.auth import audit
@@ -59,7 +61,8 @@ class AdminController(Controller):
           summary="Give the champion alias back to the version the current champion replaced",
           opt={ERRORS: {
               409: "Nothing to roll back to (no earlier champion), or the registry refused the rollback.",
-              503: "No platform database, the audit log cannot be written, or the earlier version cannot be loaded.",
+              503: "No platform database, the audit log cannot be written, the model registry does not answer,"
+                   " or the earlier version cannot be loaded.",
           }})
     async def rollback(self, request: Request, services: SharedServices) -> AdminResult:
         body = await _request(request, services)
@@ -75,6 +78,10 @@ class AdminController(Controller):
             )
         except PromotionRefused as error:
             raise ClientException(str(error), status_code=409) from None
+        except (MlflowException, requests.exceptions.RequestException) as error:
+            raise ServiceUnavailableException(
+                f"the model registry did not answer ({type(error).__name__}): nothing was rolled back"
+            ) from None
         try:
             await services.store.load(deployment.to_version, f"rollback by {actor}")
         except ModelRefused as error:
