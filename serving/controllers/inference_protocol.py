@@ -9,7 +9,7 @@ Routes: ``GET /v2/health/live`` and ``GET /v2/health/ready`` (public, like ``/he
 An inference request carries one named tensor per feature of the data set, shape ``[n]`` or
 ``[n, 1]`` (one value per record): numeric features as ``FP64`` (``INT64`` where the data set
 says integer; any numeric datatype of the protocol is taken), categorical ones as ``BYTES``
-(JSON strings). JSON ``null`` is a missing value, and so is ``NaN`` in a floating-point tensor
+(JSON strings; ``INT64`` for a categorical of integer codes). JSON ``null`` is a missing value, and so is ``NaN`` in a floating-point tensor
 of a nullable feature.
 The tensors become the same records ``/predict`` decodes (:func:`records_of`): they pass the same
 decoder, so a bad value gets the same message naming the record and the feature, and nothing
@@ -160,14 +160,22 @@ def _element_error(tensor: RequestInput, index: int, value: Any) -> BadTensors:
     return BadTensors(f"input `{tensor.name}`: element {index} is {value!r}, not a value of datatype {tensor.datatype}")
 
 
-def _checked(tensor: RequestInput, values: list[Any], *, numeric: bool, nullable: bool) -> list[Any]:
-    """The values of one feature's tensor, each of its datatype (``None`` for missing); NaN is missing where allowed."""
+def _checked(tensor: RequestInput, values: list[Any], *, numeric: bool, codes: bool, nullable: bool) -> list[Any]:
+    """The values of one feature's tensor, each of its datatype (``None`` for missing); NaN is missing where allowed.
+
+    ``codes``: a categorical of integer codes (``codes: integer``), sent as INT64 (or as BYTES).
+    """
     datatype = tensor.datatype
     if datatype not in DATATYPES:
         raise BadTensors(f"input `{tensor.name}`: datatype {datatype!r} is none of the protocol's ({', '.join(DATATYPES)})")
-    if not (datatype in INTEGERS or datatype in FLOATS if numeric else datatype == "BYTES"):
-        kind, wanted = ("numeric", "FP64 (or INT64 for an integer feature)") if numeric else ("categorical", "BYTES")
-        raise BadTensors(f"input `{tensor.name}`: datatype {datatype}, but `{tensor.name}` is a {kind} feature: send {wanted}")
+    if numeric:
+        allowed, kind, wanted = datatype in INTEGERS or datatype in FLOATS, "a numeric", "FP64 (or INT64 for an integer feature)"
+    elif codes:
+        allowed, kind, wanted = datatype in INTEGERS or datatype == "BYTES", "an integer-coded categorical", "INT64"
+    else:
+        allowed, kind, wanted = datatype == "BYTES", "a categorical", "BYTES"
+    if not allowed:
+        raise BadTensors(f"input `{tensor.name}`: datatype {datatype}, but `{tensor.name}` is {kind} feature: send {wanted}")
     out = list(values)
     for index, value in enumerate(values):
         if value is None:
@@ -207,7 +215,9 @@ def columns_of(request: InferenceRequest, services: Services) -> dict[str, list[
             raise BadTensors(f"input `{tensor.name}`: binary tensor data is not supported; send its values as JSON `data`")
         size, values = _flat(tensor)
         column = spec.numeric.get(tensor.name) or spec.categorical[tensor.name]
-        columns[tensor.name] = _checked(tensor, values, numeric=tensor.name in spec.numeric, nullable=column.nullable)
+        numeric = tensor.name in spec.numeric
+        codes = not numeric and spec.categorical[tensor.name].codes == "integer"
+        columns[tensor.name] = _checked(tensor, values, numeric=numeric, codes=codes, nullable=column.nullable)
         sizes[tensor.name] = size
     missing = [name for name in spec.features if name not in columns]
     if missing:
@@ -298,12 +308,16 @@ def _tensor_metadata(name: str, datatype: str) -> dict[str, Any]:
 
 
 def input_metadata(services: Services) -> list[dict[str, Any]]:
-    """One tensor per feature, as :func:`columns_of` takes them: numeric FP64 (INT64 if integer), categorical BYTES."""
+    """One tensor per feature, as :func:`columns_of` takes them: numeric FP64 (INT64 if integer), categorical
+    BYTES (INT64 for integer codes)."""
     spec = services.spec
-    return [
-        _tensor_metadata(name, ("INT64" if spec.numeric[name].integer else "FP64") if name in spec.numeric else "BYTES")
-        for name in spec.features
-    ]
+
+    def datatype(name: str) -> str:
+        if name in spec.numeric:
+            return "INT64" if spec.numeric[name].integer else "FP64"
+        return "INT64" if spec.categorical[name].codes == "integer" else "BYTES"
+
+    return [_tensor_metadata(name, datatype(name)) for name in spec.features]
 
 
 # --- the OpenAPI document -------------------------------------------------------------------
