@@ -33,16 +33,8 @@ README = PROJECT_DIR / "README.md"
 #: How long the stack may take to print its first champion before the fixture gives up (a hang guard).
 FIRST_CHAMPION_TIMEOUT = 1500
 
-# Not yet run to the end on a quiet machine (the session that wrote it ran out of time with eight
-# engineers on two cores): opt in until it has passed once, then remove this mark.
-pytestmark = [
-    pytest.mark.skipif(
-        os.environ.get("PRICE_PLATFORM_TEST_FIRST_DAY") != "1",
-        reason="opt-in until verified end to end: PRICE_PLATFORM_TEST_FIRST_DAY=1",
-    ),
-    # A hang guard above the fixture's own wait for the first champion (pytest's default is 900 s).
-    pytest.mark.timeout(FIRST_CHAMPION_TIMEOUT + 600),
-]
+# A hang guard above the fixture's own wait for the first champion (pytest's default is 900 s).
+pytestmark = pytest.mark.timeout(FIRST_CHAMPION_TIMEOUT + 600)
 
 
 @dataclass
@@ -189,15 +181,16 @@ def test_the_seeds_schedules_run_from_the_start(up: UpProcess) -> None:
         assert status.get(name) == "RUNNING", status
 
 
-def test_the_history_backfills_in_three_runs(up: UpProcess) -> None:
+def test_the_history_backfills_in_at_most_three_runs(up: UpProcess) -> None:
     backfill_id = up.wait_for(r"backfill: http://\S+/runs/b/(\w+)", 0).group(1)
     query = 'query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]})'
     query += " { ... on Runs { results { status } } } }"
     dagster = f"http://127.0.0.1:{up.ports['DAGSTER_PORT']}/graphql"
     body = httpx.post(dagster, json={"query": query, "variables": {"id": backfill_id}}, timeout=60).json()
     runs = body["data"]["runsOrError"]["results"]
-    # all months' ingestion in one run, one dbt build, one training run (not one run a month)
-    assert [run["status"] for run in runs] == ["SUCCESS"] * 3
+    # all months' ingestion in one run, one dbt build, one training run (not one run a month);
+    # Dagster may put ingestion and the dbt build, partitioned alike, in one run
+    assert 1 <= len(runs) <= 3 and all(run["status"] == "SUCCESS" for run in runs), runs
 
 
 def test_the_console_shows_progress_and_no_third_party_transcripts(up: UpProcess) -> None:
