@@ -16,7 +16,9 @@ with a holdout record as the source table holds it (integer codes stay integers)
 
 Figures per table: the champion's holdout ``datasets_<name>_r2`` and ``datasets_<name>_rmsle``;
 the same for the platform's ridge baseline (``_ridge_``) and for FLAML AutoML (``_flaml_``, a
-:data:`FLAML_SECONDS` budget, one job, the log of the price under RMSE), both fitted on the rows
+:data:`FLAML_SECONDS` budget, one job, the log of the price under RMSE, over those of its default
+learners whose packages are installed: without LightGBM and CatBoost, xgboost, xgb_limitdepth, rf and
+extra_tree), both fitted on the rows
 the champion was fitted on (the split's train and validation windows without the YAML's outlier
 rows) with the same inputs (the YAML's features plus its derived ones), measured on the same
 holdout; and ``datasets_<name>_seconds``, the wall time from ingestion to the ``/predict``
