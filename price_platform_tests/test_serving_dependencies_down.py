@@ -97,8 +97,6 @@ def test_without_mlflow_the_api_starts_health_answers_and_ready_is_503(started_w
     assert answers["model-info"].status_code == 503
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22.11: /ready answers only {'status': 'loading'}; the registry error is"
-                   " logged but not kept (fix: serving/model_store.py + controllers/health.py, see the probes report)")
 def test_without_mlflow_ready_says_why(started_without_mlflow) -> None:
     body = started_without_mlflow["ready"][-1].text.lower()
     assert "mlflow" in body or "registry" in body, body
@@ -153,9 +151,6 @@ def test_with_mlflow_stopped_the_loaded_model_keeps_answering(mlflow_stopped_aft
     assert answers["reload"].status_code < 500 or answers["reload"].status_code == 503, answers["reload"].text
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22.11: a reload whose registry read fails answers 200 'from 1 to 1' and"
-                   " nothing keeps the failure (fix: serving/model_store.py, controllers/health.py, controllers/model.py,"
-                   " controllers/admin.py; see the probes report)")
 def test_with_mlflow_stopped_ready_or_model_info_says_why_the_reload_failed(mlflow_stopped_after_loading) -> None:
     answers = mlflow_stopped_after_loading
     said = (answers["ready"].text + answers["model-info"].text).lower()

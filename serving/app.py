@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await asyncio.to_thread(services.log.stop)
+            await asyncio.to_thread(services.offpath.stop)  # the queued shadow and pairing scores are written
             await shared.close()
 
     body_components = components(schemas.openapi_components())

@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 import numpy as np
@@ -221,6 +222,7 @@ class ModelStore:
     current: LoadedModel | None = None
     artifact_refusals: Any = field(default_factory=list)  # list[ArtifactRefusal] (Any: Litestar inspects these types)
     rollout: Any = None  # serving.rollout.Rollout: the shadow and the canary beside the champion
+    registry_error: str | None = None  # why the last read of the registry failed (None: it answered)
     _lock: Any = field(default_factory=threading.Lock)  # (not `threading.Lock`: Litestar inspects these types)
     _rows: list[tuple[Any, ...]] = field(default_factory=list)
     _refused: dict[str, float] = field(default_factory=dict)  # version -> when it may be tried again
@@ -258,7 +260,12 @@ class ModelStore:
                 registry = read_registry(tracking_uri(self.settings), self.name)
             except Exception as error:  # noqa: BLE001 (registry unreachable: keep serving, try again later)
                 log.warning("cannot resolve %s@champion (%s): %s", self.name, reason, error)
+                self.registry_error = (
+                    f"cannot read {self.name}@champion from the model registry (MLflow) at"
+                    f" {urlsplit(tracking_uri(self.settings)).netloc} ({reason}): {type(error).__name__}"
+                )
                 return None
+            self.registry_error = None
             version, loaded = registry.champion, None
             if (
                 version is not None

@@ -129,6 +129,8 @@ class ErrorBody(msgspec.Struct, kw_only=True, omit_defaults=True):
 class Status(msgspec.Struct, kw_only=True):
     status: str
     model_version: str | None = None
+    #: Why the model registry could not be read at the last poll (the loaded model, if any, keeps serving).
+    detail: str | None = None
 
 
 class AdminRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

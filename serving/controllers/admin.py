@@ -45,13 +45,16 @@ class AdminController(Controller):
 
     @post("/reload", status_code=200, operation_class=json_body("AdminRequest", "Why (optional).", required=False),
           summary="Load the version the champion alias points to now",
-          opt={ERRORS: {503: "The audit log cannot be written, or no champion could be loaded."}})
+          opt={ERRORS: {503: "The audit log cannot be written, the model registry does not answer (the loaded model keeps"
+                                " serving), or no champion could be loaded."}})
     async def reload(self, request: Request, services: SharedServices) -> AdminResult:
         body = await _request(request, services)
         actor = f"api-key:{request.state.principal.key_id}"
         before = services.store.current.version if services.store.current else None
         await _audit(services, actor, "reload", {"reason": body.reason, "serving": before})
         await services.store.refresh(f"admin reload by {actor}")
+        if services.store.registry_error:
+            raise ServiceUnavailableException(f"{services.store.registry_error}; still serving {before}")
         after = services.store.current
         if after is None:
             raise ServiceUnavailableException("no champion could be loaded")

@@ -26,9 +26,10 @@ class HealthController(Controller):
         model = services.store.current
         if services.draining:
             return Response(Status(status="draining", model_version=model and model.version), status_code=503)
+        detail = services.store.registry_error
         if model is None:
-            return Response(Status(status="loading"), status_code=503)
-        return Response(Status(status="ready", model_version=model.version), status_code=200)
+            return Response(Status(status="loading", detail=detail), status_code=503)
+        return Response(Status(status="ready", model_version=model.version, detail=detail), status_code=200)
 
     @get("/metrics", summary="Prometheus metrics", include_in_schema=True, media_type="text/plain")
     async def metrics(self) -> Response[bytes]:

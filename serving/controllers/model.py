@@ -24,6 +24,7 @@ class ServedModelInfo(ModelInfo, kw_only=True):
     """:class:`~serving.schemas.ModelInfo` of the champion, with the rollout beside it."""
 
     rollout: RolloutInfo
+    registry_error: str | None  # why the last poll of the model registry failed (None: it answered)
 
 
 class ModelController(Controller):
@@ -48,4 +49,5 @@ class ModelController(Controller):
             artifact_verified=services.store.dsn is not None,
             artifact_refusals=[ArtifactRefusal(**vars(r)) for r in services.store.artifact_refusals],
             rollout=RolloutInfo(**services.store.rollout.describe()),
+            registry_error=services.store.registry_error,
         )
