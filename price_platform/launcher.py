@@ -339,9 +339,22 @@ class Stack:
             )
             time.sleep(poll)
         if status not in BACKFILL_SUCCEEDED:
-            raise RuntimeError(f"backfill {backfill_id} ended {status}: {self.dagster_url}/runs/b/{backfill_id}")
+            raise RuntimeError(f"backfill {backfill_id} ended {status}: {self.dagster_url}/runs/b/{backfill_id}"
+                               + "".join(f"\n  {failure}" for failure in self.step_failures(backfill_id)))
         report(f"backfill: done in {time.monotonic() - started:.0f} s")
         return backfill_id
+
+    def step_failures(self, backfill_id: str) -> list[str]:
+        """``step: first line of its error`` for each failed step of the backfill's failed runs."""
+        query = """query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}],
+            statuses: [FAILURE]}) { ... on Runs { results { eventConnection { events { __typename
+            ... on ExecutionStepFailureEvent { stepKey error { message } } } } } } } }"""
+        runs = self._graphql(query, {"id": backfill_id})["runsOrError"].get("results", [])
+        return [
+            f"{event['stepKey']}: {(event['error'] or {}).get('message', '').strip().splitlines()[0][:500]}"
+            for run in runs for event in run["eventConnection"]["events"]
+            if event["__typename"] == "ExecutionStepFailureEvent"
+        ]
 
     def partitions_requested(self, backfill_id: str) -> int:
         """How many data partitions the backfill covers."""
