@@ -65,8 +65,9 @@ def test_the_stack_starts_on_embedded_defaults_and_stops_everything(home: Path) 
 
 @pytest.mark.skipif(
     os.environ.get("PRICE_PLATFORM_TEST_FIRST_DAY") != "1",
-    reason="opt-in until verified end to end (its first run found the launcher bug fixed after it):"
-    " PRICE_PLATFORM_TEST_FIRST_DAY=1",
+    reason="opt-in, known to fail (issue 24.1): the first backfill of an arrival batch runs the dbt build as two"
+    " runs, and the second finds `price_data.int_sales_enriched` not yet built (relation does not exist);"
+    " PRICE_PLATFORM_TEST_FIRST_DAY=1 runs it",
 )
 def test_a_table_without_time_backfills_its_source_and_gets_a_first_champion(home: Path) -> None:
     """`make up` on a YAML-described table with no time column: its own source is the first arrival batch."""
