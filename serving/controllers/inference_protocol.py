@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from typing import Annotated, Any
 
@@ -50,17 +49,10 @@ from litestar.openapi.spec.enums import OpenAPIType
 
 from serving import metrics
 from serving.compression import OWN_COMPRESSION, json_answer
-from serving.controllers.predictions import (
-    canary_prices,
-    expecting_a_row,
-    new_ids,
-    score_off_path,
-)
-from serving.fast_path import capped_flags
+from serving.controllers.predictions import answer_records, expecting_a_row
 from serving.guards import requires
 from serving.model_store import LoadedModel
 from serving.openapi import DOCUMENT, ERRORS, json_body, to_schema
-from serving.prediction_log import LoggedPredictions
 from serving.rollout import CHAMPION_ROLE
 from serving.schemas import InvalidInput, decode
 from serving.services import Services, SharedServices, UnpriceableRecords
@@ -493,7 +485,6 @@ class InferenceController(_ProtocolController):
         started = time.perf_counter()
         _served(services, name)
         model = _model(services)
-        rollout = services.store.rollout
         if BINARY_HEADER in request.headers:
             raise _bad(model, f"binary tensor data ({BINARY_HEADER}) is not supported; send the tensors as JSON `data`")
         body = await request.body()
@@ -504,35 +495,17 @@ class InferenceController(_ProtocolController):
         except (BadTensors, InvalidInput) as error:
             raise _bad(model, str(error)) from None
         # from here on as /predict: the canary's share, the log, the shadow's scores and the metrics
-        key_id = request.state.principal.key_id
-        answering = model
-        if rollout.canary is not None:
-            answering = rollout.canary_for(key_id.encode() if key_id else body) or model
-        if answering is model:
-            role, values = CHAMPION_ROLE, await services.prices(model, records)
-        else:
-            role, answering, values = await canary_prices(services, answering, model, records)
-        spread = math.exp(answering.interval_log_halfwidth)
-        prices, lower, upper = values.tolist(), (values / spread).tolist(), (values * spread).tolist()
-        ids = new_ids(len(prices))
-        version = answering.version
-        capped = capped_flags(values, answering.predictor.band)
-        elapsed = time.perf_counter() - started
-        services.log.add(
-            LoggedPredictions(ids, datetime.now(UTC), version, records, prices, lower, upper, elapsed * 1000,
-                              key_id, capped, role)
+        done = await answer_records(
+            services, model, records, body, request.state.principal.key_id, started, INFER_LATENCY
         )
-        if rollout.active:
-            score_off_path(services.offpath, rollout, model, answering, ids, records)
-        metrics.answered(version, role, "ok").inc(len(prices))
-        INFER_LATENCY.observe(elapsed)
-        metrics.model_latency(version, role).observe(elapsed)
-        data = {"price": prices, "lower": lower, "upper": upper, "prediction_id": [str(i) for i in ids], "capped": capped}
-        answer: dict[str, Any] = {"model_name": name, "model_version": version}
+        data = {"price": done.prices, "lower": done.lower, "upper": done.upper,
+                "prediction_id": [str(i) for i in done.ids], "capped": done.capped}
+        answer: dict[str, Any] = {"model_name": name, "model_version": done.version}
         if inference.id is not msgspec.UNSET:
             answer["id"] = inference.id
         answer["outputs"] = [
-            {"name": output, "datatype": OUTPUTS[output], "shape": [len(prices)], "data": data[output]} for output in wanted
+            {"name": output, "datatype": OUTPUTS[output], "shape": [len(done.prices)], "data": data[output]}
+            for output in wanted
         ]
         return json_answer(request, msgspec.json.encode(answer))
 

@@ -14,7 +14,9 @@ import math
 import os
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -125,6 +127,54 @@ def score_off_path(
         scorer.submit(champion, CHAMPION_ROLE, ids, records)
 
 
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """One request's records as answered: already logged, counted, and queued for the shadow."""
+
+    version: str
+    ids: list[uuid.UUID]
+    prices: list[float]
+    lower: list[float]
+    upper: list[float]
+    capped: list[bool]
+
+
+async def answer_records(
+    services: Services, model: LoadedModel, records: list, body: bytes, key_id: str | None,
+    started: float, latency: Any,
+) -> Answered:
+    """Price ``records`` as every prediction route does (``/predict``, ``/v2/.../infer``).
+
+    The champion answers, or the canary for its share of keys (of bodies without a key); the
+    answer is logged under ``key_id``, queued for the shadow, counted, and its time since
+    ``started`` observed on ``latency`` (the route's histogram) and per version and role.
+    """
+    rollout = services.store.rollout
+    answering = model
+    if rollout.canary is not None:
+        answering = rollout.canary_for(key_id.encode() if key_id else body) or model
+    if answering is model:
+        role, values = CHAMPION_ROLE, await services.prices(model, records)
+    else:
+        role, answering, values = await canary_prices(services, answering, model, records)
+    spread = math.exp(answering.interval_log_halfwidth)
+    prices, lower, upper = values.tolist(), (values / spread).tolist(), (values * spread).tolist()
+    ids = new_ids(len(prices))
+    version = answering.version
+    capped = capped_flags(values, answering.predictor.band)
+    elapsed = time.perf_counter() - started
+    services.log.add(
+        LoggedPredictions(ids, datetime.now(UTC), version, records, prices, lower, upper, elapsed * 1000,
+                          key_id, capped, role)
+    )
+    if rollout.active:
+        score_off_path(services.offpath, rollout, model, answering, ids, records)
+    metrics.answered(version, role, "ok").inc(len(prices))
+    latency.observe(elapsed)
+    metrics.model_latency(version, role).observe(elapsed)
+    return Answered(version, ids, prices, lower, upper, capped)
+
+
 class PredictionsController(Controller):
     """Prices from the current champion."""
 
@@ -146,40 +196,20 @@ class PredictionsController(Controller):
     async def predict(self, request: Request, services: SharedServices) -> Response[PredictResponse]:
         started = time.perf_counter()
         model = serving_model(services)
-        rollout = services.store.rollout
         body = await request.body()
         try:
             data = decode(services.schemas.predict_decoder, body)
         except InvalidInput as error:
             raise invalid(error, model) from None
         records = data if isinstance(data, list) else [data]
-        key_id = request.state.principal.key_id
-        answering = model
-        if rollout.canary is not None:
-            answering = rollout.canary_for(key_id.encode() if key_id else body) or model
-        if answering is model:
-            role, values = CHAMPION_ROLE, await services.prices(model, records)
-        else:
-            role, answering, values = await canary_prices(services, answering, model, records)
-        spread = math.exp(answering.interval_log_halfwidth)
-        prices, lower, upper = values.tolist(), (values / spread).tolist(), (values * spread).tolist()
-        ids = new_ids(len(prices))
-        version = answering.version
-        capped = capped_flags(values, answering.predictor.band)
+        done = await answer_records(
+            services, model, records, body, request.state.principal.key_id, started, PREDICT_LATENCY
+        )
+        version = done.version
         predictions = [
             Prediction(prediction_id=i, price=p, lower=low, upper=high, model_version=version, capped=c)
-            for i, p, low, high, c in zip(ids, prices, lower, upper, capped, strict=True)
+            for i, p, low, high, c in zip(done.ids, done.prices, done.lower, done.upper, done.capped, strict=True)
         ]
-        elapsed = time.perf_counter() - started
-        services.log.add(
-            LoggedPredictions(ids, datetime.now(UTC), version, records, prices, lower, upper, elapsed * 1000,
-                              key_id, capped, role)
-        )
-        if rollout.active:
-            score_off_path(services.offpath, rollout, model, answering, ids, records)
-        metrics.answered(version, role, "ok").inc(len(predictions))
-        PREDICT_LATENCY.observe(elapsed)
-        metrics.model_latency(version, role).observe(elapsed)
         return json_answer(request, msgspec.json.encode(PredictResponse(model_version=version, predictions=predictions)))
 
     @post(
