@@ -1,9 +1,13 @@
 {#-
     One row per sale and segment column (long form), so segment statistics need no per-column SQL.
     One scan of the sales: each sale is spread over its segment columns with a lateral VALUES list.
+
+    The `depends_on` hint names `int_sales_enriched` outside the `if`: the manifest Dagster reads
+    is parsed without the `dataset` var (no segments), and a `ref` only inside the `if` would be
+    missing from its graph, so a backfill would start this model before `int_sales_enriched` exists.
 -#}
 {%- set spec = dataset() -%}
-
+-- depends_on: {{ ref('int_sales_enriched') }}
 {% if spec.segments -%}
 select
     sales.record_id,
