@@ -40,7 +40,9 @@ class Settings(BaseSettings):
         description="s3://bucket/prefix of MLflow's artifacts when they live in S3 (compose: MinIO); backups copy it"
         " (endpoint: MLFLOW_S3_ENDPOINT_URL).",
     )
-    mlflow_tracking_uri: str | None = Field(default=None, description="MLflow tracking server; unset: <home>/mlflow.")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking server; unset: the one `price-platform up` starts on `mlflow_port`."
+    )
 
     # --- data --------------------------------------------------------------------------
     dataset: Path = Field(default=DEFAULT_DATASET, description="YAML description of the price data set.")
@@ -166,6 +168,11 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking server every part of the platform talks to."""
+        return self.mlflow_tracking_uri or f"http://127.0.0.1:{self.mlflow_port}"
 
     @property
     def artifacts(self) -> Path:

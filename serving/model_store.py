@@ -91,11 +91,6 @@ class ArtifactRefusal:
     at: str
 
 
-def tracking_uri(settings: Settings) -> str:
-    """The MLflow tracking server the registry lives on."""
-    return settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}"
-
-
 @dataclass(frozen=True)
 class LoadedModel:
     """One warmed registry version and what the API reports about it."""
@@ -257,12 +252,12 @@ class ModelStore:
     def _refresh(self, reason: str) -> LoadedModel | None:
         with self._lock:  # one load at a time, whichever event loop or thread asks
             try:
-                registry = read_registry(tracking_uri(self.settings), self.name)
+                registry = read_registry(self.settings.tracking_uri, self.name)
             except Exception as error:  # noqa: BLE001 (registry unreachable: keep serving, try again later)
                 log.warning("cannot resolve %s@champion (%s): %s", self.name, reason, error)
                 self.registry_error = (
                     f"cannot read {self.name}@champion from the model registry (MLflow) at"
-                    f" {urlsplit(tracking_uri(self.settings)).netloc} ({reason}): {type(error).__name__}"
+                    f" {urlsplit(self.settings.tracking_uri).netloc} ({reason}): {type(error).__name__}"
                 )
                 return None
             self.registry_error = None
@@ -372,7 +367,7 @@ class ModelStore:
             raise integrity.IntegrityError(
                 f"{self.name} version {version}: no platform database to check the artifact's digests against"
             )
-        uri = tracking_uri(self.settings)
+        uri = self.settings.tracking_uri
         with tracking.using(uri):  # `models:/` downloads resolve against the global registry URI
             loaded = load_version(uri, self.name, version, dsn=self.dsn)
         rows = example_rows(loaded.input_example, self.spec, self.record_type) or self._rows

@@ -256,7 +256,7 @@ def run(args: argparse.Namespace) -> int:
     server = ensure_server(settings)
     migrate(server.dsn())
     host, port = args.host or settings.api_host, args.port or settings.exporter_port
-    tracking_uri = settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}"
+    tracking_uri = settings.tracking_uri
     http = serve(server.dsn(), tracking_uri, settings.model_name, host, port)
     log.info("pipeline metrics on http://%s:%s/metrics", host, port)
     try:

@@ -13,7 +13,7 @@ from price_platform.registry.promotion import PromotionRefused, rollback
 from serving.auth import audit
 from serving.guards import requires
 from price_platform.registry.announce import promotion_channel
-from serving.model_store import ModelRefused, tracking_uri
+from serving.model_store import ModelRefused
 from serving.openapi import ERRORS, json_body
 from serving.schemas import AdminRequest, AdminResult, InvalidInput, decode
 from serving.services import Services, SharedServices
@@ -76,7 +76,7 @@ class AdminController(Controller):
         settings = services.settings
         try:
             deployment = await asyncio.to_thread(
-                rollback, tracking_uri(settings), settings.model_name, dsn=services.dsn, actor=actor,
+                rollback, settings.tracking_uri, settings.model_name, dsn=services.dsn, actor=actor,
                 reason=body.reason or "rollback through the API",
             )
         except PromotionRefused as error:

@@ -34,7 +34,7 @@ class Monitoring(dg.ConfigurableResource):
             estimated_rmsle_rise_threshold=settings.estimated_rmsle_rise_threshold,
             holdout_months=settings.holdout_months,
             interval_coverage=settings.interval_coverage,
-            tracking_uri=settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}",
+            tracking_uri=settings.tracking_uri,
             model_name=settings.model_name,
             alert_webhook_url=settings.alert_webhook_url,
             partitions_ahead=settings.prediction_partitions_ahead,

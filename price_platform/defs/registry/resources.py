@@ -18,7 +18,7 @@ class ModelRegistry(dg.ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
         return cls(
-            tracking_uri=settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}",
+            tracking_uri=settings.tracking_uri,
             model_name=settings.model_name,
             promotion_margin=settings.promotion_margin,
             redis_url=settings.redis_url,

@@ -22,7 +22,7 @@ class Rollout(dg.ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings) -> Rollout:
         return cls(
-            tracking_uri=settings.mlflow_tracking_uri or f"http://127.0.0.1:{settings.mlflow_port}",
+            tracking_uri=settings.tracking_uri,
             model_name=settings.model_name,
             redis_url=settings.redis_url,
             alpha=settings.rollout_alpha,
