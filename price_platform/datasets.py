@@ -445,8 +445,21 @@ class DatasetSpec(BaseModel):
         return [*id_columns, *time_columns, *self.features, self.target]
 
     @property
+    def column_kinds(self) -> dict[str, Literal["number", "text"]]:
+        """Every record column and its storage: numbers (numeric features, target, year/month) or text."""
+        numbers = {*self.numeric, self.target}
+        if self.time is not None and self.time.column is None:
+            numbers |= set(self.time.columns)
+        return {column: "number" if column in numbers else "text" for column in self.columns}
+
+    @property
     def has_time(self) -> bool:
         return self.time is not None
+
+
+def month_key(year: int, month: int) -> str:
+    """Partition key of a calendar month (``YYYY-MM-01``): the key of a sale's month, or of a year's January."""
+    return f"{year:04d}-{month:02d}-01"
 
 
 def normalise_column(name: str) -> str:

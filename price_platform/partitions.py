@@ -6,7 +6,6 @@ is partitioned by arrival batch: a dynamic partition per landed file or load.
 
 from __future__ import annotations
 
-import calendar
 from datetime import date
 
 import dagster as dg
@@ -28,14 +27,3 @@ def sales_partitions(spec: DatasetSpec) -> dg.PartitionsDefinition:
         end = date(year + month // 12, month % 12 + 1, 1).isoformat()
     return dg.MonthlyPartitionsDefinition(start_date=start, end_date=end, fmt="%Y-%m-%d")
 
-
-def month_key(year: int, month: int) -> str:
-    """Partition key of a calendar month."""
-    return f"{year:04d}-{month:02d}-01"
-
-
-def month_bounds(partition_key: str) -> tuple[date, date]:
-    """First and last day of a monthly partition."""
-    first = date.fromisoformat(partition_key)
-    last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
-    return first, last

@@ -8,14 +8,11 @@ that break the data set's rules are left to validation, which sets those rows as
 
 from __future__ import annotations
 
-from typing import Literal
-
 import pandas as pd
 
-from price_platform.datasets import DatasetSpec, integer_code
+from price_platform.datasets import DatasetSpec, integer_code, month_key
 from price_platform.ingestion.errors import IngestionError
 from price_platform.ingestion.sources import SourceFrame
-from price_platform.partitions import month_key
 
 #: Column holding each record's 1-based row number in its source.
 ROW_NUMBER = "_row_number"
@@ -40,7 +37,7 @@ def typed_records(spec: DatasetSpec, source: SourceFrame, partition_key: str | N
     records = pd.DataFrame(index=frame.index)
     records[ROW_NUMBER] = range(1, len(frame) + 1)
     codes = {name for name, rule in spec.categorical.items() if rule.codes == "integer"}
-    for column, kind in column_kinds(spec).items():
+    for column, kind in spec.column_kinds.items():
         if kind == "text" and column in codes:
             records[column] = _codes(frame[column], column, source.name, records[ROW_NUMBER])
         elif kind == "text":
@@ -74,14 +71,6 @@ def regrouped(spec: DatasetSpec, frame: pd.DataFrame, name: str) -> pd.DataFrame
         values = flags.idxmax(axis=1).where(flags.any(axis=1), None)
         frame = frame.drop(columns=members).assign(**{group: values})
     return frame
-
-
-def column_kinds(spec: DatasetSpec) -> dict[str, Literal["number", "text"]]:
-    """Every record column and its storage: numbers (numeric features, target, year/month) or text."""
-    numbers = {*spec.numeric, spec.target}
-    if spec.time is not None and spec.time.column is None:
-        numbers |= set(spec.time.columns)
-    return {column: "number" if column in numbers else "text" for column in spec.columns}
 
 
 def _text(values: pd.Series) -> pd.Series:

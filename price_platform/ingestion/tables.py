@@ -18,7 +18,7 @@ from psycopg2.extras import Json, execute_values
 
 from price_platform.datasets import DatasetSpec
 from price_platform.ingestion.errors import IngestionError
-from price_platform.ingestion.records import PARTITION_KEY, ROW_NUMBER, column_kinds
+from price_platform.ingestion.records import PARTITION_KEY, ROW_NUMBER
 
 RAW_SALES = "raw_sales"
 SCHEMA = "price_data"
@@ -59,7 +59,7 @@ class PartitionLoad:
 
 def raw_sales_columns(spec: DatasetSpec) -> dict[str, str]:
     """Column name -> SQL type of ``raw_sales`` for a data set."""
-    data = {column: _SQL_TYPES[kind] for column, kind in column_kinds(spec).items()}
+    data = {column: _SQL_TYPES[kind] for column, kind in spec.column_kinds.items()}
     return {**METADATA_COLUMNS, **data}
 
 
@@ -160,7 +160,7 @@ def _json_record(spec: DatasetSpec, row: pd.Series) -> dict[str, object]:
 
 def read_partition(connection: psycopg2.extensions.connection, spec: DatasetSpec, partition_key: str) -> pd.DataFrame:
     """The records stored in one partition, typed as on ingestion (numbers as floats), with row numbers."""
-    kinds = column_kinds(spec)
+    kinds = spec.column_kinds
     columns = sql.SQL(", ").join(sql.Identifier(name) for name in [ROW_NUMBER, *kinds])
     query = sql.SQL("select {} from {} where _partition_key = %s order by _source, _source_file, _row_number").format(
         columns, sql.Identifier(SCHEMA, RAW_SALES)

@@ -6,7 +6,6 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 
 from price_platform.datasets import DatasetSpec
-from price_platform.ingestion.records import column_kinds
 
 #: pandas dtypes a column of each kind may have.
 TYPE_LISTS = {"number": ["float64", "float32", "int64", "int32", "Float64", "Int64"], "text": ["object", "string", "str"]}
@@ -15,7 +14,7 @@ TYPE_LISTS = {"number": ["float64", "float32", "int64", "int32", "Float64", "Int
 def build_suite(spec: DatasetSpec) -> gx.ExpectationSuite:
     """Columns and types, ranges, allowed categories, nulls, duplicate ids and target > target_min."""
     found: list[gxe.Expectation] = []
-    kinds = column_kinds(spec)
+    kinds = spec.column_kinds
     found.append(gxe.ExpectTableColumnsToMatchSet(column_set=list(kinds), exact_match=False))
     for column, kind in kinds.items():
         found.append(gxe.ExpectColumnValuesToBeInTypeList(column=column, type_list=TYPE_LISTS[kind]))
