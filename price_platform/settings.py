@@ -149,6 +149,11 @@ class Settings(BaseSettings):
         default=50_000, ge=2, description="Pairs after which a challenger not shown better is rolled back."
     )
     rollout_tuned_for: int = Field(default=2_000, ge=1, description="Pairs at which the gate's interval is tightest.")
+    rollout_after_retrain: bool = Field(
+        default=False,
+        description="A retrain's challenger that passes the holdout gate stays `challenger` for shadow, canary and the"
+        " sequential gate instead of being promoted at once (a first champion is still promoted).",
+    )
 
     # --- scale-out and operations -------------------------------------------------------
     executor: Literal["in_process", "multiprocess"] = Field(

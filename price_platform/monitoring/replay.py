@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +47,11 @@ class MonthOutcome:
     target_psi: float | None
     drift_detected: bool | None
     shocked: bool = False
+    note: str = ""  # what was done after its drift report (the demo: its live traffic), printed at the end of its line
+
+
+#: Called after each month's drift report with the month, its sales as landed and its outcome; returns a note.
+AfterMonth = Callable[[str, pd.DataFrame, MonthOutcome], str]
 
 
 def months_of(spec: DatasetSpec, sample: pd.DataFrame) -> list[str]:
@@ -64,6 +70,14 @@ def month_rows(spec: DatasetSpec, sample: pd.DataFrame, month: str) -> pd.DataFr
     return sample[chosen]
 
 
+def landed_rows(spec: DatasetSpec, sample: pd.DataFrame, month: str, price_factor: float = 1.0) -> pd.DataFrame:
+    """One month's sales as they land: prices times ``price_factor``, rounded."""
+    rows = month_rows(spec, sample, month)
+    if price_factor != 1.0:
+        rows = rows.assign(**{spec.target: (rows[spec.target] * price_factor).round()})
+    return rows
+
+
 def drop_month(landing: Path, spec: DatasetSpec, sample: pd.DataFrame, month: str, *, price_factor: float = 1.0) -> Path:
     """Write one month's sales, prices times ``price_factor``, to the landing folder.
 
@@ -72,10 +86,7 @@ def drop_month(landing: Path, spec: DatasetSpec, sample: pd.DataFrame, month: st
     landing.mkdir(parents=True, exist_ok=True)
     target = landing / f"sales_{month.replace('-', '_')}.csv"
     partial = landing / f".{target.name}.part"
-    rows = month_rows(spec, sample, month)
-    if price_factor != 1.0:
-        rows = rows.assign(**{spec.target: (rows[spec.target] * price_factor).round()})
-    rows.to_csv(partial, index=False)
+    landed_rows(spec, sample, month, price_factor).to_csv(partial, index=False)
     partial.replace(target)
     return target
 
@@ -163,7 +174,8 @@ def summary(outcomes: list[MonthOutcome], decided: list[tuple]) -> str:
         psi = "-" if item.target_psi is None else f"{item.target_psi:.3f}"
         retrain = "-" if item.drift_detected is None else ("yes" if item.drift_detected else "no")
         shock = f"  (prices x{SHOCK_FACTOR:g}: a simulated shock)" if item.shocked else ""
-        lines.append(f"{item.month}  {item.rows:5d}  {share:>13}  {psi:>9}  {retrain}{shock}")
+        note = f"  {item.note}" if item.note else ""
+        lines.append(f"{item.month}  {item.rows:5d}  {share:>13}  {psi:>9}  {retrain}{shock}{note}")
     lines.append("")
     lines.append("registry decisions:" if decided else "registry decisions: none")
     for created, action, old, new, reason, metrics in decided:
@@ -180,10 +192,11 @@ def months_to_replay(history: list[str], dsn: str, months: int, start: str | Non
 
 
 def replay(settings: Settings, dsn: str, months: int, start: str | None = None, *, wait: bool = True,
-           timeout: float = 900.0, shock: str | None = None) -> list[MonthOutcome]:
+           timeout: float = 900.0, shock: str | None = None, after_month: AfterMonth | None = None) -> list[MonthOutcome]:
     """Drop ``months`` months into the landing folder in order, waiting for each one's drift report.
 
     The prices of the month ``shock`` (one of those months) are multiplied by :data:`SHOCK_FACTOR`.
+    ``after_month`` (with ``wait``) runs after each month's drift report, before the next month lands.
     """
     spec = load_dataset(settings.dataset)
     sample = read_sample(spec)
@@ -198,6 +211,10 @@ def replay(settings: Settings, dsn: str, months: int, start: str | None = None, 
         if wait:
             wait_for_drift(dsn, f"{month}-01", since, timeout)
         outcomes.append(outcome(dsn, month, len(month_rows(spec, sample, month)), since, shocked=shocked))
+        if wait and after_month is not None:
+            factor = SHOCK_FACTOR if shocked else 1.0
+            outcomes[-1] = replace(outcomes[-1], note=after_month(month, landed_rows(spec, sample, month, factor),
+                                                                 outcomes[-1]))
         tqdm.write(f"{month}: {path.name} landed" + (f" with prices x{SHOCK_FACTOR:g}" if shocked else "")
                    + (f", drift detected: {outcomes[-1].drift_detected}" if wait else ""))
     return outcomes

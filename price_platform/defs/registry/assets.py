@@ -18,8 +18,20 @@ GROUP = "registry"
 def production_model(
     context: dg.AssetExecutionContext, model_evaluation: Evaluation, registry: ModelRegistry, warehouse: Warehouse
 ) -> dg.MaterializeResult:
-    """The alias ``champion`` moved to the evaluated challenger, with its ``deployments`` row."""
+    """The alias ``champion`` moved to the evaluated challenger, with its ``deployments`` row.
+
+    With ``live_rollout`` (setting ``rollout_after_retrain``) a challenger that passed the gate
+    against an existing champion is not promoted here: it stays ``challenger`` for shadow,
+    canary and the sequential gate of :mod:`price_platform.rollout`.
+    """
     margin = registry.promotion_margin
+    if registry.live_rollout and model_evaluation.champion_version is not None:
+        return dg.MaterializeResult(metadata={
+            "champion_version": model_evaluation.champion_version,
+            "challenger_version": model_evaluation.challenger_version,
+            "reason": "beats the champion on the holdout; left as challenger for the live rollout",
+            "holdout_rmsle": model_evaluation.challenger["rmsle"],
+        })
 
     def check(champion: str | None) -> Verdict:
         if champion == model_evaluation.champion_version:

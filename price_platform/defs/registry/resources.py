@@ -14,6 +14,7 @@ class ModelRegistry(dg.ConfigurableResource):
     model_name: str = "price-model"
     promotion_margin: float = 0.0
     redis_url: str | None = None  # where a new champion is announced to the API servers
+    live_rollout: bool = False  # a challenger that beats a champion is left to the live rollout, not promoted
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelRegistry:
@@ -22,4 +23,5 @@ class ModelRegistry(dg.ConfigurableResource):
             model_name=settings.model_name,
             promotion_margin=settings.promotion_margin,
             redis_url=settings.redis_url,
+            live_rollout=settings.rollout_after_retrain,
         )
