@@ -40,9 +40,10 @@ from price_platform.warehouse import connect, migrate
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
-#: Asset groups of the initial backfill: the data, its features, training and promotion. Every
-#: partitioned asset among them backfills in one run (their backfill policies), so the backfill is
-#: three runs one after the other: all months' ingestion, one dbt build, then training.
+#: Asset groups of the initial backfill: the data, its features, training and promotion. Monthly
+#: ingestion and the dbt build share a single-run backfill policy, so all months' ingestion and
+#: one dbt build are one run, then training is another. An arrival batch is three runs one after
+#: the other: its ingestion, its dbt build (the dbt assets run one batch per run), then training.
 BACKFILL_GROUPS = ("ingestion", "features", "training", "registry")
 PROMETHEUS_CONFIG_DIR = PROJECT_DIR / "grafana" / "prometheus"
 #: The Dagster webserver keeps a pool of storage connections; after PostgreSQL restarts, a pooled
@@ -276,13 +277,15 @@ class Stack:
 
         ``until`` (``YYYY-MM``) stops the data partitions at that month, so that the rest of the
         history can be replayed later. A data set without time has no partitions yet: its own
-        source becomes the first arrival batch.
+        source becomes the first arrival batch. A data set with no source of its own has nothing
+        to backfill (:func:`require_source`).
         """
+        spec = load_dataset(self.settings.dataset)
+        require_source(spec, self.settings.landing)
         self.wait_for_code_location()
         nodes = self._graphql(ASSET_GROUPS_QUERY, {})["assetNodes"]
         keys = [{"path": node["assetKey"]["path"]} for node in nodes if node["groupName"] in groups]
         params: dict[str, object] = {"assetSelection": keys, "title": f"initial backfill: {', '.join(groups)}"}
-        spec = load_dataset(self.settings.dataset)
         if spec.time is None:
             params["partitionNames"] = [self.add_arrival_batch(first_batch_key(spec))]
         elif until:
@@ -321,7 +324,7 @@ class Stack:
         return key
 
     def backfill(self, until: str | None, report: Callable[..., None], poll: float = 5.0) -> str:
-        """The initial backfill: every month's ingestion in one run, then one dbt run, then training.
+        """The initial backfill: the data's ingestion, its dbt build, then training (see ``BACKFILL_GROUPS``).
 
         ``report`` gets the backfill's URL, then at each poll a line marked ``progress=True``:
         partitions loaded of the total, the step that runs, the time since the start. Returns
@@ -430,6 +433,15 @@ def create_admin_key(dsn: str) -> str:
 
     _key_id, key = create_key(dsn, "admin", "created by price-platform up")
     return key
+
+
+def require_source(spec: DatasetSpec, landing: Path) -> None:
+    """Raise, saying where its records go instead, when the data set has no source for the first backfill."""
+    if spec.source.path is None and spec.source.query is None:
+        raise RuntimeError(
+            f"data set {spec.name!r} has no source.path or source.query, so there is nothing to backfill:"
+            f" put its CSV/Parquet files in the landing folder {landing}"
+        )
 
 
 def first_batch_key(spec: DatasetSpec) -> str:

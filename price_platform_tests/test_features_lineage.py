@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import dagster as dg
 
@@ -33,7 +34,7 @@ def test_every_ref_written_in_a_model_is_an_edge_of_the_parsed_manifest() -> Non
     assert checked >= 5
 
 
-def test_the_only_root_of_the_dbt_assets_is_staging_on_raw_sales(tmp_path) -> None:
+def test_the_only_root_of_the_dbt_assets_is_staging_on_raw_sales(tmp_path: Path) -> None:
     """A table without time: every dbt model waits for raw_sales, through staging."""
     (tmp_path / "used_cars.yaml").write_text(CARS_YAML)
     assets = build_dbt_assets(load_dataset(tmp_path / "used_cars.yaml"), dbt_project())

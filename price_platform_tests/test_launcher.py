@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -11,9 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from price_platform.launcher import Stack
+from price_platform.datasets import load_dataset
+from price_platform.launcher import Stack, require_source
 from price_platform.postgres import embedded_server
 from price_platform.settings import Settings
+from price_platform.warehouse import connect
 from price_platform_tests.conftest import free_port
 
 
@@ -63,14 +65,9 @@ def test_the_stack_starts_on_embedded_defaults_and_stops_everything(home: Path) 
     assert not embedded_server(settings).is_running()
 
 
-@pytest.mark.skipif(
-    os.environ.get("PRICE_PLATFORM_TEST_FIRST_DAY") != "1",
-    reason="opt-in, known to fail (issue 24.1): the first backfill of an arrival batch runs the dbt build as two"
-    " runs, and the second finds `price_data.int_sales_enriched` not yet built (relation does not exist);"
-    " PRICE_PLATFORM_TEST_FIRST_DAY=1 runs it",
-)
 def test_a_table_without_time_backfills_its_source_and_gets_a_first_champion(home: Path) -> None:
-    """`make up` on a YAML-described table with no time column: its own source is the first arrival batch."""
+    """`make up` on a YAML-described table with no time column: its own source is the first arrival batch,
+    and ingestion, the dbt build and training follow each other to a first champion with no other command."""
     from price_platform_tests.test_ingestion_arrivals import CARS_YAML, generate_cars
 
     generate_cars(400, 1, seed=3).to_csv(home / "cars.csv", index=False)
@@ -93,6 +90,9 @@ def test_a_table_without_time_backfills_its_source_and_gets_a_first_champion(hom
     try:
         with stack:
             stack.backfill(None, lambda line, progress=False: lines.append(line), poll=2.0)
+            with connect(stack.server.dsn()) as connection, connection.cursor() as cursor:
+                cursor.execute("select _partition_key, count(*) from price_data.raw_sales group by 1")
+                assert cursor.fetchall() == [("initial_used_cars", 400)]  # source.path, as one batch
             info = stack.wait_for_champion(None, timeout=600)
             assert info["version"] == "1"
             assert set(info["feature_schema"]) >= {"make", "mileage_km", "model_year"}
@@ -106,3 +106,16 @@ def test_a_table_without_time_backfills_its_source_and_gets_a_first_champion(hom
     finally:
         embedded_server(settings).stop()
     assert any(line.startswith("backfill: done") for line in lines), lines
+
+
+def test_a_data_set_without_a_source_of_its_own_is_not_backfilled_and_is_told_of_the_landing_folder(
+    home: Path,
+) -> None:
+    from price_platform_tests.test_ingestion_arrivals import CARS_YAML
+
+    (home / "used_cars.yaml").write_text(CARS_YAML)
+    require_source(load_dataset(home / "used_cars.yaml"), home / "landing")  # source.path: backfilled
+    (home / "landed_only.yaml").write_text(CARS_YAML.replace("source:\n  path: cars.csv\n", ""))
+    expected = f"nothing to backfill: put its CSV/Parquet files in the landing folder {home / 'landing'}"
+    with pytest.raises(RuntimeError, match=re.escape(expected)):
+        require_source(load_dataset(home / "landed_only.yaml"), home / "landing")
