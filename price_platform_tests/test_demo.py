@@ -1,13 +1,17 @@
 """The demo's reading of a failed initial backfill (only a refusal that kept an earlier champion is fine), of --shock,
 and the pieces of its safe-rollout path: the canary job's config, the replay and gate lines, the worse challenger."""
 
+import time
+import uuid
 from datetime import UTC, datetime
 
 import dagster as dg
+import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
 from sklearn.base import clone
+from test_serving_support import Champion, Server, champion, server_env  # noqa: F401 (fixture)
 
 from price_platform.defs.rollout.assets import canary, offline_replay
 from price_platform.defs.rollout.checks import replay_not_worse
@@ -26,7 +30,8 @@ from price_platform.demo import (
 from price_platform.registry import tracking
 from price_platform.registry.champion import load_version
 from price_platform.resources import Dataset, Warehouse
-from price_platform.rollout import gate, traffic
+from price_platform.rollout import SHADOW, gate, pairs, traffic
+from price_platform.rollout.live_traffic import send_sales
 from price_platform.rollout.mislabeled import (
     LABEL_FACTOR,
     fit_and_holdout_rows,
@@ -34,6 +39,7 @@ from price_platform.rollout.mislabeled import (
 )
 from price_platform.rollout.sequential import SequentialTest
 from price_platform.training.dataset import KEY_COLUMNS, read_features
+from price_platform.warehouse import connect
 from price_platform_tests.rollout_support import (  # noqa: F401 (fixtures)
     database,
     feed,
@@ -169,3 +175,47 @@ def test_a_mislabeled_challenger_is_fitted_on_its_window_with_scaled_prices(mlfl
     run = tracking.client(mlflow_server).get_run(made.run_id)
     assert run.data.tags["worse_on_purpose"] == f"version {champion} refitted on prices x{LABEL_FACTOR:g}"
     assert run.data.metrics["holdout_rmsle"] > 0.2
+
+
+def test_the_demos_traffic_and_feedback_give_the_gate_its_pairs_through_a_served_api(champion, tmp_path) -> None:
+    """Sales sent by ``send_sales`` to ``price-platform serve`` with a shadow: every answer's price comes back as
+    feedback and pairs with the shadow's off-path score, as the gate reads them."""
+    settings = champion.settings.model_copy(update={"model_name": f"demo-traffic-{uuid.uuid4().hex[:6]}"})
+    found = Champion(settings, champion.spec, champion.pipeline, champion.train, champion.holdout,
+                     champion.tracking_uri, champion.dsn)
+    version = found.register()
+    found.promote(version)
+    shadow = found.register()
+    tracking.client(found.tracking_uri).set_registered_model_alias(settings.model_name, SHADOW, shadow)
+    sales = found.holdout.head(40)
+    server = Server(server_env(settings), log_path=tmp_path / "server.log")
+    try:
+        server.wait_ready()
+        deadline = time.monotonic() + 120
+        while httpx.get(f"{server.url}/model-info").json()["rollout"]["shadow_version"] != shadow:
+            assert time.monotonic() < deadline, "the API never loaded the shadow"
+            time.sleep(0.5)
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            report = send_sales(client, found.spec, sales)
+        assert report.refused == 0 and report.answered_by == {version: 40} and report.fed_back == 40
+        deadline = time.monotonic() + 120
+        while True:
+            with connect(found.dsn) as connection:
+                found_pairs = pairs.paired_predictions(connection, version, shadow)
+            ours = found_pairs[found_pairs["prediction_id"].astype(str).isin(logged_ids(found.dsn, version))]
+            if len(ours) == 40 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    finally:
+        server.stop()
+    assert len(ours) == 40
+    assert sorted(ours["actual"]) == sorted(sales[found.spec.target].astype(float))
+    np.testing.assert_allclose(ours["challenger"], ours["champion"], rtol=1e-5)  # the same fit, registered twice
+    assert report.describe() == f"40 requests (v{version}: 40), 0 refused, 40 prices fed back"
+
+
+def logged_ids(dsn: str, version: str) -> set[str]:
+    """Prediction ids of the requests ``version`` answered, as text."""
+    with connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute("select prediction_id::text from monitoring.predictions where model_version = %s", (version,))
+        return {row[0] for row in cursor.fetchall()}
