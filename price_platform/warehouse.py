@@ -18,6 +18,9 @@ from importlib import resources
 import psycopg2
 import psycopg2.extensions
 
+from price_platform.postgres import PostgresServer, ensure_server
+from price_platform.settings import Settings
+
 log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK = 7_310_001
@@ -59,6 +62,16 @@ def migrate(dsn: str) -> list[str]:
     for name in applied:
         log.info("applied migration %s", name)
     return applied
+
+
+def platform_server(settings: Settings) -> PostgresServer:
+    """The platform's server, started when embedded, with its databases created and migrated.
+
+    Every process that reads or writes the platform database starts here.
+    """
+    server = ensure_server(settings)
+    migrate(server.dsn())
+    return server
 
 
 @contextmanager

@@ -1,6 +1,6 @@
 """The pipeline's numbers as Prometheus metrics: an exporter reading PostgreSQL and MLflow on each scrape.
 
-``price-platform exporter`` serves ``/metrics`` (default port ``Settings.exporter_port``).
+``price-platform exporter`` (:mod:`price_platform.commands.exporter`) serves ``/metrics`` (default port ``Settings.exporter_port``).
 Each scrape reads the latest rows the pipeline wrote (drift summaries and reports, live and
 holdout model metrics, the prediction log) and the registry's aliases, so what Prometheus
 sees is what the pipeline stored, never a copy kept in a process. A source that does not
@@ -11,9 +11,7 @@ Request metrics (latency, predictions, cache hits) are the API's: ``serving/metr
 
 from __future__ import annotations
 
-import argparse
 import logging
-import time
 from collections.abc import Iterator
 from wsgiref.simple_server import WSGIServer
 
@@ -240,28 +238,3 @@ def serve(dsn: str, tracking_uri: str | None, model_name: str, host: str, port: 
     """Start the exporter's HTTP server in a daemon thread; ``shutdown()`` the result to stop it."""
     server, _thread = start_http_server(port, addr=host, registry=build_registry(dsn, tracking_uri, model_name))
     return server
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=None, help="address to listen on (default: the API host)")
-    parser.add_argument("--port", type=int, default=None, help="port to listen on (default: exporter_port)")
-
-
-def run(args: argparse.Namespace) -> int:
-    from price_platform.postgres import ensure_server
-    from price_platform.settings import get_settings
-    from price_platform.warehouse import migrate
-
-    settings = get_settings()
-    server = ensure_server(settings)
-    migrate(server.dsn())
-    host, port = args.host or settings.api_host, args.port or settings.exporter_port
-    tracking_uri = settings.tracking_uri
-    http = serve(server.dsn(), tracking_uri, settings.model_name, host, port)
-    log.info("pipeline metrics on http://%s:%s/metrics", host, port)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        http.shutdown()
-    return 0

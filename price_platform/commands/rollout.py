@@ -9,10 +9,10 @@ import sys
 from mlflow.exceptions import MlflowException
 
 from price_platform.registry.announce import announce_champion
-from price_platform.registry.manual_checks import ManualContext
 from price_platform.rollout import gate, traffic
 from price_platform.rollout.sequential import SequentialTest
 from price_platform.settings import get_settings
+from price_platform.warehouse import platform_server
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = get_settings()
-    context = ManualContext.from_settings(settings)
-    uri, name, dsn = context.registry.tracking_uri, context.registry.model_name, context.warehouse.dsn
+    uri, name, dsn = settings.tracking_uri, settings.model_name, platform_server(settings).dsn()
     try:
         if args.step == "canary":
             state = traffic.set_canary(uri, name, args.share, dsn=dsn, actor=args.actor)
@@ -43,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{name} has no challenger to judge against a champion")
                 return 0
             if decided.acted and decided.status == gate.PROMOTED:
-                announce_champion(context.registry.redis_url, name, decided.challenger)
+                announce_champion(settings.redis_url, name, decided.challenger)
             print(f"{name} version {decided.challenger} vs {decided.champion}: {decided.status} ({decided.reason})")
             return 0
         else:
