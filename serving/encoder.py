@@ -106,7 +106,9 @@ class EncoderPlan:
         for lookup in self.lookups:
             codes = np.fromiter(map(lookup.vocabulary.__getitem__, columns[lookup.source]), dtype=np.intp, count=count)
             start, end = end, end + lookup.table.shape[1]
-            matrix[:, start:end] = lookup.table[codes]
+            # straight into the matrix's columns (indexing then assigning copies twice); "clip" lets take write
+            # into the strided columns without a buffer, and changes nothing: the vocabulary's codes are all rows
+            np.take(lookup.table, codes, axis=0, out=matrix[:, start:end], mode="clip")
         return matrix
 
     def encode_few(self, rows: Sequence[tuple[Any, ...]]) -> np.ndarray:
