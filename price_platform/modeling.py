@@ -209,6 +209,26 @@ def ordered_scales(spec: DatasetSpec) -> dict[str, dict[str, float]]:
     return {name: column.scores for name, column in spec.categorical.items() if column.scores is not None}
 
 
+class BoundedKernelRidge(KernelRidge):
+    """Exact :class:`~sklearn.kernel_ridge.KernelRidge` whose inputs are clipped to the training range of each column.
+
+    A polynomial kernel grows without bound outside the rows it was fitted on: a record ten
+    times the largest training area got a log price of 40. Clipped to ``input_min_`` and
+    ``input_max_`` (stored with the fitted model), such a record is priced as the nearest edge
+    of the training box, and records inside it are predicted as by plain kernel ridge.
+    """
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BoundedKernelRidge:  # noqa: N803 (sklearn naming)
+        rows = np.asarray(X, dtype=np.float64)
+        self.input_min_, self.input_max_ = rows.min(axis=0), rows.max(axis=0)
+        return super().fit(X, y, sample_weight=sample_weight)
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        if isinstance(X, pd.DataFrame):  # keeps the column names the fit saw
+            return super().predict(X.clip(self.input_min_, self.input_max_, axis=1))
+        return super().predict(np.clip(np.asarray(X, dtype=np.float64), self.input_min_, self.input_max_))
+
+
 class NystroemKernelRidge(RegressorMixin, BaseEstimator):
     """Polynomial kernel ridge on ``n_components`` landmark rows (Nystroem): time and memory linear in the rows.
 
@@ -219,6 +239,8 @@ class NystroemKernelRidge(RegressorMixin, BaseEstimator):
     left out): ``Z'Z`` and ``Z'y`` are summed ``chunk_rows`` rows at a time, so no n x n or
     n x ``n_components`` matrix is ever held, and the dual coefficients are
     ``K_CC^(-1/2) (Z'Z + alpha I)^(-1) Z'y``. With as many landmarks as rows it is exact kernel ridge.
+    Like :class:`BoundedKernelRidge` it clips the inputs it predicts to the training range of each
+    column (``input_min_``, ``input_max_``).
     """
 
     kernel = "polynomial"
@@ -264,7 +286,10 @@ class NystroemKernelRidge(RegressorMixin, BaseEstimator):
         kept = eigenvalues > eigenvalues.max(initial=0.0) * len(eigenvalues) * np.finfo(np.float64).eps
         whiten = vectors[:, kept] / np.sqrt(eigenvalues[kept])
         gram, moment = np.zeros((whiten.shape[1],) * 2), np.zeros(whiten.shape[1])
+        self.input_min_, self.input_max_ = np.full(width, np.inf), np.full(width, -np.inf)
         for start, chunk in self._chunks(X):
+            np.minimum(self.input_min_, chunk.min(axis=0, initial=np.inf), out=self.input_min_)
+            np.maximum(self.input_max_, chunk.max(axis=0, initial=-np.inf), out=self.input_max_)
             features = self._kernel(chunk, landmarks) @ whiten
             gram += features.T @ features
             moment += features.T @ target[start : start + len(chunk)]
@@ -274,7 +299,8 @@ class NystroemKernelRidge(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803
-        return np.concatenate([self._kernel(chunk, self.X_fit_) @ self.dual_coef_ for _, chunk in self._chunks(X)] or [np.zeros(0)])
+        parts = [self._kernel(np.clip(chunk, self.input_min_, self.input_max_), self.X_fit_) @ self.dual_coef_ for _, chunk in self._chunks(X)]
+        return np.concatenate(parts or [np.zeros(0)])
 
 
 def _float_rows(X: Any, rows: slice | np.ndarray) -> np.ndarray:  # noqa: N803
@@ -284,10 +310,13 @@ def _float_rows(X: Any, rows: slice | np.ndarray) -> np.ndarray:  # noqa: N803
 
 
 def kernel_member(spec: DatasetSpec, rows: int, params: Mapping[str, Any] | None = None, *, seed: int = 0) -> BaseEstimator:
-    """The blend's kernel ridge for ``rows`` training rows: exact up to ``model.exact_kernel_rows``, Nystroem above."""
+    """The blend's kernel ridge for ``rows`` training rows: exact up to ``model.exact_kernel_rows``, Nystroem above.
+
+    Either clips its inputs to their training range (:class:`BoundedKernelRidge`).
+    """
     settings = {**KERNEL_DEFAULTS, **dict(params or {})}
     if rows <= spec.model.exact_kernel_rows:
-        return KernelRidge(kernel="polynomial", **settings)
+        return BoundedKernelRidge(kernel="polynomial", **settings)
     return NystroemKernelRidge(**settings, n_components=spec.model.kernel_components, random_state=seed)
 
 

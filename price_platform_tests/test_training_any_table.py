@@ -15,6 +15,7 @@ from xgboost import XGBRegressor
 from price_platform.datasets import DatasetError, DatasetSpec, load_dataset
 from price_platform.modeling import (
     KERNEL_DEFAULTS,
+    BoundedKernelRidge,
     NystroemKernelRidge,
     OrderedScores,
     build_blend_pipeline,
@@ -73,7 +74,8 @@ def members(pipeline) -> dict[str, Any]:
 
 def test_kernel_ridge_is_exact_up_to_the_size_threshold_and_nystroem_above_it_and_both_compile() -> None:
     frame, fresh = table(600), table(200, seed=1)
-    for threshold, kind in ((600, KernelRidge), (599, NystroemKernelRidge)):
+    fresh.loc[:9, "size_m2"] *= 50  # far outside the training range: both kinds clip it, and so must serving
+    for threshold, kind in ((600, BoundedKernelRidge), (599, NystroemKernelRidge)):
         spec = table_spec(exact_kernel_rows=threshold, kernel_components=150)
         pipeline = fitted(spec, frame)
         kernel = members(pipeline)["kernel_ridge"]
@@ -88,13 +90,29 @@ def test_kernel_ridge_is_exact_up_to_the_size_threshold_and_nystroem_above_it_an
 def test_nystroem_on_every_row_is_kernel_ridge_and_its_chunks_do_not_change_it() -> None:
     generator = np.random.default_rng(4)
     rows, target = generator.normal(size=(300, 6)), generator.normal(size=300)
-    exact = KernelRidge(kernel="polynomial", **KERNEL_DEFAULTS).fit(rows, target)
+    exact = BoundedKernelRidge(kernel="polynomial", **KERNEL_DEFAULTS).fit(rows, target)
     every = NystroemKernelRidge(**KERNEL_DEFAULTS, n_components=300).fit(rows, target)
     fresh = generator.normal(size=(50, 6))
     np.testing.assert_allclose(every.predict(fresh), exact.predict(fresh), rtol=1e-6, atol=1e-8)
     few = NystroemKernelRidge(**KERNEL_DEFAULTS, n_components=40, chunk_rows=7).fit(rows, target)
     whole = NystroemKernelRidge(**KERNEL_DEFAULTS, n_components=40, chunk_rows=10_000).fit(rows, target)
     np.testing.assert_allclose(few.predict(fresh), whole.predict(fresh), rtol=1e-9, atol=1e-10)
+
+
+def test_kernel_ridge_prices_a_record_far_outside_its_training_range_as_the_edge_of_that_range() -> None:
+    generator = np.random.default_rng(5)
+    rows, target = generator.normal(size=(300, 6)), generator.normal(size=300)
+    far, edge = rows[:5].copy(), rows[:5].copy()
+    far[:, 0], edge[:, 0] = 100 * rows[:, 0].max(), rows[:, 0].max()
+    plain = KernelRidge(kernel="polynomial", **KERNEL_DEFAULTS).fit(rows, target)
+    assert np.abs(plain.predict(far) - plain.predict(edge)).min() > 1.0  # unclipped, the polynomial runs away
+    for model in (BoundedKernelRidge(kernel="polynomial", **KERNEL_DEFAULTS), NystroemKernelRidge(**KERNEL_DEFAULTS, n_components=60)):
+        model.fit(rows, target)
+        np.testing.assert_allclose(model.input_max_, rows.max(axis=0))
+        np.testing.assert_allclose(model.predict(far), model.predict(edge), rtol=1e-12)
+        inside = generator.uniform(rows.min(axis=0), rows.max(axis=0), size=(20, 6))
+        unclipped = model.predict(inside) if isinstance(model, NystroemKernelRidge) else KernelRidge.predict(model, inside)
+        np.testing.assert_allclose(model.predict(inside), unclipped, rtol=1e-12)
 
 
 def test_nystroem_memory_grows_with_its_chunks_and_landmarks_not_with_the_rows() -> None:

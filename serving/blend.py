@@ -161,6 +161,12 @@ class PolynomialKernel:
     gamma: float
     coef0: float
     degree: float
+    lower: np.ndarray | None = None  # inputs are clipped to [lower, upper] (the member's training range), if given
+    upper: np.ndarray | None = None
+
+    def clipped(self, columns: np.ndarray) -> np.ndarray:
+        """``columns`` clipped to the member's training range, as its ``predict`` clips them."""
+        return columns if self.lower is None else np.clip(columns, self.lower, self.upper)
 
     def quadratic(self) -> QuadraticForm | None:
         """The exact quadratic form of the kernel's prediction when the degree is 2, else ``None``."""
@@ -244,8 +250,8 @@ class CompiledBlend(CompiledPipeline):
         """Kernel ridge's log predictions (zeros for a blend of the trees alone)."""
         if self.kernel is None:
             return np.zeros(len(kernel_columns))
-        quadratic = self._quadratic
-        return self.kernel.against_rows(kernel_columns) if quadratic is None else quadratic(kernel_columns)
+        quadratic, columns = self._quadratic, self.kernel.clipped(kernel_columns)
+        return self.kernel.against_rows(columns) if quadratic is None else quadratic(columns)
 
     def blended(self, kernel: np.ndarray, trees: np.ndarray) -> np.ndarray:
         """Prices from both members' log predictions: weighted by their voting shares, exp, capped to the band."""
@@ -392,6 +398,8 @@ def _polynomial(fitted: KernelRidge | NystroemKernelRidge, width: int) -> Polyno
         gamma=1.0 / width if gamma is None else float(gamma),
         coef0=float(fitted.coef0),
         degree=float(fitted.degree),
+        lower=getattr(fitted, "input_min_", None),
+        upper=getattr(fitted, "input_max_", None),
     )
 
 
