@@ -150,10 +150,10 @@ def build_xgboost_pipeline(spec: DatasetSpec, params: Mapping[str, Any] | None =
 
 
 def build_ridge_baseline(spec: DatasetSpec, alpha: float = 10.0) -> Pipeline:
-    """Ridge regression on scaled numerics and one-hot categoricals, on log(price)."""
+    """Ridge regression on scaled numerics (gaps filled with the median, as the blend does) and one-hot categoricals, on log(price)."""
     encode = ColumnTransformer(
         [
-            ("numeric", StandardScaler(), numeric_inputs(spec)),
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), numeric_inputs(spec)),
             ("categorical", OneHotEncoder(handle_unknown="ignore", min_frequency=5), list(spec.categorical)),
         ]
     )
