@@ -348,17 +348,19 @@ class Stack:
         return backfill_id
 
     def step_failures(self, backfill_id: str) -> list[str]:
-        """``step: its error`` (its first line, the lines that say error, and its last) for each failed step
-        of the backfill's failed runs."""
+        """``step: its error`` (its first line, the lines that say error, and the last line of the exception
+        that caused it, the user code's own) for each failed step of the backfill's failed runs."""
         query = """query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}],
             statuses: [FAILURE]}) { ... on Runs { results { eventConnection { events { __typename
-            ... on ExecutionStepFailureEvent { stepKey error { message } } } } } } } }"""
+            ... on ExecutionStepFailureEvent { stepKey error { message causes { message } } } } } } } } }"""
         runs = self._graphql(query, {"id": backfill_id})["runsOrError"].get("results", [])
         failures = []
         for run in runs:
             for event in run["eventConnection"]["events"]:
                 if event["__typename"] == "ExecutionStepFailureEvent":
-                    lines = [line.strip() for line in (event["error"] or {}).get("message", "").splitlines() if line.strip()]
+                    error = event["error"] or {}
+                    text = "\n".join([error.get("message", ""), *(cause["message"] for cause in error.get("causes", []))])
+                    lines = [line.strip() for line in text.splitlines() if line.strip()]
                     said = [line for line in lines[1:] if "error" in line.lower()][:3]  # dbt's own lines
                     shown = lines[:1] + [line for line in said + lines[-1:] if line not in lines[:1]]
                     failures.append(f"{event['stepKey']}: {' | '.join(line[:300] for line in shown)}")
