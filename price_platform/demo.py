@@ -23,8 +23,10 @@ gives the shadow's and the canary's paired live errors; the daemon's ``gate_on_f
 runs the sequential gate, which promotes the challenger, rolls it back, or keeps waiting.
 ``--worse-challenger`` replaces the retrain's challenger by its pipeline refitted on prices
 times :data:`~price_platform.rollout.mislabeled.LABEL_FACTOR` (a label bug, registered past the
-holdout gate on purpose): the offline replay blocks its canary and the gate rolls it back on
-its shadow's errors. The summary prints every step and the gate's decision.
+holdout gate on purpose): the sequential gate rolls it back on its live errors. The offline
+replay blocks its canary first unless the replayed period favours higher prices (a replay of
+only the shocked month, whose prices are x1.8, does). The summary prints every step and the
+gate's decision.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 A label bug (prices in the wrong unit for a training run) that passed no gate: the demo's
 ``--worse-challenger`` registers it as ``challenger`` past the holdout gate, so that the checks
-of the live path are what must stop it (the offline replay blocks its canary, the sequential
-gate rolls it back on its shadow's live errors). Its holdout figure is measured on the real
+of the live path are what must stop it (the offline replay, unless the replayed prices favour
+it, blocks its canary; the sequential gate rolls it back on its live errors). Its holdout figure is measured on the real
 prices of the rows after its training window, so its registered metrics say it is worse.
 """
 
