@@ -15,8 +15,8 @@ import io
 import json
 import logging
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,9 +33,8 @@ from tqdm import tqdm
 from price_platform.datasets import DatasetSpec, load_dataset, normalise_column
 from price_platform.ingestion.errors import IngestionError
 from price_platform.ingestion.tables import METADATA_COLUMNS, ensure_raw_sales, raw_sales_columns
-from price_platform.postgres import ensure_server
 from price_platform.settings import get_settings
-from price_platform.warehouse import connect, migrate
+from price_platform.warehouse import connect, platform_server
 
 log = logging.getLogger(__name__)
 
@@ -386,10 +385,8 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         print(f"no Parquet files to load in {settings.landing}")
         return 1
-    server = ensure_server(settings)
-    migrate(server.dsn())
     loads = bulk_load(
-        server.dsn(), spec, paths, chunk_rows=args.chunk_rows,
+        platform_server(settings).dsn(), spec, paths, chunk_rows=args.chunk_rows,
         max_rejected_share=settings.max_rejected_share, show_progress=not args.no_progress,
         workers=args.workers,
     )

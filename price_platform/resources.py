@@ -11,9 +11,9 @@ import psycopg2.extensions
 import sqlalchemy as sa
 
 from price_platform.datasets import DatasetSpec, load_dataset
-from price_platform.postgres import PostgresServer, ensure_server
+from price_platform.postgres import PostgresServer
 from price_platform.settings import Settings
-from price_platform.warehouse import connect, migrate
+from price_platform.warehouse import connect, platform_server
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -45,9 +45,7 @@ class Warehouse(dg.ConfigurableResource):
             home=self.home,
             embedded_port=self.embedded_port,
         )
-        server = ensure_server(settings)
-        migrate(server.dsn())
-        return server
+        return platform_server(settings)
 
     @property
     def dsn(self) -> str:

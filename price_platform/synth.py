@@ -13,9 +13,9 @@ the chunk size, not by the number of rows.
 from __future__ import annotations
 
 import argparse
-import re
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -101,7 +101,10 @@ class SynthSource:
         planned[np.argsort(planned - exact)[:remainder]] += 1  # largest remainders first
         return [(int(m), int(n)) for m, n in zip(months, planned, strict=True) if n > 0]
 
-    def chunk(self, picks: np.ndarray, ramp: np.ndarray, month: int | None, options: SynthOptions, rng: np.random.Generator, first_id: int) -> pa.Table:
+    def chunk(
+        self, picks: np.ndarray, ramp: np.ndarray, month: int | None, options: SynthOptions, rng: np.random.Generator,
+        first_id: int,
+    ) -> pa.Table:
         """Resampled rows ``picks`` with noise and drift (``ramp`` in [0, 1] per row)."""
         spec = self.spec
         n = len(picks)
@@ -177,7 +180,10 @@ def generate(spec: DatasetSpec, sample: pd.DataFrame, options: SynthOptions) -> 
         first_id += rows
 
 
-def _chunks(source: SynthSource, pool: np.ndarray, rows: int, month: int | None, ramp: float, options: SynthOptions, rng: np.random.Generator, first_id: int) -> Iterator[pa.Table]:
+def _chunks(
+    source: SynthSource, pool: np.ndarray, rows: int, month: int | None, ramp: float, options: SynthOptions,
+    rng: np.random.Generator, first_id: int,
+) -> Iterator[pa.Table]:
     for start in range(0, rows, options.chunk_rows):
         n = min(options.chunk_rows, rows - start)
         picks = pool[rng.integers(0, len(pool), n)]
@@ -211,7 +217,8 @@ def write(spec: DatasetSpec, sample: pd.DataFrame, options: SynthOptions, out: P
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rows", type=int, required=True, help="number of records to make")
-    parser.add_argument("--drift", type=float, default=0.0, help="growth of sizes and prices from the first to the last month (0.2 = +20%%)")
+    parser.add_argument("--drift", type=float, default=0.0,
+                        help="growth of sizes and prices from the first to the last month (0.2 = +20%%)")
     parser.add_argument("--noise", type=float, default=0.05, help="noise as a share of each numeric column's spread")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the landing folder)")

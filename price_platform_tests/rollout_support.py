@@ -21,6 +21,7 @@ from price_platform.settings import Settings
 from price_platform.warehouse import connect, migrate
 from price_platform_tests.conftest import drop_databases
 
+
 @pytest.fixture(scope="module")
 def fitted(settings: Settings):
     spec = load_dataset(settings.dataset)

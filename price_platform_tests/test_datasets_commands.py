@@ -253,7 +253,8 @@ def test_check_without_a_file_checks_the_description_alone(tmp_path, capsys) -> 
     (tmp_path / "d.yaml").write_text("name: d\ntarget: price\nnumeric: {a: {min: 0}}\n")
     code, out, _ = _check(capsys, str(tmp_path / "d.yaml"))
     assert code == 0
-    assert out == f"OK: {tmp_path / 'd.yaml'} (no file given, none in source.path): target price, 1 numeric and 0 categorical features, time: none, id: none\n"
+    assert out == (f"OK: {tmp_path / 'd.yaml'} (no file given, none in source.path): target price, 1 numeric and 0"
+                   " categorical features, time: none, id: none\n")
 
 
 def test_init_folds_adjacent_exclusive_flags_without_a_prefix(tmp_path, capsys) -> None:

@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import http.server
+import os
 import re
 import shutil
 import ssl
 import subprocess
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -29,8 +29,8 @@ import psycopg2
 import pytest
 import redis
 import yaml
-
 from conftest import free_port, wait_for_port, which
+
 from price_platform.operations.backup import client as pg_client
 from price_platform.postgres import EmbeddedPostgres
 from price_platform.registry.announce import announce_champion, promotion_channel

@@ -12,9 +12,8 @@ from pathlib import Path
 import boto3
 import mlflow
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import free_port, wait_for_port
+from mlflow.tracking import MlflowClient
 
 BUCKET = "mlflow"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}

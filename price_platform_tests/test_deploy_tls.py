@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port, wait_for_port
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import free_port, wait_for_port
 from price_platform.operations.tls import TLSConfigError, uvicorn_tls
 from price_platform.settings import Settings
 

@@ -12,10 +12,10 @@ from price_platform.datasets import load_dataset
 from price_platform.modeling import read_sample
 from price_platform.monitoring import reports
 from price_platform.monitoring.drift import (
+    SKETCH_POINTS,
     CategoricalReference,
     DriftInputError,
     NumericReference,
-    SKETCH_POINTS,
     Reference,
     categorical_drift,
     compare,

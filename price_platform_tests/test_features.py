@@ -39,7 +39,7 @@ def own_warehouse(settings: Settings, suffix: str) -> Iterator[tuple[Settings, W
     own = settings.model_copy(update={"database_name": f"{settings.database_name}_{suffix}"})
     warehouse = Warehouse.from_settings(own)
     try:
-        warehouse.server  # creates and migrates the databases
+        assert warehouse.dsn  # starting the server creates and migrates the databases
         yield own, warehouse
     finally:
         warehouse.engine.dispose()

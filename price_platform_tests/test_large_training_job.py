@@ -11,6 +11,7 @@ import uuid
 import dagster as dg
 import numpy as np
 import pytest
+from test_scale_training import features, spec  # noqa: F401 (module fixtures: the synthetic features)
 
 from price_platform.defs.registry.resources import ModelRegistry
 from price_platform.defs.scale.assets import large_candidate_model, large_production_model
@@ -22,7 +23,6 @@ from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import DEFAULT_DATASET
 from price_platform.training.distributed import feature_partitions
 from price_platform.training.large_candidate import windows
-from test_scale_training import features, spec  # noqa: F401 (module fixtures: the synthetic features)
 
 ROUNDS = 20
 

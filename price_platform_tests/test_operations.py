@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from conftest import drop_databases
 from sqlalchemy.engine import make_url
 
 from price_platform.bulk_load import bulk_load
@@ -22,8 +23,6 @@ from price_platform.postgres import DATABASES, PostgresServer
 from price_platform.settings import DEFAULT_DATASET, Settings, get_settings
 from price_platform.synth import SynthOptions, write
 from price_platform.warehouse import migrate
-
-from conftest import drop_databases
 
 
 def fingerprint(server: PostgresServer) -> dict[str, tuple[int, str]]:

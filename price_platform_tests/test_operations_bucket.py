@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import boto3
 import pytest
+from conftest import drop_databases, free_port
 from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import make_url
 
-from conftest import drop_databases, free_port
 from price_platform.cli import main
 from price_platform.operations.backup import BUCKET_ARCHIVE, MANIFEST, BackupError, BackupManifest, backup
 from price_platform.operations.bucket import Bucket

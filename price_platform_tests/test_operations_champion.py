@@ -19,10 +19,11 @@ from pathlib import Path
 
 import psycopg2
 import pytest
+from conftest import drop_databases, free_port, wait_for_port
 from litestar.testing import TestClient
 from sqlalchemy.engine import make_url
+from test_serving_support import fit_pipeline, records, split, wait_ready
 
-from conftest import drop_databases, free_port, wait_for_port
 from price_platform.datasets import load_dataset
 from price_platform.modeling import read_sample
 from price_platform.operations.backup import backup
@@ -33,7 +34,6 @@ from price_platform.registry.versions import register_candidate
 from price_platform.settings import DEFAULT_DATASET, Settings
 from price_platform.warehouse import migrate
 from serving.app import create_app
-from test_serving_support import fit_pipeline, records, split, wait_ready
 
 MODEL = "roundtrip-model"
 

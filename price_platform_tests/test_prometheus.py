@@ -355,7 +355,7 @@ def test_pipeline_figures_reach_prometheus_as_stored(prometheus, stored_monitori
     assert value("drift_detected") == float(stored_monitoring_rows.drift_detected)
     assert value(f'model_accuracy{{model_version="{version}"}}') == pytest.approx(0.85)
     assert value(f'model_holdout_accuracy{{model_version="{version}"}}') == pytest.approx(0.88)
-    assert value(f'model_version_info{{alias="champion"}}') == 1.0
+    assert value('model_version_info{alias="champion"}') == 1.0
     assert value(f'model_estimated_rmsle{{model_version="{version}", bound="estimate"}}') == pytest.approx(0.17)
     assert value(f'model_live_error{{model_version="{version}", metric="rmsle"}}') == pytest.approx(0.14)
     assert value(f'interval_coverage{{model_version="{version}", segment="bldg_type=1Fam"}}') == pytest.approx(0.93)

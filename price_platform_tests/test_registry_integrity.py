@@ -24,6 +24,7 @@ import yaml
 from litestar.testing import TestClient
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
+from test_serving_support import records, wait_ready
 
 from price_platform.datasets import load_dataset
 from price_platform.modeling import build_blend_pipeline, build_xgboost_pipeline, read_sample
@@ -37,7 +38,6 @@ from price_platform.settings import Settings
 from price_platform.warehouse import connect
 from serving.app import create_app
 from serving.fast_path import compile_pipeline
-from test_serving_support import records, wait_ready
 
 PASSED = lambda _champion: Verdict(True, "test")  # noqa: E731
 

@@ -15,9 +15,9 @@ import pandas as pd
 import psycopg2
 import pytest
 import xgboost as xgb
+from conftest import drop_databases
 from sqlalchemy.engine import make_url
 
-from conftest import drop_databases
 from price_platform.bulk_load import bulk_load
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.modeling import read_sample

@@ -6,8 +6,8 @@ import logging
 
 import httpx
 import pytest
-
 from conftest import free_port
+
 from price_platform.monitoring.alerts import send_alert
 from serving.auth import AuditUnavailable, audit
 

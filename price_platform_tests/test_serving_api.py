@@ -12,11 +12,11 @@ import numpy as np
 import psycopg2
 import pytest
 from litestar.testing import TestClient
+from test_serving_support import HALF_WIDTH, Champion, champion, records, wait_ready  # noqa: F401 (fixture)
 
 from serving import app as serving_app
 from serving.app import SWITCH_INTERVAL_SECONDS, create_app
 from serving.model_store import YOUNG_COLLECTION_THRESHOLD
-from test_serving_support import HALF_WIDTH, Champion, champion, records, wait_ready  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,8 @@ def test_predictions_and_feedback_are_logged(client: TestClient, champion: Champ
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with psycopg2.connect(champion.dsn) as connection, connection.cursor() as cursor:
-            cursor.execute("select prediction_id::text, features, key_id from monitoring.predictions where prediction_id = any(%s::uuid[])", (ids,))
+            cursor.execute("select prediction_id::text, features, key_id from monitoring.predictions"
+                           " where prediction_id = any(%s::uuid[])", (ids,))
             logged = cursor.fetchall()
             cursor.execute("select actual from monitoring.actuals where prediction_id = %s", (ids[0],))
             actual = cursor.fetchone()

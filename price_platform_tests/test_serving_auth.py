@@ -16,13 +16,13 @@ import psycopg2
 import pytest
 from litestar.testing import AsyncTestClient, TestClient
 from sqlalchemy.engine import make_url
+from test_serving_support import Champion, add_versions, champion, records, wait_ready  # noqa: F401 (fixture)
 
 from price_platform import cli
 from price_platform.settings import get_settings
-from serving.app import create_app
 from serving import auth
+from serving.app import create_app
 from serving.auth import create_key, list_keys, revoke_key
-from test_serving_support import Champion, add_versions, champion, records, wait_ready  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")

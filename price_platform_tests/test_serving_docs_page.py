@@ -7,11 +7,11 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-
 from browser_support import Browser
 from conftest import which
-from serving.openapi import SWAGGER_ASSETS
 from test_serving_support import Champion, Server, champion, server_env  # noqa: F401 (fixture)
+
+from serving.openapi import SWAGGER_ASSETS
 
 OPERATIONS = "Array.from(document.querySelectorAll('.opblock-summary-path')).map(e => e.getAttribute('data-path'))"
 

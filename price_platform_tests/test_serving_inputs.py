@@ -6,9 +6,9 @@ import json
 
 import pytest
 from litestar.testing import TestClient
+from test_serving_support import Champion, champion, records, wait_ready  # noqa: F401 (fixture)
 
 from serving.app import create_app
-from test_serving_support import Champion, champion, records, wait_ready  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,10 @@ import uuid
 
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from test_serving_support import Champion, champion, wait_ready  # noqa: F401 (fixture)
 
 from serving import metrics
 from serving.app import create_app
-from test_serving_support import Champion, champion, wait_ready  # noqa: F401 (fixture)
 
 
 def request_counts() -> dict[tuple[str, str], float]:

@@ -17,12 +17,7 @@ import httpx
 import psycopg2
 import pytest
 import redis
-
 from conftest import free_port, wait_for_port, which
-from price_platform.postgres import EmbeddedPostgres, PostgresServer
-from price_platform.registry.integrity import record_digests, recorded_digests
-from price_platform.warehouse import migrate
-from serving.model_store import promotion_channel
 from sqlalchemy.engine import make_url
 from test_serving_support import (  # noqa: F401 (fixture)
     Champion,
@@ -33,6 +28,11 @@ from test_serving_support import (  # noqa: F401 (fixture)
     run_load,
     server_env,
 )
+
+from price_platform.postgres import EmbeddedPostgres, PostgresServer
+from price_platform.registry.integrity import record_digests, recorded_digests
+from price_platform.warehouse import migrate
+from serving.model_store import promotion_channel
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
+from test_serving_support import Champion, Server, champion, records, run_load, server_env  # noqa: F401 (fixture)
 
 from price_platform.modeling import build_xgboost_pipeline
 from price_platform.registry import tracking
@@ -33,7 +34,6 @@ from serving.model_store import LoadedModel
 from serving.prediction_log import LoggedPredictions, PredictionLog
 from serving.rollout import NO_ROLLOUT, OffPathScorer, Rollout, bucket
 from serving.schemas import build_schemas
-from test_serving_support import Champion, Server, champion, records, run_load, server_env  # noqa: F401 (fixture)
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 The routes come from the app's own route table, so a route added later is probed without a
 change here. Public routes (health, readiness, metrics, the docs and the schema, v2 health)
-answer without a key (a page of the docs that does not exist is a 404, never a 401); every other route answers 401 without a key and with a bad one, and a
-``predict`` key is refused (403) on ``/admin/*`` and admitted elsewhere. No probe gets a 5xx.
+answer without a key (a page of the docs that does not exist is a 404, never a 401); every other
+route answers 401 without a key and with a bad one, and a ``predict`` key is refused (403) on
+``/admin/*`` and admitted elsewhere. No probe gets a 5xx.
 """
 
 from __future__ import annotations

@@ -23,7 +23,10 @@ def records() -> pd.DataFrame:
 
 
 def expectations(spec: DatasetSpec) -> dict[tuple[str, str | None], dict]:
-    return {(e.configuration.type, e.configuration.kwargs.get("column")): dict(e.configuration.kwargs) for e in build_suite(spec).expectations}
+    return {
+        (e.configuration.type, e.configuration.kwargs.get("column")): dict(e.configuration.kwargs)
+        for e in build_suite(spec).expectations
+    }
 
 
 def test_the_suite_follows_the_description() -> None:

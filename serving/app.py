@@ -15,17 +15,16 @@ import sys
 from collections.abc import AsyncIterator
 
 from litestar import Litestar, Request, Response
+from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.config.compression import CompressionConfig
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
-from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from price_platform.datasets import DatasetSpec, load_dataset
-from price_platform.postgres import ensure_server
 from price_platform.settings import Settings, get_settings
-from price_platform.warehouse import migrate
+from price_platform.warehouse import platform_server
 from serving import auth, compression, metrics
 from serving.batching import MicroBatcher
 from serving.cache import SharedStore, redis_client
@@ -53,9 +52,7 @@ SWITCH_INTERVAL_SECONDS = 0.0002
 
 def platform_dsn(settings: Settings) -> str:
     """The platform database (migrated), for logs, keys and the audit log."""
-    server = ensure_server(settings)
-    migrate(server.dsn())
-    return server.dsn()
+    return platform_server(settings).dsn()
 
 
 def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str | None = None) -> Litestar:

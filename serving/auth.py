@@ -13,11 +13,11 @@ Admin actions are written to ``model_registry.audit_log``.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
-import asyncio
 import secrets
 import threading
 import time

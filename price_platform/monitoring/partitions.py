@@ -9,8 +9,8 @@ because PostgreSQL refuses to attach a range that the DEFAULT partition still ho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import re
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 import psycopg2.extensions

@@ -312,7 +312,7 @@ def train_large(
     encoder = FeatureEncoder(spec, categories)
     if client is not None or use_dask(settings, rows):
         engine = "dask"
-        with _client(settings, client) as dask_client:
+        with _DaskClient(settings, client) as dask_client:
             booster = train_on_dask(dask_client, dsn, spec, keys, encoder, params=params, rounds=rounds)
     else:
         engine = "chunked"
@@ -324,7 +324,7 @@ def train_large(
     return LargeTraining(booster, pipeline, engine, rows, keys, seconds)
 
 
-class _client:
+class _DaskClient:
     """The given Dask client, or one connected to the settings' scheduler (or a local cluster), closed after."""
 
     def __init__(self, settings: Settings, client) -> None:
@@ -349,7 +349,9 @@ class _client:
             resource.close()
 
 
-def predict_partitions(booster: xgb.Booster, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def predict_partitions(
+    booster: xgb.Booster, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(log-price predictions, log-price labels) partition by partition, for evaluation at scale."""
     for key in keys:
         table = read_partition(dsn, spec, key, dictionary=True)

@@ -113,7 +113,9 @@ class LargeCandidate:
     plotted: tuple[np.ndarray, np.ndarray] = field(repr=False)  # (actual, predicted) of a holdout sample
 
 
-def _predictions(training: LargeTraining, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder) -> tuple[np.ndarray, np.ndarray]:
+def _predictions(
+    training: LargeTraining, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder
+) -> tuple[np.ndarray, np.ndarray]:
     """(predicted, actual) prices over the given partitions."""
     pairs = list(predict_partitions(training.booster, dsn, spec, keys, encoder))
     predicted = np.concatenate([p for p, _ in pairs]).astype("float64")

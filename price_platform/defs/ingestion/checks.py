@@ -5,7 +5,6 @@ partitions it covers.
 """
 
 from collections.abc import Iterator
-
 from typing import TYPE_CHECKING
 
 import dagster as dg

@@ -3,9 +3,8 @@
 import dagster as dg
 from mlflow.entities.model_registry import ModelVersion
 
-from price_platform.registry.champion import ChampionModel
-
 from price_platform.monitoring.reports import Thresholds
+from price_platform.registry.champion import ChampionModel
 from price_platform.settings import Settings
 
 

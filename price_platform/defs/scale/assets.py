@@ -12,10 +12,10 @@ from pathlib import Path
 
 import dagster as dg
 
+from price_platform.defs.metadata import markdown_table, png
 from price_platform.defs.registry.assets import announced
 from price_platform.defs.registry.resources import ModelRegistry
 from price_platform.defs.scale.resources import ScaleTraining
-from price_platform.defs.metadata import markdown_table, png
 from price_platform.defs.training.assets import FEATURES
 from price_platform.defs.training.resources import TrainingConfig
 from price_platform.registry.promotion import metric_gate, promote
