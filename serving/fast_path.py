@@ -14,29 +14,39 @@ this module the XGBoost pipeline and :mod:`serving.blend` the blend of kernel ri
 pipeline of any other shape raises :class:`NotCompilable` and is served by
 :class:`PipelinePredictor` instead.
 
-Where a 1,000-record ``/predict`` of the default blend spends its CPU (issue 19.3; profiled in
-one process with ``time.process_time`` splits and cProfile of the app called as ASGI, then the
-app under uvicorn on loopback; loaded 2-core host, so in units of the comparator, the booster's
-own ``inplace_predict`` on the encoded float32 records, 19.4 ms of CPU in that run):
+Where a 1,000-record ``/predict`` of the default blend spends its CPU (issue 19.3; each step of
+the request path timed in one process with ``time.thread_time``, in turn, 40 rounds, medians;
+loaded 2-core host, load average about 11; in units of the comparator, the booster's own
+``inplace_predict`` on the encoded float32 records, 14.4 ms of CPU in that run):
 
-* the booster itself, 0.95 (float32 copy included); kernel ridge's quadratic form, 0.22;
-* encoding (:meth:`serving.encoder.EncoderPlan.encode_many`), 0.32: Python objects into arrays
-  (transposing the records, numeric values with None as NaN, 40 dictionary look-ups a record)
-  about two thirds of it, table gathers the rest; picking each member's columns, 0.04;
-* JSON into msgspec records (:func:`serving.schemas.decode`, with the schema's checks), 0.19;
-  records to tuples, 0.01;
-* the answer (floats to lists, 1,000 ids, the structs, JSON, gzip), 0.08 in all;
-* the two-thread split of :meth:`serving.blend.CompiledBlend.predict`, about 0.2 over its parts
-  on one thread (1.75 against 1.53: a second booster call with its fixed cost of 1-1.8 ms of CPU,
-  and both cores busy).
+* the booster, 1.0; kernel ridge, 0.35 in the sequence (its quadratic form timed alone, 3.7 ms,
+  0.26);
+* encoding (:meth:`serving.encoder.EncoderPlan.encode_many`), 0.36: the 40 categorical inputs'
+  dictionary look-ups 1.2 ms, numeric values with None as NaN into float64 0.8 ms, the table
+  rows 0.6 ms, transposing the records 0.3 ms; each member's columns (kernel ridge's picked,
+  the trees' taken in float32), 0.11;
+* JSON into msgspec records (:func:`serving.schemas.decode`, with the schema's checks), 0.18
+  (2.2 ms, 30 ns a field; ``json.loads`` alone takes 9.6 ms); records to tuples, 0.06;
+* the answer (floats to lists, 1,000 ids, the structs, JSON, gzip), 0.18.
 
-The whole server (uvicorn and the app, no log database) used 1.88 times the comparator's CPU.
-So the issue's ``batch_cpu_per_row_vs_inplace <= 1.5`` is not reached with XGBoost as the tree
-engine: the booster, kernel ridge and decoding alone are 1.41, and the Python-object part of
-encoding another 0.2. Tried and not kept: filling each member's matrix straight from the
-lookup tables (no internal layout, the trees' matrix directly in float32) measured no change
-(6.9 ms either way); kernel ridge's projection in float32 took 2.4 instead of 4.3 ms and moved
-prices by at most 7e-8, but the quadratic form is held to 1e-9 of the kernel by its tests.
+Those parts add up to 2.25 on one thread; the server under ``make bench BENCH=serving`` used
+2.68 times the comparator's CPU in that run (1.88-2.02 in quieter runs), the rest being the
+two-thread split of :meth:`serving.blend.CompiledBlend.predict` (a second booster call with its
+fixed cost of 1-1.8 ms of CPU, both cores busy), uvicorn and Litestar. So the issue's
+``batch_cpu_per_row_vs_inplace <= 1.5`` is not reached with XGBoost as the tree engine and kernel
+ridge in float64: the booster, kernel ridge and decoding alone are 1.4-1.5 before one value is
+encoded, and encoding is at Python's own cost per value (about 30 ns a look-up). Tried and not
+kept: filling each member's matrix straight from the lookup tables (no internal layout, the
+trees' matrix directly in float32) measured no change (6.9 ms either way); kernel ridge's
+projection in float32 took 2.4 instead of 4.3 ms and moved prices by at most 7e-8, but the
+quadratic form is held to 1e-9 of the kernel by its tests; the categorical codes with
+``pandas.factorize`` (1.3 ms per column, 1.8 ms over all columns at once, against 1.2 ms),
+``operator.itemgetter`` (1.6 ms) or a list comprehension (2.1 ms); the numeric values through a
+2-D object array (1.0 ms to build it, 0.7 ms to convert). Not tried, by estimate: kernel ridge's
+projection precomputed per category (a 248-wide float64 row gathered per categorical input and
+record, about 80 MB of memory traffic per 1,000 records, more than the product it replaces).
+Kept: the table rows written straight into the matrix (``np.take`` with ``out``, 0.72 to
+0.57 ms) and the trees' float32 columns taken from the encoding cast once (0.57 to 0.29 ms).
 
 Build or buy (issue 19.4, ``benchmarks/serving_compilers.py``; one run, loaded host, median CPU
 times on one thread, wall clock in the bench's figures). Neither compiler can express the
