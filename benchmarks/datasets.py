@@ -57,10 +57,10 @@ from price_platform.launcher import BACKFILL_GROUPS, Stack, first_batch_key
 from price_platform.modeling import DerivedFeatures, build_ridge_baseline
 from price_platform.partitions import ARRIVAL_BATCHES, sales_partitions
 from price_platform.settings import Settings, get_settings
+from price_platform.testing import SYSTEM_POSTGRES, drop_databases, free_port
 from price_platform.training.dataset import TrainingSplit, without_area_outliers
 from price_platform.training.evaluation import Evaluation
 from price_platform.training.metrics import regression_metrics
-from price_platform_tests.conftest import SYSTEM_POSTGRES, drop_databases, free_port
 
 COMMAND = "make bench BENCH=datasets"
 TABLES_DIR = Path(__file__).resolve().parent / "datasets"

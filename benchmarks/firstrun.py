@@ -30,6 +30,7 @@ import httpx
 
 from benchmarks.results import Result
 from price_platform.postgres import EmbeddedPostgres
+from price_platform.testing import free_port
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 COMMAND = "make bench BENCH=firstrun"
@@ -38,14 +39,6 @@ GOAL_SECONDS = 300.0
 BEFORE_SECONDS = 1354.0
 TIMEOUT_SECONDS = 1800.0
 PORTS = ("EMBEDDED_PORT", "DAGSTER_PORT", "MLFLOW_PORT", "API_PORT", "EXPORTER_PORT", "PROMETHEUS_PORT")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Console:

@@ -54,25 +54,18 @@ def run() -> list[Result]:
     return results
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_size(rows: int) -> list[Result]:
     from sqlalchemy.engine import make_url
 
     from price_platform.postgres import EmbeddedPostgres, PostgresServer
+    from price_platform.testing import free_port
     from price_platform.warehouse import migrate
 
     name = label(rows)
     folder = WORK / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    embedded = EmbeddedPostgres(folder / "postgres", _free_port())
+    embedded = EmbeddedPostgres(folder / "postgres", free_port())
     embedded.start()
     try:
         server = PostgresServer(server_url=make_url(embedded.url), database_name="price_platform")

@@ -15,7 +15,7 @@ their pruner depends only on the scores, so both runs of a kind are the same com
 (a study of ``settings.n_trials`` trials, its time limit only a safety net, then the candidate
 fitted with the best trial's settings, exactly as the training assets do) with the seeds
 :data:`SEEDS` for the study's sampler and the models; FLAML's 180 s AutoML scores 0.143 on this
-split (issue 16). Alone: ``python -m benchmarks.training --seeds``.
+split (issue 16). Alone: ``python -m benchmarks.training --seeds`` (it too writes ``results.json``).
 
 ``large_table_peak_rss_gib``: the candidate's fit (:func:`~price_platform.training.candidate.fit_candidate`:
 calibration fit, validation predictions, refit on train + validation, holdout predictions, ridge
@@ -58,11 +58,12 @@ from price_platform.defs.training.assets import (
 )
 from price_platform.defs.training.resources import TrainingConfig
 from price_platform.modeling import build_ridge_baseline, build_xgboost_pipeline
-from price_platform.postgres import DATABASES, PostgresServer, ensure_server
+from price_platform.postgres import PostgresServer, ensure_server
 from price_platform.registry import tracking
 from price_platform.registry.champion import champion_version
 from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import get_settings
+from price_platform.testing import drop_databases, free_port
 from price_platform.training.dataset import split
 from price_platform.training.metrics import regression_metrics
 from price_platform.training.study import StudyResult, run_study
@@ -78,19 +79,13 @@ LARGE_TABLE_ROUNDS = 40
 
 
 def _features(spec):
-    from price_platform_tests.training_support import sample_features
+    from price_platform.testing import sample_features
 
     return sample_features(spec)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _start_mlflow(backend: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     bin_dir = Path(sys.executable).parent
     process = subprocess.Popen(
         [str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
@@ -110,17 +105,6 @@ def _start_mlflow(backend: str, artifacts: Path) -> tuple[subprocess.Popen, str]
     raise TimeoutError("the MLflow server did not listen within 180 s")
 
 
-def _drop(server: PostgresServer) -> None:
-    import psycopg2
-
-    connection = psycopg2.connect(server.server_url.set(drivername="postgresql").render_as_string(hide_password=False))
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        for suffix in DATABASES.values():
-            cursor.execute(f'drop database if exists "{server.database_name}{suffix}" with (force)')
-    connection.close()
-
-
 def run() -> list[Result]:
     settings = get_settings()
     platform = ensure_server(settings)
@@ -130,7 +114,7 @@ def run() -> list[Result]:
         results = _measure(settings, server)
         results += seeded_results(settings, server)
     finally:
-        _drop(server)
+        drop_databases(server)
     return [*results, *large_table_results(LARGE_TABLE_ROWS)]
 
 
@@ -171,7 +155,7 @@ def seeded_alone() -> list[Result]:
     try:
         return seeded_results(settings, server)
     finally:
-        _drop(server)
+        drop_databases(server)
 
 
 def large_table(rows: int, seed: int = 0):
@@ -237,7 +221,11 @@ if __name__ == "__main__":
     which.add_argument("--seeds", action="store_true", help="the default path's holdout RMSLE over SEEDS")
     parsed = arguments.parse_args()
     if parsed.seeds:
-        for result in seeded_alone():
+        from benchmarks.__main__ import record
+
+        seeded = seeded_alone()
+        record([result.as_dict() for result in seeded])  # into results.json, as the whole bench would
+        for result in seeded:
             print(result)
     elif os.environ.get("BENCH_LARGE_TABLE_CHILD"):
         print(json.dumps(fit_large_table(parsed.large_table)))
@@ -252,7 +240,7 @@ def _measure(settings, server: PostgresServer) -> list[Result]:
     url = server.server_url.render_as_string(hide_password=False)
     warehouse = Warehouse(database_url=url, database_name=name, home=str(settings.home))
     features = _features(spec)
-    from price_platform_tests.training_support import write_features
+    from price_platform.testing import write_features
 
     write_features(warehouse.engine, features)
     results: list[Result] = []
@@ -321,7 +309,8 @@ def _measure(settings, server: PostgresServer) -> list[Result]:
     )
     results += [
         Result("pruning_wall_time_ratio", wall_ratio, "ratio", "<= 0.6", wall_ratio <= 0.6, COMMAND),
-        Result("pruning_best_score_ratio", score_ratio, "ratio", "<= 1.01", bool(np.isfinite(score_ratio) and score_ratio <= 1.01), COMMAND),
+        Result("pruning_best_score_ratio", score_ratio, "ratio", "<= 1.01",
+               bool(np.isfinite(score_ratio) and score_ratio <= 1.01), COMMAND),
     ]
     warehouse.engine.dispose()
     return results

@@ -21,12 +21,12 @@ import psycopg2
 import pytest
 from sqlalchemy.engine import make_url
 
-from price_platform.postgres import DATABASES, PostgresServer
+from price_platform.postgres import PostgresServer
 from price_platform.settings import Settings
+from price_platform.testing import SYSTEM_POSTGRES, drop_databases, free_port
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-SYSTEM_POSTGRES = os.environ.get("PRICE_PLATFORM_TEST_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 SYSTEM_REDIS = os.environ.get("PRICE_PLATFORM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -39,12 +39,6 @@ def require_service(name: str, error: Exception) -> None:
     pytest.skip(message)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_for_port(port: int, timeout: float = 60.0, process: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -55,16 +49,6 @@ def wait_for_port(port: int, timeout: float = 60.0, process: subprocess.Popen | 
                 return
         time.sleep(0.2)
     raise TimeoutError(f"nothing listened on port {port} within {timeout} s")
-
-
-def drop_databases(server: PostgresServer) -> None:
-    admin = server.server_url.set(drivername="postgresql").render_as_string(hide_password=False)
-    connection = psycopg2.connect(admin)
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        for suffix in DATABASES.values():
-            cursor.execute(f'drop database if exists "{server.database_name}{suffix}" with (force)')
-    connection.close()
 
 
 @pytest.fixture(scope="session")

@@ -30,8 +30,8 @@ from price_platform.postgres import PostgresServer
 from price_platform.registry.champion import champion_version
 from price_platform.registry.promotion import deployments
 from price_platform.resources import Dataset, Warehouse
+from price_platform.testing import sample_features, write_features
 from price_platform_tests.conftest import drop_databases
-from price_platform_tests.training_support import sample_features, write_features
 
 SHIFTED = "2010-01-01"
 AREAS = ["gr_liv_area", "first_flr_sf", "second_flr_sf", "total_bsmt_sf", "lot_area", "garage_area", "bsmt_unf_sf"]

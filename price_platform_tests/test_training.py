@@ -14,6 +14,7 @@ from price_platform.datasets import load_dataset
 from price_platform.modeling import build_blend_pipeline, build_ridge_baseline
 from price_platform.registry.promotion import Verdict
 from price_platform.settings import Settings
+from price_platform.testing import sample_features
 from price_platform.training.behaviour import behaviour_failures
 from price_platform.training.dataset import TrainingDataError, data_version, split, without_area_outliers
 from price_platform.training.evaluation import Evaluation
@@ -23,7 +24,6 @@ from price_platform.training.metrics import (
     regression_metrics,
 )
 from price_platform.training.study import run_study
-from price_platform_tests.training_support import sample_features
 
 FAST = {"n_estimators": 60, "learning_rate": 0.1}
 

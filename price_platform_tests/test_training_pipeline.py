@@ -38,8 +38,8 @@ from price_platform.registry.promotion import Verdict, deployments, promote
 from price_platform.registry.versions import register_candidate
 from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import get_settings
+from price_platform.testing import sample_features, write_features
 from price_platform_tests.conftest import drop_databases
-from price_platform_tests.training_support import sample_features, write_features
 
 CHAIN = [training_dataset, hyperparameter_study, candidate_model, model_evaluation, production_model, challenger_beats_champion]
 TINY = {"n_trials": 2, "study_timeout_seconds": 120.0, "boosting_rounds": 80, "seed": 42}
