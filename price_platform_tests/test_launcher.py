@@ -95,7 +95,8 @@ def test_a_table_without_time_backfills_its_source_and_gets_a_first_champion(hom
                 assert cursor.fetchall() == [("initial_used_cars", 400)]  # source.path, as one batch
             info = stack.wait_for_champion(None, timeout=600)
             assert info["version"] == "1"
-            assert set(info["feature_schema"]) >= {"make", "mileage_km", "model_year"}
+            (record,) = info["feature_schema"]["$defs"].values()
+            assert set(record["properties"]) >= {"make", "mileage_km", "model_year"}
             answer = httpx.post(
                 f"{stack.api_url}/predict",
                 json={"make": "Ford", "fuel_type": "petrol", "model_year": 2018, "mileage_km": 40000,
