@@ -8,7 +8,7 @@ export OMP_NUM_THREADS ?= 1
 # Tools the platform runs as processes (dbt, mlflow, uvicorn, dagster) come from the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: install system-deps up demo test bench clean
+.PHONY: install system-deps up demo lint test bench clean
 
 install: $(STAMP)
 
@@ -39,6 +39,10 @@ up: install
 
 demo: install
 	$(BIN)/price-platform demo
+
+# ruff with the configuration in pyproject.toml: pycodestyle, pyflakes, import order, naming, blind except, bugbear.
+lint: install
+	$(BIN)/ruff check .
 
 # A temp folder of this checkout's own: pytest resets its shared /tmp/pytest-of-<user> to owner-only
 # at every start, which would lock the embedded PostgreSQL's OS user out of a concurrent run's data.

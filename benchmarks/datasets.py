@@ -53,9 +53,9 @@ import pandas as pd
 from benchmarks.results import Result
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.defs import build_domain_definitions
+from price_platform.defs.partitions import ARRIVAL_BATCHES, sales_partitions
 from price_platform.launcher import BACKFILL_GROUPS, Stack, first_batch_key
 from price_platform.modeling import DerivedFeatures, build_ridge_baseline
-from price_platform.partitions import ARRIVAL_BATCHES, sales_partitions
 from price_platform.settings import Settings, get_settings
 from price_platform.testing import SYSTEM_POSTGRES, drop_databases, free_port
 from price_platform.training.dataset import TrainingSplit, without_area_outliers

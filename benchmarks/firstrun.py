@@ -10,7 +10,9 @@ Three figures, each in seconds from the ``make up`` command:
 - ``firstrun_champion_seconds``: the API's ``/ready`` answers 200 (a champion serves);
 - ``firstrun_first_prediction_seconds``: the README's first ``curl`` with the printed key answers 200.
 
-Everything the bench started is stopped at the end (the stack, its embedded PostgreSQL).
+Each console line is echoed with the second it came at, which is the timeline of the run.
+Everything the bench started is stopped at the end (the stack, its embedded PostgreSQL); the
+temporary folder, with the services' logs under ``home/logs``, goes too unless ``FIRSTRUN_KEEP=1``.
 The peer is the issue's own first measurement: 1,354 s to the first champion.
 """
 
@@ -44,15 +46,17 @@ PORTS = ("EMBEDDED_PORT", "DAGSTER_PORT", "MLFLOW_PORT", "API_PORT", "EXPORTER_P
 class Console:
     """The lines ``make up`` printed, read in a thread of their own."""
 
-    def __init__(self, process: subprocess.Popen) -> None:
+    def __init__(self, process: subprocess.Popen, started: float) -> None:
         self.lines: list[str] = []
         self.process = process
+        self.started = started
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line.rstrip("\n"))
+            print(f"  {time.monotonic() - self.started:6.0f} s | {self.lines[-1]}", flush=True)
 
     def wait_for(self, pattern: str, deadline: float) -> re.Match:
         while time.monotonic() < deadline:
@@ -103,7 +107,7 @@ def run() -> list[Result]:
         ["make", "up"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True,
     )
-    console = Console(process)
+    console = Console(process, started)
     try:
         console.wait_for(r"^Ctrl-C stops everything", deadline)
         urls = [m.group(1) for line in console.lines if (m := re.match(r"^\s+\w+\s+(http://\S+)", line))]
@@ -132,7 +136,10 @@ def run() -> list[Result]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
         EmbeddedPostgres(home / "postgres", ports["EMBEDDED_PORT"]).stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("FIRSTRUN_KEEP") == "1":
+            print(f"  kept {work}", flush=True)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     cache = "cold" if cold else "warm"
     goal = f"<= {GOAL_SECONDS:.0f} s ({cache} cache)"
     print(f"  first champion {champion_seconds:.0f} s vs {BEFORE_SECONDS:.0f} s before:"

@@ -123,7 +123,7 @@ def pipeline(rows: int, server, folder: Path) -> dict[str, float]:  # noqa: ANN0
 def build_features(server, spec) -> None:  # noqa: ANN001
     from price_platform.defs.features.project import build_vars, dbt_executable, dbt_project
     from price_platform.defs.features.resources import PlatformDbt
-    from price_platform.resources import Warehouse
+    from price_platform.defs.resources import Warehouse
 
     warehouse = Warehouse(
         database_url=server.server_url.render_as_string(hide_password=False), database_name=server.database_name

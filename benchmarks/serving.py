@@ -67,6 +67,7 @@ import msgspec
 import numpy as np
 
 from benchmarks.results import Result
+from price_platform.testing import free_port
 
 CONNECTIONS = 32
 #: Load-generator threads: one could not keep the bare echo server busy (see the module docstring).
@@ -92,14 +93,6 @@ def echo_app() -> Any:
         return await request.body()
 
     return Litestar([echo])
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, process: subprocess.Popen, timeout: float = 300.0) -> None:
@@ -222,6 +215,8 @@ def forget_cached_prices(url: str, model_name: str) -> None:
 
 
 def _run(folder: Path) -> list[Result]:
+    from sqlalchemy.engine import make_url
+
     from price_platform.datasets import load_dataset
     from price_platform.postgres import EmbeddedPostgres, PostgresServer
     from price_platform.registry.promotion import Verdict, promote
@@ -229,7 +224,6 @@ def _run(folder: Path) -> list[Result]:
     from price_platform.training.candidate import fit_candidate, register
     from price_platform.warehouse import migrate
     from serving.auth import create_key
-    from sqlalchemy.engine import make_url
 
     spec = load_dataset(DEFAULT_DATASET)
     settings = Settings()
@@ -486,8 +480,8 @@ def cache_costs(spec: Any, pipeline: Any, holdout: Any, env: dict[str, str]) -> 
     """p50 of a one-record prediction answered from the cache and of one that misses (Redis when it answers)."""
     from price_platform.settings import Settings
     from serving.cache import SharedStore, redis_client
-    from serving.model_store import LoadedModel
     from serving.fast_path import compile_pipeline
+    from serving.model_store import LoadedModel
     from serving.schemas import build_schemas
     from serving.services import Services
 

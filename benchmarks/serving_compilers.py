@@ -21,7 +21,8 @@ time, on one thread, with:
 
 Latencies are medians of interleaved rounds (the host's speed drifts; each engine is timed
 between the others): wall clock (``*_ms``) and this thread's CPU time (``*_cpu_ms``; every engine
-runs on the calling thread, and on a loaded host the CPU time is the steadier of the two). ``*_max_rel_diff`` is the largest relative difference of an
+runs on the calling thread, and on a loaded host the CPU time is the steadier of the two).
+``*_max_rel_diff`` is the largest relative difference of an
 engine's prices from ``pipeline.predict`` on the 1,000 records (the serving gate,
 ``serving.model_store.AGREEMENT``, is 1e-6). Also the trees alone (the one member all engines
 express) on the encoded records, and how long each engine takes to build from the fitted booster.

@@ -50,6 +50,7 @@ from price_platform.datasets import load_dataset
 from price_platform.defs.registry.assets import production_model
 from price_platform.defs.registry.checks import challenger_beats_champion
 from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.defs.training.assets import (
     candidate_model,
     hyperparameter_study,
@@ -61,7 +62,6 @@ from price_platform.modeling import build_ridge_baseline, build_xgboost_pipeline
 from price_platform.postgres import PostgresServer, ensure_server
 from price_platform.registry import tracking
 from price_platform.registry.champion import champion_version
-from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import get_settings
 from price_platform.testing import drop_databases, free_port
 from price_platform.training.dataset import split

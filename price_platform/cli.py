@@ -30,7 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollback": ("price_platform.commands.registry:rollback", "give the champion alias back to the version it replaced"),
     "rollout": ("price_platform.commands.rollout", "canary share, shadow alias and the sequential gate of a challenger"),
     "datasets": ("price_platform.dataset_command", "draft a data set description from a table (init) and check one against a file (check)"),
-    "replay": ("price_platform.monitoring.replay", "play the bundled sales history forward month by month into the landing folder"),
+    "replay": ("price_platform.commands.replay", "play the bundled sales history forward month by month into the landing folder"),
 }
 
 

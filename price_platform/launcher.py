@@ -33,10 +33,10 @@ from dagster_graphql.client.query import LAUNCH_PARTITION_BACKFILL_MUTATION
 from sqlalchemy.engine import make_url
 
 from price_platform.datasets import DatasetSpec, load_dataset
-from price_platform.partitions import ARRIVAL_BATCHES, sales_partitions
-from price_platform.postgres import PostgresServer, ensure_server
+from price_platform.defs.partitions import ARRIVAL_BATCHES, sales_partitions
+from price_platform.postgres import PostgresServer
 from price_platform.settings import Settings, get_settings
-from price_platform.warehouse import connect, migrate
+from price_platform.warehouse import connect, platform_server
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
@@ -144,8 +144,7 @@ class Stack:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.server: PostgresServer = ensure_server(settings)
-        migrate(self.server.dsn())
+        self.server: PostgresServer = platform_server(settings)
         self.log_dir = settings.home / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.env = self._environment()
@@ -206,8 +205,7 @@ class Stack:
             "PRICE_PLATFORM_DAGSTER_STORAGE_URL": server.url("dagster"),
             # MLflow's server otherwise starts a pool of background job workers nobody here uses.
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            "PRICE_PLATFORM_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri
-            or f"http://127.0.0.1:{settings.mlflow_port}",
+            "PRICE_PLATFORM_MLFLOW_TRACKING_URI": settings.tracking_uri,
         }
 
     def _services(self) -> list[Service]:

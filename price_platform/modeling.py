@@ -299,7 +299,10 @@ class NystroemKernelRidge(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803
-        parts = [self._kernel(np.clip(chunk, self.input_min_, self.input_max_), self.X_fit_) @ self.dual_coef_ for _, chunk in self._chunks(X)]
+        parts = [
+            self._kernel(np.clip(chunk, self.input_min_, self.input_max_), self.X_fit_) @ self.dual_coef_
+            for _, chunk in self._chunks(X)
+        ]
         return np.concatenate(parts or [np.zeros(0)])
 
 

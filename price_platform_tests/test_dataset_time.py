@@ -11,12 +11,12 @@ import pytest
 from test_features import dbt_build, own_warehouse, read_sql
 
 from price_platform.datasets import DatasetSpec, load_dataset
+from price_platform.defs.resources import Dataset
 from price_platform.defs.training.assets import training_dataset
 from price_platform.defs.training.resources import TrainingConfig
 from price_platform.ingestion.loading import ingest_partition
 from price_platform.ingestion.records import PARTITION_KEY, typed_records
 from price_platform.ingestion.sources import read_source
-from price_platform.resources import Dataset
 from price_platform.settings import DEFAULT_DATASET, Settings
 from price_platform.training.dataset import TrainingDataError, read_features, split, without_area_outliers
 

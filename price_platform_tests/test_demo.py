@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sklearn.base import clone
 from test_serving_support import Champion, Server, champion, server_env  # noqa: F401 (fixture)
 
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.defs.rollout.assets import canary, offline_replay
 from price_platform.defs.rollout.checks import replay_not_worse
 from price_platform.defs.rollout.resources import Rollout
@@ -29,7 +30,6 @@ from price_platform.demo import (
 )
 from price_platform.registry import tracking
 from price_platform.registry.champion import load_version
-from price_platform.resources import Dataset, Warehouse
 from price_platform.rollout import SHADOW, gate, pairs, traffic
 from price_platform.rollout.live_traffic import send_sales
 from price_platform.rollout.mislabeled import (

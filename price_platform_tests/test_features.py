@@ -20,12 +20,12 @@ from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.defs.features import build_definitions
 from price_platform.defs.features.project import build_vars, dataset_vars, dbt_executable, dbt_project
 from price_platform.defs.features.resources import PlatformDbt
+from price_platform.defs.resources import Warehouse
 from price_platform.ingestion.loading import ingest_partition
 from price_platform.ingestion.records import PARTITION_KEY, typed_records
 from price_platform.ingestion.sources import read_source
 from price_platform.ingestion.tables import PartitionLoad, ensure_raw_sales, replace_partition
 from price_platform.modeling import DerivedFeatures
-from price_platform.resources import Warehouse
 from price_platform.settings import DEFAULT_DATASET, Settings
 
 AMES = load_dataset(DEFAULT_DATASET)
@@ -343,7 +343,7 @@ def test_dagster_loads_and_builds_an_arrival_batch_through_ingestion_and_dbt(
 ) -> None:
     """raw_sales (with its blocking GX checks) and the dbt assets in one run, for one arrival batch."""
     from price_platform.defs import ingestion
-    from price_platform.resources import Dataset
+    from price_platform.defs.resources import Dataset
 
     spec, own, warehouse = used_cars
     definitions = dg.Definitions.merge(

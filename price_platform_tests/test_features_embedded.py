@@ -13,9 +13,9 @@ from conftest import free_port
 from price_platform.datasets import load_dataset
 from price_platform.defs.features.project import build_vars, dbt_executable, dbt_project
 from price_platform.defs.features.resources import PlatformDbt
+from price_platform.defs.resources import Warehouse
 from price_platform.ingestion.loading import ingest_partition
 from price_platform.postgres import EmbeddedPostgres
-from price_platform.resources import Warehouse
 from price_platform.settings import DEFAULT_DATASET
 
 

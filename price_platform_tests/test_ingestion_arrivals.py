@@ -18,9 +18,9 @@ from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.defs.ingestion.assets import build_raw_sales
 from price_platform.defs.ingestion.checks import build_checks
 from price_platform.defs.ingestion.sensors import build_landing_sensor
-from price_platform.partitions import ARRIVAL_BATCHES
+from price_platform.defs.partitions import ARRIVAL_BATCHES
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.postgres import PostgresServer
-from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import Settings
 
 CARS_YAML = """

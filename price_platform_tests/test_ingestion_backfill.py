@@ -9,7 +9,7 @@ import pytest
 from price_platform.datasets import bundled_sample, load_dataset
 from price_platform.defs.ingestion.assets import RAW_SALES, build_raw_sales
 from price_platform.defs.ingestion.checks import RECORDS_MEET_EXPECTATIONS, REJECTED_SHARE_WITHIN_LIMIT, build_checks
-from price_platform.resources import Dataset, Warehouse
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.settings import DEFAULT_DATASET, Settings
 
 SPEC = load_dataset(DEFAULT_DATASET)

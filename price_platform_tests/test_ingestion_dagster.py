@@ -13,7 +13,7 @@ from price_platform.datasets import bundled_sample, load_dataset
 from price_platform.defs.ingestion import build_definitions
 from price_platform.defs.ingestion.assets import RAW_SALES, build_raw_sales
 from price_platform.defs.ingestion.checks import build_checks
-from price_platform.resources import Dataset, Warehouse
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.settings import DEFAULT_DATASET, Settings
 
 SPEC = load_dataset(DEFAULT_DATASET)

@@ -23,9 +23,9 @@ from price_platform.defs.ingestion.sensors import (
     build_landing_sensor,
     build_scan_job,
 )
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.ingestion.errors import IngestionError
 from price_platform.ingestion.sources import FileLimits, read_file
-from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import DEFAULT_DATASET, Settings, get_settings
 
 SPEC = load_dataset(DEFAULT_DATASET)

@@ -14,12 +14,12 @@ import pytest
 from test_scale_training import features, spec  # noqa: F401 (module fixtures: the synthetic features)
 
 from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.defs.scale.assets import large_candidate_model, large_production_model
 from price_platform.defs.scale.resources import ScaleTraining
 from price_platform.defs.training.resources import TrainingConfig
 from price_platform.registry import tracking
 from price_platform.registry.champion import champion_version, load_version
-from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import DEFAULT_DATASET
 from price_platform.training.distributed import feature_partitions
 from price_platform.training.large_candidate import windows

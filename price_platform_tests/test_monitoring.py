@@ -26,12 +26,12 @@ from price_platform.defs.monitoring.jobs import RETRAIN_JOB
 from price_platform.defs.monitoring.resources import Monitoring
 from price_platform.defs.monitoring.schedules import build_daily_drift
 from price_platform.defs.monitoring.sensors import drift_event_key, retrain_on_drift
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.modeling import read_sample
 from price_platform.monitoring import alerts, partitions
 from price_platform.monitoring import live_performance as live
 from price_platform.monitoring.metrics import PipelineCollector
 from price_platform.postgres import PostgresServer
-from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import DEFAULT_DATASET, Settings
 from price_platform.warehouse import connect, migrate
 from price_platform_tests.conftest import drop_databases, free_port

@@ -17,10 +17,10 @@ from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.defs.monitoring.assets import estimated_performance
 from price_platform.defs.monitoring.resources import Monitoring
 from price_platform.defs.monitoring.sensors import drift_event_key, estimated_loss_event_key, retrain_on_drift
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.modeling import read_sample
 from price_platform.monitoring import performance_estimation as estimation
 from price_platform.postgres import PostgresServer
-from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import DEFAULT_DATASET, Settings
 from price_platform.warehouse import connect, migrate
 from price_platform_tests.conftest import drop_databases

@@ -24,12 +24,12 @@ from price_platform.defs.monitoring.sensors import retrain_on_drift
 from price_platform.defs.registry.assets import production_model
 from price_platform.defs.registry.checks import challenger_beats_champion
 from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.defs.training.assets import candidate_model, hyperparameter_study, model_evaluation, training_dataset
 from price_platform.defs.training.resources import TrainingConfig
 from price_platform.postgres import PostgresServer
 from price_platform.registry.champion import champion_version
 from price_platform.registry.promotion import deployments
-from price_platform.resources import Dataset, Warehouse
 from price_platform.testing import sample_features, write_features
 from price_platform_tests.conftest import drop_databases
 

@@ -180,7 +180,7 @@ def test_the_daily_backup_runs_in_dagster_and_prunes_old_backups(platform, tmp_p
 
     from price_platform.defs.operations.assets import platform_backup
     from price_platform.defs.operations.resources import Backups
-    from price_platform.resources import Warehouse
+    from price_platform.defs.resources import Warehouse
 
     source, artifacts, _ = platform
     backups = Backups(backup_dir=str(tmp_path / "backups"), artifact_dir=str(artifacts), keep=1)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from price_platform.defs.resources import Warehouse
 from price_platform.defs.rollout.assets import canary, rollout_gate
 from price_platform.defs.rollout.resources import Rollout
 from price_platform.defs.rollout.sensors import gate_on_feedback
-from price_platform.resources import Warehouse
 from price_platform.rollout.traffic import current
 from price_platform_tests.rollout_support import database, feed, fitted, rollout  # noqa: F401 (fixtures)
 

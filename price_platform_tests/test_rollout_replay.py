@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 import dagster as dg
 import numpy as np
 
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.defs.rollout.assets import canary, offline_replay
 from price_platform.defs.rollout.checks import replay_not_worse
 from price_platform.defs.rollout.resources import Rollout
-from price_platform.resources import Dataset, Warehouse
 from price_platform.rollout.gate import evaluate
 from price_platform.rollout.replay import score_as_shadow
 from price_platform.rollout.sequential import SequentialTest

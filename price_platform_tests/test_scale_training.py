@@ -51,7 +51,7 @@ def features(system_postgres_url: str, spec: DatasetSpec, tmp_path_factory: pyte
     """A throwaway platform whose ``price_data.features`` dbt built from 4,000 synthetic sales."""
     from price_platform.defs.features.project import build_vars, dbt_executable, dbt_project
     from price_platform.defs.features.resources import PlatformDbt
-    from price_platform.resources import Warehouse
+    from price_platform.defs.resources import Warehouse
 
     server = PostgresServer(server_url=make_url(system_postgres_url), database_name=f"pp_scale_{uuid.uuid4().hex[:8]}")
     server.ensure_databases()

@@ -7,6 +7,7 @@ import uuid
 
 import numpy as np
 import pytest
+from test_serving_support import Champion, add_versions, champion  # noqa: F401 (fixture)
 
 from price_platform.modeling import build_ridge_baseline
 from price_platform.registry import tracking
@@ -14,7 +15,6 @@ from serving import metrics
 from serving.fast_path import CompiledPipeline, NotCompilable, PipelinePredictor, build_predictor, compile_pipeline
 from serving.model_store import ModelStore
 from serving.schemas import build_schemas
-from test_serving_support import Champion, add_versions, champion  # noqa: F401 (fixture)
 
 
 def rows_of(champion: Champion, frame) -> list[tuple]:

@@ -17,11 +17,11 @@ import pytest
 from sklearn.preprocessing import OrdinalEncoder
 from test_serving_support import split
 
+import serving.blend
+import serving.fast_path
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.modeling import _group_columns, build_blend_pipeline, read_sample
 from price_platform.settings import Settings
-import serving.blend
-import serving.fast_path
 from serving.blend import HELPER_PLACEMENT, KERNEL_TERM, MEMBERS_THREAD, SPLIT_ROWS, CompiledBlend, QuadraticForm
 from serving.fast_path import (
     NotCompilable,

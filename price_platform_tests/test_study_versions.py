@@ -12,9 +12,9 @@ from test_features import own_warehouse
 
 from price_platform.datasets import load_dataset
 from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.resources import Dataset
 from price_platform.defs.training.assets import hyperparameter_study
 from price_platform.defs.training.resources import TrainingConfig
-from price_platform.resources import Dataset
 from price_platform.settings import Settings
 from price_platform.training.dataset import split
 from price_platform.training.study_versions import search_version, study_name, trials_to_add

@@ -23,6 +23,7 @@ from price_platform.datasets import load_dataset
 from price_platform.defs.registry.assets import production_model
 from price_platform.defs.registry.checks import challenger_beats_champion
 from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.defs.training.assets import (
     candidate_model,
     hyperparameter_study,
@@ -36,7 +37,6 @@ from price_platform.registry import ARCHIVED_TAG, CHAMPION, tracking
 from price_platform.registry.champion import champion_version
 from price_platform.registry.promotion import Verdict, deployments, promote
 from price_platform.registry.versions import register_candidate
-from price_platform.resources import Dataset, Warehouse
 from price_platform.settings import get_settings
 from price_platform.testing import sample_features, write_features
 from price_platform_tests.conftest import drop_databases
@@ -118,7 +118,7 @@ import dagster as dg
 from price_platform_tests.test_training_pipeline import CHAIN
 from price_platform.defs.registry.resources import ModelRegistry
 from price_platform.defs.training.resources import TrainingConfig
-from price_platform.resources import Dataset, Warehouse
+from price_platform.defs.resources import Dataset, Warehouse
 config = json.loads(sys.argv[1])
 dg.materialize(CHAIN, resources={
     "warehouse": Warehouse(**config["warehouse"]), "dataset": Dataset(path=config["dataset"]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from price_platform.datasets import load_dataset
-from price_platform.resources import Dataset, Warehouse
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""``price-platform replay``: play the bundled sales history forward, month by month, into the landing folder.
+"""Play the bundled sales history forward, month by month, into the landing folder (``price-platform replay``).
 
 Each month's sales are written to ``<landing>/sales_YYYY_MM.csv``; the running platform does
 the rest (the landing sensor ingests the file, features are rebuilt, ``drift_report`` runs,
@@ -12,7 +12,6 @@ by :data:`SHOCK_FACTOR` (a simulated market jump): the drift rule should see it 
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -218,33 +217,3 @@ def replay(settings: Settings, dsn: str, months: int, start: str | None = None, 
         tqdm.write(f"{month}: {path.name} landed" + (f" with prices x{SHOCK_FACTOR:g}" if shocked else "")
                    + (f", drift detected: {outcomes[-1].drift_detected}" if wait else ""))
     return outcomes
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--months", type=int, default=12, help="months of history to play (default 12)")
-    parser.add_argument("--start", default=None, help="first month, YYYY-MM (default: after the newest features)")
-    parser.add_argument("--shock", default=None, metavar="YYYY-MM",
-                        help=f"multiply that month's prices by {SHOCK_FACTOR:g} (a simulated market jump)")
-    parser.add_argument("--no-wait", action="store_true", help="drop the files without waiting for drift reports")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for each month's drift report")
-
-
-def run(args: argparse.Namespace) -> int:
-    from price_platform.postgres import ensure_server
-    from price_platform.settings import get_settings
-    from price_platform.warehouse import migrate
-
-    if args.months < 1:
-        raise SystemExit("--months must be at least 1")
-    settings = get_settings()
-    dsn = ensure_server(settings).dsn()
-    migrate(dsn)
-    started = datetime.now(UTC)
-    try:
-        outcomes = replay(settings, dsn, args.months, args.start, wait=not args.no_wait, timeout=args.timeout,
-                          shock=args.shock)
-    except ReplayError as error:
-        print(f"replay stopped: {error}")
-        return 1
-    print(summary(outcomes, decisions(dsn, settings.model_name, started)))
-    return 0

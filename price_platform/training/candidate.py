@@ -39,7 +39,6 @@ from price_platform.training.plots import (
     shap_importance,
 )
 
-
 #: Holdout rows (a seeded sample) whose mean |SHAP value| ranks the features: enough for a stable ranking.
 SHAP_ROWS = 200
 

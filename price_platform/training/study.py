@@ -17,7 +17,6 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,8 +234,3 @@ def run_study(
         history=history,
         cut_short=added < n_trials,
     )
-
-
-def tuned_params(result: StudyResult | None) -> Mapping[str, Any]:
-    """The best trial's settings, or the blend's defaults when no study ran."""
-    return dict(result.best_params) if result else dict(XGBOOST_DEFAULTS)

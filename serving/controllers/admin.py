@@ -9,10 +9,10 @@ from litestar import Controller, Request, post
 from litestar.exceptions import ClientException, ServiceUnavailableException, ValidationException
 from mlflow.exceptions import MlflowException
 
+from price_platform.registry.announce import promotion_channel
 from price_platform.registry.promotion import PromotionRefused, rollback
 from serving.auth import audit
 from serving.guards import requires
-from price_platform.registry.announce import promotion_channel
 from serving.model_store import ModelRefused
 from serving.openapi import ERRORS, json_body
 from serving.schemas import AdminRequest, AdminResult, InvalidInput, decode

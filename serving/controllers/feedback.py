@@ -19,7 +19,6 @@ from litestar.exceptions import (
 )
 
 from price_platform.warehouse import connect
-
 from serving.guards import requires
 from serving.openapi import ERRORS, json_body
 from serving.schemas import FeedbackAccepted, InvalidInput, decode

@@ -139,7 +139,10 @@ def _flat(tensor: RequestInput) -> tuple[int, list[Any]]:
     for item in tensor.data:
         if isinstance(item, list):
             if len(shape) != 2 or len(item) != 1 or isinstance(item[0], list | dict):
-                raise BadTensors(f"input `{tensor.name}`: data nested as {item!r}; give the {shape[0]} values flat, or as [[v], ...] for shape [n, 1]")
+                raise BadTensors(
+                    f"input `{tensor.name}`: data nested as {item!r};"
+                    f" give the {shape[0]} values flat, or as [[v], ...] for shape [n, 1]"
+                )
             values.append(item[0])
         else:
             values.append(item)
@@ -314,7 +317,8 @@ def input_metadata(services: Services) -> list[dict[str, Any]]:
 
 # --- the OpenAPI document -------------------------------------------------------------------
 
-_PARAMETERS = {"type": "object", "description": "Key/value pairs: this server acts on none (an input's binary_data_size is refused: tensors are JSON).",
+_PARAMETERS = {"type": "object", "description": "Key/value pairs: this server acts on none"
+               " (an input's binary_data_size is refused: tensors are JSON).",
                "additionalProperties": {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}}
 _SCALAR = [{"type": "number"}, {"type": "string"}, {"type": "boolean"}, {"type": "null"}]
 _TENSOR_DATA = {"type": "array", "description": "Row-major values, flat or nested; null (or NaN) is a missing value.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from price_platform.datasets import DatasetSpec
-from price_platform.resources import Warehouse
+from price_platform.defs.resources import Warehouse
 from price_platform.settings import Settings
 
 

@@ -12,8 +12,8 @@ from price_platform.datasets import DatasetSpec
 from price_platform.defs.features.project import build_vars
 from price_platform.defs.features.refresh import stale_description
 from price_platform.defs.features.resources import PlatformDbt
-from price_platform.partitions import sales_partitions
-from price_platform.resources import Warehouse
+from price_platform.defs.partitions import sales_partitions
+from price_platform.defs.resources import Warehouse
 
 FEATURES = "features"
 _PREVIEW_COLUMNS = 8

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.features.project import description_hash
-from price_platform.resources import Warehouse
+from price_platform.defs.resources import Warehouse
 
 #: The features table and the prefix of its comment (``dbt/macros/dataset.macro.sql``).
 FEATURES_TABLE = "price_data.features"

@@ -10,7 +10,7 @@ from typing import Any
 from dagster_dbt import DbtCliResource
 from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
 
-from price_platform.resources import Warehouse
+from price_platform.defs.resources import Warehouse
 
 
 class PlatformDbt(DbtCliResource):

@@ -14,10 +14,10 @@ import pandas as pd
 from pydantic import Field
 
 from price_platform.datasets import DatasetSpec
+from price_platform.defs.partitions import sales_partitions
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.ingestion.errors import IngestionError
 from price_platform.ingestion.tables import raw_sales_columns
-from price_platform.partitions import sales_partitions
-from price_platform.resources import Dataset, Warehouse
 
 if TYPE_CHECKING:
     from price_platform.ingestion.loading import LoadSummary

@@ -12,9 +12,9 @@ import pandas as pd
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.ingestion.assets import RAW_SALES
+from price_platform.defs.partitions import sales_partitions
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.ingestion.tables import partition_counts, read_partition
-from price_platform.partitions import sales_partitions
-from price_platform.resources import Dataset, Warehouse
 
 if TYPE_CHECKING:
     from price_platform.validation.validate import Validation

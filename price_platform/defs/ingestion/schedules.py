@@ -4,7 +4,7 @@ import dagster as dg
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.ingestion.assets import RAW_SALES
-from price_platform.partitions import sales_partitions
+from price_platform.defs.partitions import sales_partitions
 
 #: Name of the job that materialises ``raw_sales`` and its checks for one partition.
 INGEST_SALES = "ingest_sales"

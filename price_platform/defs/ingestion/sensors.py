@@ -20,10 +20,10 @@ from pydantic import Field
 
 from price_platform.datasets import DatasetSpec, normalise_column
 from price_platform.defs.ingestion.assets import RAW_SALES
+from price_platform.defs.partitions import ARRIVAL_BATCHES, sales_partitions
 from price_platform.ingestion.errors import IngestionError
 from price_platform.ingestion.records import PARTITION_KEY, typed_records
 from price_platform.ingestion.sources import is_sales_file, read_file
-from price_platform.partitions import ARRIVAL_BATCHES, sales_partitions
 from price_platform.settings import get_settings
 
 #: Job that reads and validates one landed file of a data set with time and tags the run with its months.

@@ -6,8 +6,8 @@ import dagster as dg
 
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.monitoring.resources import Monitoring
-from price_platform.partitions import sales_partitions
-from price_platform.resources import Dataset, Warehouse
+from price_platform.defs.partitions import sales_partitions
+from price_platform.defs.resources import Dataset, Warehouse
 
 DRIFT_REPORT = dg.AssetKey(["drift_report"])
 LIVE_PERFORMANCE = dg.AssetKey(["live_performance"])

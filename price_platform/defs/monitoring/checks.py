@@ -4,7 +4,7 @@ import dagster as dg
 
 from price_platform.defs.monitoring.assets import LIVE_PERFORMANCE
 from price_platform.defs.monitoring.resources import Monitoring
-from price_platform.resources import Warehouse
+from price_platform.defs.resources import Warehouse
 
 
 @dg.asset_check(asset=LIVE_PERFORMANCE, description="No served version's live accuracy fell past the allowed drop.")

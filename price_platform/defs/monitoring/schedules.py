@@ -9,7 +9,7 @@ import dagster as dg
 from price_platform.datasets import DatasetSpec
 from price_platform.defs.monitoring.jobs import DRIFT_JOB, MONITORING_JOB, RETRAIN_JOB
 from price_platform.defs.monitoring.resources import Monitoring
-from price_platform.resources import Warehouse
+from price_platform.defs.resources import Warehouse
 
 #: Runs after the ingestion domain's ``daily_ingestion`` (03:00 UTC) has reloaded the latest month.
 DAILY_DRIFT_CRON = "30 3 * * *"

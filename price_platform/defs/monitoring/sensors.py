@@ -23,7 +23,7 @@ from price_platform.defs.ingestion.assets import RAW_SALES
 from price_platform.defs.monitoring.assets import DRIFT_REPORT, ESTIMATED_PERFORMANCE
 from price_platform.defs.monitoring.jobs import RETRAIN_JOB
 from price_platform.defs.monitoring.resources import Monitoring
-from price_platform.resources import Warehouse
+from price_platform.defs.resources import Warehouse
 
 #: Materialisation records read per sensor tick.
 BATCH = 500

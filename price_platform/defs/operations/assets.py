@@ -5,8 +5,8 @@ import time
 import dagster as dg
 
 from price_platform.defs.operations.resources import Backups
+from price_platform.defs.resources import Warehouse
 from price_platform.operations.backup import BackupManifest, backup, prune
-from price_platform.resources import Warehouse
 
 
 @dg.asset(group_name="operations", pool="backup", kinds={"postgres"})

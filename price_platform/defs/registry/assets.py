@@ -6,9 +6,9 @@ import dagster as dg
 
 from price_platform.defs.automation import FIRST_MODEL
 from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.resources import Warehouse
 from price_platform.registry.announce import announce_champion
 from price_platform.registry.promotion import Deployment, Verdict, metric_gate, promote
-from price_platform.resources import Warehouse
 from price_platform.training.evaluation import Evaluation
 
 GROUP = "registry"

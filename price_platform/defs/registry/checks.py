@@ -4,8 +4,8 @@
 import dagster as dg
 
 from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.resources import Warehouse
 from price_platform.registry.promotion import record_refusal
-from price_platform.resources import Warehouse
 from price_platform.training.evaluation import Evaluation
 
 

@@ -6,9 +6,9 @@ import dagster as dg
 import pandas as pd
 
 from price_platform.defs.metadata import markdown_table
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.defs.rollout.resources import Rollout
 from price_platform.registry.announce import announce_champion
-from price_platform.resources import Dataset, Warehouse
 from price_platform.rollout import gate, traffic
 from price_platform.rollout.replay import ReplayError, replay
 

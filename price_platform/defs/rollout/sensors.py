@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dagster as dg
 
+from price_platform.defs.resources import Warehouse
 from price_platform.defs.rollout.assets import rollout_gate_job
 from price_platform.defs.rollout.resources import Rollout
-from price_platform.resources import Warehouse
 from price_platform.rollout import traffic
 
 

@@ -15,12 +15,12 @@ import dagster as dg
 from price_platform.defs.metadata import markdown_table, png
 from price_platform.defs.registry.assets import announced
 from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.defs.scale.resources import ScaleTraining
 from price_platform.defs.training.assets import FEATURES
 from price_platform.defs.training.resources import TrainingConfig
 from price_platform.registry.promotion import metric_gate, promote
 from price_platform.registry.versions import CandidateVersion, register_candidate
-from price_platform.resources import Dataset, Warehouse
 from price_platform.training.dataset import manifest_hash
 from price_platform.training.large_candidate import data_version, fit_large_candidate
 from price_platform.training.plots import predicted_actual_figure, residual_figure

@@ -7,10 +7,10 @@ import dagster as dg
 from price_platform.defs.automation import FIRST_MODEL
 from price_platform.defs.metadata import markdown_table, png
 from price_platform.defs.registry.resources import ModelRegistry
+from price_platform.defs.resources import Dataset, Warehouse
 from price_platform.defs.training.resources import TrainingConfig
 from price_platform.registry.champion import champion_version, load_rival, load_version
 from price_platform.registry.versions import CandidateVersion
-from price_platform.resources import Dataset, Warehouse
 from price_platform.training import candidate, study
 from price_platform.training.dataset import (
     TrainingSplit,
