@@ -28,11 +28,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from psycopg2 import sql
 from psycopg2.extras import execute_values
-from tqdm import tqdm
 
 from price_platform.datasets import DatasetSpec, load_dataset, normalise_column
 from price_platform.ingestion.errors import IngestionError
 from price_platform.ingestion.tables import METADATA_COLUMNS, ensure_raw_sales, raw_sales_columns
+from price_platform.progress import RowProgress
 from price_platform.settings import get_settings
 from price_platform.warehouse import connect, platform_server
 
@@ -212,7 +212,7 @@ def load_file(
     *,
     chunk_rows: int = CHUNK_ROWS,
     max_rejected_share: float = 0.05,
-    progress: tqdm | None = None,
+    progress: RowProgress | None = None,
 ) -> FileLoad:
     """Load one landed Parquet file inside the caller's transaction (see the module docstring).
 
@@ -362,7 +362,7 @@ def bulk_load(
             )
 
     with (
-        tqdm(total=total, unit="rows", unit_scale=True, disable=not show_progress, desc="COPY raw_sales") as progress,
+        RowProgress(total, "COPY raw_sales", disable=not show_progress) as progress,
         ThreadPoolExecutor(max_workers=workers) as pool,
     ):
         loads = list(pool.map(one, paths))
@@ -375,7 +375,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="*", type=Path, help="Parquet files (default: every *.parquet in the landing folder)")
     parser.add_argument("--chunk-rows", type=int, default=CHUNK_ROWS)
     parser.add_argument("--workers", type=int, default=2, help="files loaded at the same time")
-    parser.add_argument("--no-progress", action="store_true", help="do not draw a progress bar")
+    parser.add_argument("--no-progress", action="store_true", help="do not report rows loaded, rate and ETA")
 
 
 def run(args: argparse.Namespace) -> int:

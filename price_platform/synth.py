@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.modeling import read_sample
+from price_platform.progress import RowProgress
 from price_platform.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -190,29 +191,41 @@ def _chunks(
         yield source.chunk(picks, np.full(n, ramp), month, options, rng, first_id + start)
 
 
-def write(spec: DatasetSpec, sample: pd.DataFrame, options: SynthOptions, out: Path) -> list[Path]:
-    """Write the synthetic data as Parquet files into ``out``; each appears whole (written, then renamed)."""
+def write(
+    spec: DatasetSpec, sample: pd.DataFrame, options: SynthOptions, out: Path, *, show_progress: bool = False
+) -> list[Path]:
+    """Write the synthetic data as Parquet files into ``out``; each appears whole (written, then renamed).
+
+    ``show_progress`` reports rows written, rate and ETA on stderr (:class:`~price_platform.progress.RowProgress`).
+    """
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for stem, chunks in generate(spec, sample, options):
-        path = out / f"{stem}.parquet"
-        partial = out / f".{stem}.parquet.partial"
-        writer = None
-        try:
-            for table in chunks:
-                if writer is None:
-                    writer = pq.ParquetWriter(partial, table.schema, compression="zstd")
-                writer.write_table(table)
-        except BaseException:
-            if writer is not None:
-                writer.close()
-            partial.unlink(missing_ok=True)
-            raise
-        assert writer is not None
-        writer.close()
-        os.replace(partial, path)
-        written.append(path)
+    with RowProgress(options.rows, "synth", disable=not show_progress) as progress:
+        for stem, chunks in generate(spec, sample, options):
+            written.append(_write_file(out, stem, chunks, progress))
     return written
+
+
+def _write_file(out: Path, stem: str, chunks: Iterator[pa.Table], progress: RowProgress) -> Path:
+    """One output file from its chunks, written under a hidden name and renamed when complete."""
+    path = out / f"{stem}.parquet"
+    partial = out / f".{stem}.parquet.partial"
+    writer = None
+    try:
+        for table in chunks:
+            if writer is None:
+                writer = pq.ParquetWriter(partial, table.schema, compression="zstd")
+            writer.write_table(table)
+            progress.update(table.num_rows)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+        raise
+    assert writer is not None
+    writer.close()
+    os.replace(partial, path)
+    return path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -222,6 +235,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.05, help="noise as a share of each numeric column's spread")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: the landing folder)")
+    parser.add_argument("--no-progress", action="store_true", help="do not report rows written, rate and ETA")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -229,6 +243,6 @@ def run(args: argparse.Namespace) -> int:
     spec = load_dataset(settings.dataset)
     options = SynthOptions(rows=args.rows, drift=args.drift, noise=args.noise, seed=args.seed)
     out = args.out or settings.landing
-    files = write(spec, read_sample(spec), options, out)
+    files = write(spec, read_sample(spec), options, out, show_progress=not args.no_progress)
     print(f"wrote {options.rows:,} rows in {len(files)} Parquet files to {out}")
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from price_platform.bulk_load import BulkLoadError, bulk_load
 from price_platform.cli import main
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.modeling import read_sample
+from price_platform.progress import RowProgress
 from price_platform.settings import DEFAULT_DATASET
 from price_platform.synth import SynthOptions, SynthSource, write
 from price_platform.warehouse import migrate
@@ -293,3 +296,47 @@ def test_bulk_load_trims_text_and_reads_empty_text_as_missing(spec, synth_dir, d
         assert cursor.fetchall() == [("North_Ames",)]
         cursor.execute("select reasons from price_data.rejected_rows")
         assert cursor.fetchall() == [(["sale_type is missing"],)]
+
+
+# --- progress -----------------------------------------------------------------------------
+
+
+def test_synth_command_reports_rows_done_and_rate_as_log_lines(tmp_path, capsys):
+    """Not a terminal (pytest captures stderr): whole lines, no carriage-return redraws."""
+    assert main(["synth", "--rows", "3000", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    last = err.strip().splitlines()[-1]
+    assert re.fullmatch(r"synth: 3,000 of 3,000 rows \(100%\), [\d,]+ rows/s, elapsed \d\d:\d\d, ETA 00:00", last), last
+
+
+def test_synth_command_is_quiet_with_no_progress(tmp_path, capsys):
+    assert main(["synth", "--rows", "300", "--out", str(tmp_path), "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_bulk_load_command_reports_rows_done_and_rate(synth_dir, database, monkeypatch, capsys):
+    from price_platform.settings import get_settings
+
+    url = make_url(database.replace("postgresql://", "postgresql+psycopg2://"))
+    monkeypatch.setenv("PRICE_PLATFORM_DATABASE_URL", url.render_as_string(hide_password=False))
+    monkeypatch.setenv("PRICE_PLATFORM_DATABASE_NAME", url.database)
+    monkeypatch.setenv("PRICE_PLATFORM_LANDING_DIR", str(synth_dir))
+    get_settings.cache_clear()
+    try:
+        assert main(["bulk-load"]) == 0
+    finally:
+        get_settings.cache_clear()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0] == "COPY raw_sales: 0 of 3,000 rows (0%)"
+    assert re.fullmatch(r"COPY raw_sales: 3,000 of 3,000 rows \(100%\), [\d,]+ rows/s, elapsed \d\d:\d\d, ETA 00:00", lines[-1])
+
+
+def test_progress_line_gives_the_mean_rate_and_the_time_left():
+    out = io.StringIO()
+    progress = RowProgress(1000, "work", file=out)
+    progress.update(250)
+    progress.start_t = progress._time() - 10  # 250 rows in 10 s: 25 rows/s, 750 rows (30 s) to go
+    assert progress.line() == "work: 250 of 1,000 rows (25%), 25 rows/s, elapsed 00:10, ETA 00:30"
+    progress.close()
+    assert out.getvalue().splitlines()[-1].startswith("work: 250 of 1,000 rows (25%), 25 rows/s")
