@@ -1,4 +1,8 @@
-"""The Dagster code location: one ``Definitions`` built from the domain packages under ``defs/``."""
+"""The Dagster code location: one ``Definitions`` built from the domain packages under ``defs/``.
+
+Nothing is built when this module is imported: Dagster calls :func:`defs` when it loads the code
+location, and tests call :func:`build_definitions` with settings of their own.
+"""
 
 from __future__ import annotations
 
@@ -14,4 +18,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return build_domain_definitions(settings)
 
 
-defs = build_definitions(get_settings())
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location of this process's settings (``PRICE_PLATFORM_*``)."""
+    return build_definitions(get_settings())

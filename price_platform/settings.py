@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -198,6 +198,11 @@ class Settings(BaseSettings):
     def landing(self) -> Path:
         """Folder where new sales files are dropped."""
         return (self.landing_dir or self.home / "landing").resolve()
+
+
+def default(name: str) -> Any:
+    """The default of one setting: typed resources declare their config fields with it, never a copy."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
 
 
 @lru_cache(maxsize=1)

@@ -28,3 +28,23 @@ def test_the_definitions_are_loadable(table: str, tmp_path: Path) -> None:
     dg.Definitions.validate_loadable(defs)
     repository = defs.get_repository_def()
     assert repository.get_all_jobs()
+
+
+def test_importing_the_code_location_builds_nothing_until_dagster_loads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``definitions.py`` holds one ``@dg.definitions`` function, which is what Dagster's loader finds."""
+    from dagster._core.workspace.autodiscovery import loadable_targets_from_loaded_module
+
+    import price_platform.definitions as code_location
+    from price_platform.settings import get_settings
+
+    assert not any(isinstance(value, dg.Definitions) for value in vars(code_location).values())
+    (target,) = loadable_targets_from_loaded_module(code_location)
+    assert target.attribute == "defs"
+    monkeypatch.setenv("PRICE_PLATFORM_HOME", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        assert code_location.defs().resolve_asset_graph().get_all_asset_keys()
+    finally:
+        get_settings.cache_clear()

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.postgres import PostgresServer
-from price_platform.settings import Settings
+from price_platform.settings import Settings, default
 from price_platform.warehouse import connect, platform_server
 
 
@@ -24,9 +24,9 @@ class Warehouse(dg.ConfigurableResource):
     """
 
     database_url: str | None = None
-    database_name: str = "price_platform"
-    home: str = ".price_platform"
-    embedded_port: int = 55432
+    database_name: str = default("database_name")
+    home: str = str(default("home"))
+    embedded_port: int = default("embedded_port")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Warehouse:

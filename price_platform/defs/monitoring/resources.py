@@ -5,23 +5,23 @@ from mlflow.entities.model_registry import ModelVersion
 
 from price_platform.monitoring.reports import Thresholds
 from price_platform.registry.champion import ChampionModel
-from price_platform.settings import Settings
+from price_platform.settings import Settings, default
 
 
 class Monitoring(dg.ConfigurableResource):
     """Drift and estimated-loss thresholds, the champion's holdout length and nominal interval coverage, where it
     is registered, where alerts go."""
 
-    psi_threshold: float = 0.2
-    drift_share_threshold: float = 0.3
-    accuracy_drop_threshold: float = 0.1
-    estimated_rmsle_rise_threshold: float = 0.25
-    holdout_months: int = 12
-    interval_coverage: float = 0.9
+    psi_threshold: float = default("psi_threshold")
+    drift_share_threshold: float = default("drift_share_threshold")
+    accuracy_drop_threshold: float = default("accuracy_drop_threshold")
+    estimated_rmsle_rise_threshold: float = default("estimated_rmsle_rise_threshold")
+    holdout_months: int = default("holdout_months")
+    interval_coverage: float = default("interval_coverage")
     tracking_uri: str | None = None
-    model_name: str = "price-model"
+    model_name: str = default("model_name")
     alert_webhook_url: str | None = None
-    partitions_ahead: int = 3
+    partitions_ahead: int = default("prediction_partitions_ahead")
     retention_months: int | None = None
 
     @classmethod

@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from price_platform.operations.bucket import Bucket
-from price_platform.settings import Settings
+from price_platform.settings import Settings, default
 
 
 class Backups(dg.ConfigurableResource):
@@ -15,7 +15,7 @@ class Backups(dg.ConfigurableResource):
 
     backup_dir: str
     artifact_dir: str
-    keep: int = 7
+    keep: int = default("backup_keep")
     artifact_bucket_uri: str | None = None  # s3://bucket/prefix when MLflow keeps its artifacts in S3
 
     @classmethod

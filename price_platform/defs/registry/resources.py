@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dagster as dg
 
-from price_platform.settings import Settings
+from price_platform.settings import Settings, default
 
 
 class ModelRegistry(dg.ConfigurableResource):
     """MLflow tracking/registry server and the registered model the platform trains and serves."""
 
     tracking_uri: str
-    model_name: str = "price-model"
-    promotion_margin: float = 0.0
+    model_name: str = default("model_name")
+    promotion_margin: float = default("promotion_margin")
     redis_url: str | None = None  # where a new champion is announced to the API servers
     live_rollout: bool = False  # a challenger that beats a champion is left to the live rollout, not promoted
 

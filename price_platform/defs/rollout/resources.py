@@ -5,19 +5,19 @@ from __future__ import annotations
 import dagster as dg
 
 from price_platform.rollout.sequential import SequentialTest
-from price_platform.settings import Settings
+from price_platform.settings import Settings, default
 
 
 class Rollout(dg.ConfigurableResource):
     """Where the challenger, shadow and canary share are registered, and how the gate decides."""
 
     tracking_uri: str
-    model_name: str = "price-model"
+    model_name: str = default("model_name")
     redis_url: str | None = None  # where a champion the gate promotes is announced
-    alpha: float = 0.05
-    min_pairs: int = 50
-    max_pairs: int = 50_000
-    tuned_for: int = 2_000
+    alpha: float = default("rollout_alpha")
+    min_pairs: int = default("rollout_min_pairs")
+    max_pairs: int = default("rollout_max_pairs")
+    tuned_for: int = default("rollout_tuned_for")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Rollout:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from price_platform.settings import Settings, get_settings
+from price_platform.settings import Settings, default, get_settings
 from price_platform.training.distributed import DEFAULT_ROUNDS
 
 
@@ -13,7 +13,7 @@ class ScaleTraining(dg.ConfigurableResource):
 
     rounds: int = DEFAULT_ROUNDS
     dask_scheduler: str | None = None
-    dask_min_rows: int = 5_000_000
+    dask_min_rows: int = default("dask_min_rows")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ScaleTraining:

@@ -5,21 +5,21 @@ from __future__ import annotations
 import dagster as dg
 
 from price_platform.defs.features.project import DBT_DIR
-from price_platform.settings import Settings
+from price_platform.settings import Settings, default
 
 
 class TrainingConfig(dg.ConfigurableResource):
     """Windows, study budgets (trials, seconds, most boosting rounds), interval coverage, seed, threads, trees per round."""
 
-    holdout_months: int = 12
-    validation_months: int = 6
-    n_trials: int = 30
-    study_timeout_seconds: float = 3600.0
+    holdout_months: int = default("holdout_months")
+    validation_months: int = default("validation_months")
+    n_trials: int = default("n_trials")
+    study_timeout_seconds: float = default("study_timeout_seconds")
     boosting_rounds: int = 1200
-    interval_coverage: float = 0.9
-    seed: int = 42
-    threads: int = 1
-    parallel_trees: int = 1
+    interval_coverage: float = default("interval_coverage")
+    seed: int = default("seed")
+    threads: int = default("threads")
+    parallel_trees: int = default("parallel_trees")
     dbt_manifest_path: str = str(DBT_DIR / "target" / "manifest.json")
 
     @classmethod
