@@ -26,6 +26,7 @@ from price_platform.settings import DEFAULT_DATASET, Settings
 from price_platform.synth import SynthOptions, write
 from price_platform.training.distributed import (
     DEFAULT_PARAMS,
+    EncodedReader,
     FeatureEncoder,
     feature_categories,
     feature_partitions,
@@ -97,6 +98,21 @@ def test_the_encoder_matches_the_model_pipelines_encoding(features, spec, split)
     assert np.allclose(np.asarray(steps, dtype=np.float32), mine, equal_nan=True)
     assert mine[0, encoder.columns.index("neighborhood")] == -1 and mine[1, encoder.columns.index("mas_vnr_type")] == -1
     assert np.allclose(pipeline.predict(frame[spec.features]), np.exp(booster.inplace_predict(mine)), rtol=1e-5)
+
+
+def test_the_binary_read_encodes_exactly_as_the_csv_read(features, spec, split):
+    """What training reads (binary COPY, categories as hashes) equals the CSV read through the encoder, value for value."""
+    dsn = features.dsn()
+    categories = feature_categories(dsn, spec)
+    categories["neighborhood"] = categories["neighborhood"][1:]  # a category the encoder does not know -> -1
+    encoder = FeatureEncoder(spec, categories)
+    for key in split[0][:3]:
+        table = read_partition(dsn, spec, key, dictionary=True)
+        data, label = EncodedReader(dsn, encoder)(key)
+        assert np.array_equal(data, encoder.matrix(table), equal_nan=True)
+        assert np.array_equal(label, encoder.label(table))
+    column = data[:, encoder.columns.index("mas_vnr_type")]
+    assert (column == -1).any() and (column >= 0).any()  # missing values read as -1 beside known ones
 
 
 def test_chunked_training_equals_training_on_the_whole_matrix(features, spec, split):

@@ -3,7 +3,7 @@
 Two engines, both XGBoost's own:
 
 - **one process**: an :class:`xgboost.DataIter` reads ``price_data.features`` one partition
-  at a time (``COPY ... TO STDOUT``, parsed by Arrow), encodes it to a float32 matrix and
+  at a time (binary ``COPY ... TO STDOUT`` of fixed-width fields, :class:`EncodedReader`), encodes it to a float32 matrix and
   feeds an :class:`xgboost.QuantileDMatrix` (spilling the encoded partitions to a temporary
   folder for XGBoost's later passes), so memory holds the quantised matrix and one
   partition, never the table as Python objects;
@@ -161,6 +161,92 @@ def read_partition(
     )
 
 
+#: The header of PostgreSQL's binary ``COPY`` (signature, flags, header extension length 0) and its trailer.
+BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+BINARY_TRAILER = b"\xff\xff"
+#: What a missing category is read as (``hashtextextended`` of any text is this only by a 2**-64 chance).
+MISSING_HASH = 0
+
+
+class EncodedReader:
+    """One partition's encoded matrix and label in one binary ``COPY``, every field of fixed width.
+
+    The CSV path (:func:`read_partition` + :meth:`FeatureEncoder.matrix`) spends more CPU in
+    Python parsing text than PostgreSQL spends writing it. Here PostgreSQL sends numbers as
+    binary ``float8`` (missing as NaN) and each category as its 64-bit ``hashtextextended``
+    (missing as :data:`MISSING_HASH`), so every row has the same length and the whole
+    partition is one numpy structured array (no parsing); hashes map to the encoder's
+    category codes with a sorted lookup (unknown and missing -> -1). The result equals the
+    CSV path's encoding value for value.
+    """
+
+    def __init__(self, dsn: str, encoder: FeatureEncoder) -> None:
+        self.dsn, self.encoder = dsn, encoder
+        spec = encoder.spec
+        self.lookups = {name: self._lookup(values) for name, values in encoder.categories.items()}
+        numbers = [*spec.numeric, spec.target]
+        fields = [("fields", ">i2")]
+        for name in [*numbers, *spec.categorical]:
+            fields += [(f"{name}.length", ">i4"), (name, ">f8" if name in numbers else ">i8")]
+        self.record = np.dtype(fields)
+        self.select = sql.SQL(", ").join(
+            [sql.SQL("coalesce({}::float8, 'NaN')").format(sql.Identifier(name)) for name in numbers]
+            + [
+                sql.SQL("coalesce(hashtextextended({}::text, 0), {})").format(sql.Identifier(name), sql.Literal(MISSING_HASH))
+                for name in spec.categorical
+            ]
+        )
+
+    def _lookup(self, values: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted hashes of the categories, each one's code), the hashes computed by PostgreSQL itself."""
+        if not values:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int32)
+        with psycopg2.connect(self.dsn) as connection, connection.cursor() as cursor:
+            cursor.execute("select hashtextextended(value, 0) from unnest(%s::text[]) as value", (list(values),))
+            hashes = np.array([row[0] for row in cursor.fetchall()], dtype=np.int64)
+        connection.close()
+        if len(np.unique(hashes)) < len(hashes) or MISSING_HASH in hashes:
+            raise ValueError(f"category hashes collide in {values[:5]}...; cannot read these categories as hashes")
+        order = np.argsort(hashes)
+        return hashes[order], order.astype(np.int32)
+
+    def records(self, partition_key: str) -> np.ndarray:
+        """The partition as a structured array, one record per row (big-endian fields as PostgreSQL sends them)."""
+        query = sql.SQL("copy (select {} from price_data.features where partition_key = {}) to stdout with (format binary)").format(
+            self.select, sql.Literal(partition_key)
+        )
+        buffer = io.BytesIO()
+        with psycopg2.connect(self.dsn) as connection, connection.cursor() as cursor:
+            cursor.copy_expert(query.as_string(cursor), buffer)
+        connection.close()
+        raw = buffer.getbuffer()
+        body = len(raw) - len(BINARY_HEADER) - len(BINARY_TRAILER)
+        if bytes(raw[: len(BINARY_HEADER)]) != BINARY_HEADER or bytes(raw[-2:]) != BINARY_TRAILER or body % self.record.itemsize:
+            raise ValueError(f"unexpected binary COPY output for partition {partition_key} ({len(raw)} bytes)")
+        return np.frombuffer(raw, dtype=self.record, count=body // self.record.itemsize, offset=len(BINARY_HEADER))
+
+    def __call__(self, partition_key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(encoded inputs as :meth:`FeatureEncoder.matrix`, log target as :meth:`FeatureEncoder.label`)."""
+        encoder, spec = self.encoder, self.encoder.spec
+        records = self.records(partition_key)
+        numeric = {name: records[name].astype(np.float64) for name in spec.numeric}
+        out = np.empty((len(records), len(encoder.columns)), dtype=np.float32)
+        position = 0
+        for name in spec.numeric:
+            out[:, position] = numeric[name]
+            position += 1
+        for function in encoder.derived.values():
+            out[:, position] = function(numeric)
+            position += 1
+        for name in spec.categorical:
+            hashes, codes = self.lookups[name]
+            values = records[name].astype(np.int64)
+            at = np.minimum(np.searchsorted(hashes, values), max(len(hashes) - 1, 0))
+            out[:, position] = np.where(hashes[at] == values, codes[at], -1) if len(hashes) else -1
+            position += 1
+        return out, np.log(records[spec.target].astype(np.float64)).astype(np.float32)
+
+
 class PartitionIter(xgb.DataIter):
     """Feeds XGBoost one encoded feature partition at a time.
 
@@ -174,13 +260,12 @@ class PartitionIter(xgb.DataIter):
 
     def __init__(
         self,
-        read: Callable[[str], pa.Table],
+        read: Callable[[str], tuple[np.ndarray, np.ndarray]],
         keys: Sequence[str],
-        encoder: FeatureEncoder,
         spill: Path,
         pool: ThreadPoolExecutor | None = None,
     ) -> None:
-        self.read, self.keys, self.encoder, self.spill, self.pool = read, list(keys), encoder, spill, pool
+        self.read, self.keys, self.spill, self.pool = read, list(keys), spill, pool
         self.position = 0
         self.rows = 0
         self.pending: dict[int, Future] = {}
@@ -191,8 +276,7 @@ class PartitionIter(xgb.DataIter):
 
     def _encoded(self, position: int) -> tuple[np.ndarray, np.ndarray]:
         """Read and encode one partition and spill it (in a pool thread when there is a pool)."""
-        table = self.read(self.keys[position])
-        data, label = self.encoder.matrix(table), self.encoder.label(table)
+        data, label = self.read(self.keys[position])
         data_file, label_file = self._files(position)
         np.save(label_file, label)
         np.save(data_file, data)  # last: its existence marks the partition as spilled
@@ -230,16 +314,16 @@ def train_in_chunks(
         tempfile.TemporaryDirectory(prefix="price-platform-train-") as spill,
         ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="read-features") as pool,
     ):
-        iterator = PartitionIter(lambda key: read_partition(dsn, spec, key, dictionary=True), keys, encoder, Path(spill), pool)
+        iterator = PartitionIter(EncodedReader(dsn, encoder), keys, Path(spill), pool)
         matrix = xgb.QuantileDMatrix(iterator, max_bin=params.get("max_bin", 256), nthread=params.get("nthread"))
     return xgb.train(params, matrix, num_boost_round=rounds)
 
 
 def _encoded_partition(dsn: str, spec: DatasetSpec, categories: dict[str, list[str]], key: str) -> pd.DataFrame:
     encoder = FeatureEncoder(spec, categories)
-    table = read_partition(dsn, spec, key, dictionary=True)
-    frame = pd.DataFrame(encoder.matrix(table), columns=encoder.columns)
-    frame[LABEL] = encoder.label(table)
+    data, label = EncodedReader(dsn, encoder)(key)
+    frame = pd.DataFrame(data, columns=encoder.columns)
+    frame[LABEL] = label
     return frame
 
 
@@ -353,9 +437,10 @@ def predict_partitions(
     booster: xgb.Booster, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(log-price predictions, log-price labels) partition by partition, for evaluation at scale."""
+    read = EncodedReader(dsn, encoder)
     for key in keys:
-        table = read_partition(dsn, spec, key, dictionary=True)
-        yield booster.inplace_predict(encoder.matrix(table)), encoder.label(table)
+        data, label = read(key)
+        yield booster.inplace_predict(data), label
 
 
 def rmsle(booster: xgb.Booster, dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder) -> float:
