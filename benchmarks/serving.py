@@ -478,12 +478,12 @@ class InProcess:
 
 def cache_costs(spec: Any, pipeline: Any, holdout: Any, env: dict[str, str]) -> tuple[float, float]:
     """p50 of a one-record prediction answered from the cache and of one that misses (Redis when it answers)."""
-    from price_platform.settings import Settings
+    from serving.batching import MicroBatcher
     from serving.cache import SharedStore, redis_client
     from serving.fast_path import compile_pipeline
     from serving.model_store import LoadedModel
+    from serving.pricing import Pricing
     from serving.schemas import build_schemas
-    from serving.services import Services
 
     redis_url = os.environ.get("PRICE_PLATFORM_REDIS_URL", "redis://127.0.0.1:6379/0")
     schemas = build_schemas(spec, 1000)
@@ -499,9 +499,9 @@ def cache_costs(spec: Any, pipeline: Any, holdout: Any, env: dict[str, str]) -> 
         except Exception:  # noqa: BLE001 (no Redis here: the in-process store is what serves)
             await redis.aclose()
             redis = None
-        services = Services(Settings(), spec, schemas, None, SharedStore(redis, 10**9), None, None, None)  # type: ignore[arg-type]
+        pricing = Pricing(spec, None, SharedStore(redis, 10**9), MicroBatcher(), None, None)  # type: ignore[arg-type]
         hit = msgspec.convert(record_values, schemas.record)
-        await services.prices(model, [hit])
+        await pricing.prices(model, [hit])
         counter = iter(range(10**9))
 
         async def timed(records_for: Any, repeats: int) -> float:
@@ -509,7 +509,7 @@ def cache_costs(spec: Any, pipeline: Any, holdout: Any, env: dict[str, str]) -> 
             for _ in range(repeats):
                 records = records_for()
                 start = time.perf_counter()
-                await services.prices(model, records)
+                await pricing.prices(model, records)
                 times.append(time.perf_counter() - start)
             return float(np.median(times))
 
@@ -517,7 +517,7 @@ def cache_costs(spec: Any, pipeline: Any, holdout: Any, env: dict[str, str]) -> 
         miss_p50 = await timed(
             lambda: [msgspec.convert({**record_values, "lot_area": 1000 + next(counter)}, schemas.record)], 2000
         )
-        await services.shared.close()
+        await pricing.shared.close()
         return hit_p50, miss_p50
 
     return asyncio.run(measure())

@@ -152,16 +152,17 @@ def test_the_inference_protocol_takes_integer_codes_as_int64() -> None:
         spec=spec, schemas=build_schemas(spec, max_batch_size=10),
         settings=SimpleNamespace(model_name="zoned", max_batch_size=10),
     )
-    assert {t["name"]: t["datatype"] for t in input_metadata(services)} == {"area": "FP64", "zone": "INT64"}
+    served = (services.spec, services.schemas, services.settings)
+    assert {t["name"]: t["datatype"] for t in input_metadata(services.spec)} == {"area": "FP64", "zone": "INT64"}
 
     def request(zone: dict) -> bytes:
         return json.dumps({"inputs": [{"name": "area", "shape": [2], "datatype": "FP64", "data": [80.0, 90.0]},
                                       {"name": "zone", "shape": [2], **zone}]}).encode()
 
-    records = records_of(parse(request({"datatype": "INT64", "data": [3, 1]})), services)
+    records = records_of(parse(request({"datatype": "INT64", "data": [3, 1]})), *served)
     assert [r.zone for r in records] == ["3", "1"]
-    assert [r.zone for r in records_of(parse(request({"datatype": "BYTES", "data": ["2", "3"]})), services)] == ["2", "3"]
+    assert [r.zone for r in records_of(parse(request({"datatype": "BYTES", "data": ["2", "3"]})), *served)] == ["2", "3"]
     with pytest.raises(BadTensors, match="`zone` is an integer-coded categorical feature: send INT64"):
-        records_of(parse(request({"datatype": "FP64", "data": [3.0, 1.0]})), services)
+        records_of(parse(request({"datatype": "FP64", "data": [3.0, 1.0]})), *served)
     with pytest.raises(InvalidInput, match="field `zone`: Invalid enum value 4"):
-        records_of(parse(request({"datatype": "INT64", "data": [3, 4]})), services)
+        records_of(parse(request({"datatype": "INT64", "data": [3, 4]})), *served)

@@ -291,7 +291,7 @@ def test_without_redis_the_limit_and_the_cache_live_in_the_process() -> None:
 
 @pytest.mark.parametrize("count", [1, 8, 9, 1000])
 def test_prediction_ids_are_distinct_version_4_uuids(count: int) -> None:
-    from serving.controllers.predictions import new_ids
+    from serving.pricing import new_ids
 
     ids = new_ids(count)
     assert len(ids) == len(set(ids)) == count

@@ -15,9 +15,9 @@ import sys
 from collections.abc import AsyncIterator
 
 from litestar import Litestar, Request, Response
-from litestar._openapi.plugin import OpenAPIPlugin
 from litestar.config.compression import CompressionConfig
-from litestar.di import Provide
+from litestar.exceptions import ValidationException
+from litestar.exceptions.responses import create_exception_response
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Receive, Scope, Send
@@ -34,10 +34,13 @@ from serving.controllers.health import HealthController
 from serving.controllers.inference_protocol import inference_protocol
 from serving.controllers.model import ModelController
 from serving.controllers.predictions import PredictionsController
+from serving.dependencies import dependencies
 from serving.model_store import ModelStore
 from serving.openapi import API_KEY, components, document_contract, swagger_assets, swagger_page
 from serving.prediction_log import PredictionLog, pii_key
-from serving.schemas import build_schemas
+from serving.pricing import Pricing, count_refusal
+from serving.rollout import OffPathScorer
+from serving.schemas import InvalidInput, build_schemas
 from serving.services import Services, UnpriceableRecords
 
 log = logging.getLogger(__name__)
@@ -64,19 +67,17 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
     schemas = build_schemas(spec, settings.max_batch_size)
     redis = redis_client(settings.redis_url) if settings.redis_url else None
     shared = SharedStore(redis=redis, limit_per_minute=settings.rate_limit_per_minute)
+    store = ModelStore(settings=settings, spec=spec, record_type=schemas.record, dsn=dsn)
+    prediction_log = PredictionLog(
+        dsn, capacity=settings.log_buffer_size, pii=spec.pii, pii_key=pii_key(settings),
+        spill_dir=settings.log_spill, spill_rows=settings.log_spill_rows,
+    )
+    batcher = MicroBatcher(window=settings.batch_window_ms / 1000)
+    offpath = OffPathScorer(dsn, capacity=settings.log_buffer_size, serving=store.serving_roles)
     services = Services(
-        settings=settings,
-        spec=spec,
-        schemas=schemas,
-        store=ModelStore(settings=settings, spec=spec, record_type=schemas.record, dsn=dsn),
-        shared=shared,
-        log=PredictionLog(
-            dsn, capacity=settings.log_buffer_size, pii=spec.pii, pii_key=pii_key(settings),
-            spill_dir=settings.log_spill, spill_rows=settings.log_spill_rows,
-        ),
-        keys=auth.KeyRing(dsn),
-        dsn=dsn,
-        batcher=MicroBatcher(window=settings.batch_window_ms / 1000),
+        settings=settings, spec=spec, schemas=schemas, store=store, shared=shared, log=prediction_log,
+        keys=auth.KeyRing(dsn), dsn=dsn, batcher=batcher, offpath=offpath,
+        pricing=Pricing(spec=spec, store=store, shared=shared, batcher=batcher, log=prediction_log, offpath=offpath),
     )
 
     @contextlib.asynccontextmanager
@@ -104,8 +105,8 @@ def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str 
             PredictionsController, FeedbackController, ModelController, HealthController, AdminController,
             swagger_assets(), inference_protocol(),
         ],
-        exception_handlers={UnpriceableRecords: unpriceable},
-        dependencies={"services": Provide(lambda: services, sync_to_thread=False, use_cache=True)},
+        exception_handlers={InvalidInput: invalid_input, UnpriceableRecords: unpriceable},
+        dependencies=dependencies(services),
         lifespan=[lifespan],
         middleware=[metrics.count_requests, _log_waits_for_quiet],
         after_exception=[metrics.count_unrouted],
@@ -141,6 +142,13 @@ def _log_waits_for_quiet(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def invalid_input(request: Request, error: InvalidInput) -> Response:
+    """400 naming where the body is at fault, as Litestar answers a :class:`ValidationException`; a prediction route's
+    refusal counts as an error of the model that was to answer it."""
+    count_refusal(request)
+    return create_exception_response(request, ValidationException(str(error), extra=error.extra))
+
+
 def unpriceable(request: Request, error: UnpriceableRecords) -> Response:
     """422 naming the records the model cannot price: the client's input, never a server error."""
     return Response(
@@ -150,7 +158,7 @@ def unpriceable(request: Request, error: UnpriceableRecords) -> Response:
 
 def _document(app: Litestar, bodies: Components, *, auth_enabled: bool) -> None:
     """Add the msgspec-made body schemas to the components Litestar generates, and each route's security and errors."""
-    openapi = app.plugins.get(OpenAPIPlugin).provide_openapi()  # built once and cached by Litestar
+    openapi = app.openapi_schema  # built once and cached by Litestar
     openapi.components.schemas = {**(openapi.components.schemas or {}), **(bodies.schemas or {})}
     document_contract(app, openapi, auth_enabled=auth_enabled)
 

@@ -36,13 +36,19 @@ _UNKNOWN_FIELD = re.compile(r"`(?P<field>[^`]+)`")
 
 
 class InvalidInput(ValueError):
-    """A request body the API cannot accept, with the record (batch index) and field it is about."""
+    """A request body the API cannot accept, with the record (batch index) and field it is about.
+
+    Answered with 400 by the app's exception handler (:func:`serving.app.invalid_input`; the v2
+    routes answer in their protocol's body), with :attr:`extra` as the answer's ``extra``.
+    """
 
     def __init__(self, message: str, *, record: int | None = None, field: str | None = None) -> None:
         where = ", ".join(part for part in (f"record {record}" if record is not None else "", f"field `{field}`" if field else "") if part)
         super().__init__(f"{where}: {message}" if where else message)
         self.record = record
         self.field = field
+        #: Where the body is at fault: the record (None: a single one) and the field.
+        self.extra: dict[str, Any] = {"record": record, "field": field}
 
 
 # --- responses ---------------------------------------------------------------------------
@@ -275,6 +281,17 @@ def decode(decoder: msgspec.json.Decoder, body: bytes) -> Any:
         raise _located(str(error)) from None
     except msgspec.DecodeError as error:
         raise _not_json(body, str(error)) from None
+
+
+def decode_admin_request(decoder: msgspec.json.Decoder, body: bytes) -> AdminRequest:
+    """The admin request in ``body`` (an empty body gives no reason); :class:`InvalidInput` naming the field at fault."""
+    if not body:
+        return AdminRequest()
+    try:
+        return decode(decoder, body)
+    except InvalidInput as error:
+        error.extra = {"field": error.field}  # an admin request holds no records
+        raise
 
 
 def _located(message: str) -> InvalidInput:

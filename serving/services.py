@@ -1,31 +1,26 @@
-"""What the handlers share: settings, data set, request schemas, the model, stores, the log writer and the off-path scorer."""
+"""The services of one worker process, and the records the model is not asked to price."""
 
 from __future__ import annotations
 
-import asyncio
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import msgspec
 import numpy as np
-from litestar.params import Dependency
 
 from price_platform.datasets import DatasetSpec
 from price_platform.record_rules import broken_rules
 from price_platform.settings import Settings
-from serving import metrics
 from serving.auth import KeyRing
 from serving.batching import MicroBatcher
-from serving.cache import SharedStore, cache_key
-from serving.model_store import LoadedModel, ModelStore
+from serving.cache import SharedStore
+from serving.model_store import ModelStore
 from serving.prediction_log import PredictionLog
 from serving.rollout import OffPathScorer
 from serving.schemas import RequestSchemas
 
-#: Batches at least this long are predicted in a worker thread so the event loop keeps serving.
-OFFLOAD_ROWS = 64
+if TYPE_CHECKING:
+    from serving.pricing import Pricing  # which imports the refusals below
 
 
 class UnpriceableRecords(ValueError):
@@ -69,7 +64,12 @@ def checked(prices: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Services:
-    """The serving state of one worker process (kept on ``app.state.services``)."""
+    """The services of one worker process, made by :func:`serving.app.create_app` and kept on ``app.state.services``.
+
+    Handlers take each one as a dependency (:mod:`serving.dependencies`); what Litestar gives no
+    dependencies to reads them here: the lifespan, the key check (:mod:`serving.guards`), the
+    middleware, and the drain of :mod:`serving.cli`, which sets :attr:`draining`.
+    """
 
     settings: Settings
     spec: DatasetSpec
@@ -79,49 +79,9 @@ class Services:
     log: PredictionLog
     keys: KeyRing
     dsn: str | None
-    draining: bool = False
-    batcher: MicroBatcher = field(default_factory=MicroBatcher)
+    batcher: MicroBatcher
     #: Scores of the shadow (and of the champion beside a canary's answer), off the request path;
     #: bounded like the prediction log's buffer (``log_buffer_size`` rows).
-    offpath: Any = None  # OffPathScorer (Any: Litestar inspects these types)
-
-    def __post_init__(self) -> None:
-        if self.offpath is None:
-            serving = self.store.serving_roles if self.store is not None else tuple
-            self.offpath = OffPathScorer(self.dsn, capacity=self.settings.log_buffer_size, serving=serving)
-
-    async def prices(self, model: LoadedModel, records: Sequence[msgspec.Struct]) -> np.ndarray:
-        """Prices of ``records``; a single record goes through the cache (keyed by model version) and the micro-batcher."""
-        if self.spec.rules:
-            try:
-                refuse_impossible(self.spec, [msgspec.structs.astuple(record) for record in records])
-            except ImpossibleRecords:
-                self.batcher.not_coming()
-                raise
-        if len(records) == 1:
-            key = cache_key(model.name, model.version, msgspec.json.encode(records[0]))
-            cached = await self.shared.get_price(key)
-            if cached is not None:
-                self.batcher.not_coming()
-                metrics.CACHE_HIT.inc()
-                return np.array([cached])
-            metrics.CACHE_MISS.inc()
-            price = await self.batcher.predict(model, msgspec.structs.astuple(records[0]))
-            if not (math.isfinite(price) and price > 0):
-                raise UnpriceableRecords([0])
-            self.shared.set_price(key, price)
-            return np.array([price])
-        self.batcher.not_coming()
-        rows = [msgspec.structs.astuple(record) for record in records]
-        if len(rows) >= OFFLOAD_ROWS:
-            return checked(await asyncio.to_thread(model.predict, rows))
-        return checked(model.predict(rows))
-
-    def explain(self, model: LoadedModel, record: Any) -> tuple[dict[str, float], dict[str, float], float, float] | None:
-        compiled = model.explainable
-        return None if compiled is None else compiled.explain(msgspec.structs.astuple(record))
-
-
-#: How a handler asks for the :class:`Services`: Litestar hands over the one object without converting
-#: it (validating a dataclass of locks, threads and connections would fail, and cost time on every request).
-SharedServices = Annotated[Services, Dependency(skip_validation=True)]
+    offpath: OffPathScorer
+    pricing: Pricing
+    draining: bool = False

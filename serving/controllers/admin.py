@@ -6,34 +6,24 @@ import asyncio
 
 import requests
 from litestar import Controller, Request, post
-from litestar.exceptions import ClientException, ServiceUnavailableException, ValidationException
+from litestar.exceptions import ClientException, ServiceUnavailableException
 from mlflow.exceptions import MlflowException
 
 from price_platform.registry.announce import promotion_channel
 from price_platform.registry.promotion import PromotionRefused, rollback
 from serving.auth import audit
+from serving.dependencies import PlatformDsn, Schemas, ServingSettings, Shared, Store
 from serving.guards import requires
 from serving.model_store import ModelRefused
 from serving.openapi import ERRORS, json_body
-from serving.schemas import AdminRequest, AdminResult, InvalidInput, decode
-from serving.services import Services, SharedServices
+from serving.schemas import AdminResult, decode_admin_request
 
 
-async def _request(request: Request, services: Services) -> AdminRequest:
-    body = await request.body()
-    if not body:
-        return AdminRequest()
-    try:
-        return decode(services.schemas.admin_decoder, body)
-    except InvalidInput as error:
-        raise ValidationException(str(error), extra={"field": error.field}) from None
-
-
-async def _audit(services: Services, actor: str, action: str, detail: dict) -> None:
-    if services.dsn is None:
+async def _audit(dsn: str | None, actor: str, action: str, detail: dict) -> None:
+    if dsn is None:
         return
     try:
-        await asyncio.to_thread(audit, services.dsn, actor, action, detail)
+        await asyncio.to_thread(audit, dsn, actor, action, detail)
     except Exception as error:  # noqa: BLE001 (no audit, no admin action)
         raise ServiceUnavailableException(f"the audit log cannot be written: {error}") from error
 
@@ -47,15 +37,15 @@ class AdminController(Controller):
           summary="Load the version the champion alias points to now",
           opt={ERRORS: {503: "The audit log cannot be written, the model registry does not answer (the loaded model keeps"
                                 " serving), or no champion could be loaded."}})
-    async def reload(self, request: Request, services: SharedServices) -> AdminResult:
-        body = await _request(request, services)
+    async def reload(self, request: Request, store: Store, schemas: Schemas, dsn: PlatformDsn) -> AdminResult:
+        body = decode_admin_request(schemas.admin_decoder, await request.body())
         actor = f"api-key:{request.state.principal.key_id}"
-        before = services.store.current.version if services.store.current else None
-        await _audit(services, actor, "reload", {"reason": body.reason, "serving": before})
-        await services.store.refresh(f"admin reload by {actor}")
-        if services.store.registry_error:
-            raise ServiceUnavailableException(f"{services.store.registry_error}; still serving {before}")
-        after = services.store.current
+        before = store.current.version if store.current else None
+        await _audit(dsn, actor, "reload", {"reason": body.reason, "serving": before})
+        await store.refresh(f"admin reload by {actor}")
+        if store.registry_error:
+            raise ServiceUnavailableException(f"{store.registry_error}; still serving {before}")
+        after = store.current
         if after is None:
             raise ServiceUnavailableException("no champion could be loaded")
         return AdminResult(action="reload", from_version=before, to_version=after.version, actor=actor)
@@ -67,16 +57,17 @@ class AdminController(Controller):
               503: "No platform database, the audit log cannot be written, the model registry does not answer,"
                    " or the earlier version cannot be loaded.",
           }})
-    async def rollback(self, request: Request, services: SharedServices) -> AdminResult:
-        body = await _request(request, services)
+    async def rollback(
+        self, request: Request, store: Store, schemas: Schemas, shared: Shared, settings: ServingSettings, dsn: PlatformDsn
+    ) -> AdminResult:
+        body = decode_admin_request(schemas.admin_decoder, await request.body())
         actor = f"api-key:{request.state.principal.key_id}"
-        if services.dsn is None:
+        if dsn is None:
             raise ServiceUnavailableException("rollback needs the platform database")
-        await _audit(services, actor, "rollback", {"reason": body.reason})
-        settings = services.settings
+        await _audit(dsn, actor, "rollback", {"reason": body.reason})
         try:
             deployment = await asyncio.to_thread(
-                rollback, settings.tracking_uri, settings.model_name, dsn=services.dsn, actor=actor,
+                rollback, settings.tracking_uri, settings.model_name, dsn=dsn, actor=actor,
                 reason=body.reason or "rollback through the API",
             )
         except PromotionRefused as error:
@@ -86,9 +77,9 @@ class AdminController(Controller):
                 f"the model registry did not answer ({type(error).__name__}): nothing was rolled back"
             ) from None
         try:
-            await services.store.load(deployment.to_version, f"rollback by {actor}")
+            await store.load(deployment.to_version, f"rollback by {actor}")
         except ModelRefused as error:
             raise ServiceUnavailableException(str(error)) from None
-        await services.shared.publish(promotion_channel(settings.model_name), deployment.to_version)
+        await shared.publish(promotion_channel(settings.model_name), deployment.to_version)
         return AdminResult(action="rollback", from_version=deployment.from_version, to_version=deployment.to_version,
                            actor=actor)

@@ -11,18 +11,13 @@ import asyncio
 import uuid
 
 from litestar import Controller, Request, post
-from litestar.exceptions import (
-    NotFoundException,
-    PermissionDeniedException,
-    ServiceUnavailableException,
-    ValidationException,
-)
+from litestar.exceptions import NotFoundException, PermissionDeniedException, ServiceUnavailableException
 
 from price_platform.warehouse import connect
+from serving.dependencies import PlatformDsn, PredictionLogWriter, Schemas
 from serving.guards import requires
 from serving.openapi import ERRORS, json_body
-from serving.schemas import FeedbackAccepted, InvalidInput, decode
-from serving.services import SharedServices
+from serving.schemas import FeedbackAccepted, decode
 
 
 class FeedbackController(Controller):
@@ -38,15 +33,14 @@ class FeedbackController(Controller):
         summary="Report the actual price for a prediction id",
         opt={ERRORS: {503: "The feedback buffer is full (`Retry-After` says when to try again)."}},
     )
-    async def feedback(self, request: Request, services: SharedServices) -> FeedbackAccepted:
-        try:
-            body = decode(services.schemas.feedback_decoder, await request.body())
-        except InvalidInput as error:
-            raise ValidationException(str(error), extra={"record": error.record, "field": error.field}) from None
+    async def feedback(
+        self, request: Request, schemas: Schemas, prediction_log: PredictionLogWriter, dsn: PlatformDsn
+    ) -> FeedbackAccepted:
+        body = decode(schemas.feedback_decoder, await request.body())
         principal = request.state.principal
         if principal.role != "admin":
-            await _check_owner(services.dsn, body.prediction_id, principal.key_id)
-        if not services.log.add_actual(body.prediction_id, body.actual):
+            await _check_owner(dsn, body.prediction_id, principal.key_id)
+        if not prediction_log.add_actual(body.prediction_id, body.actual):
             raise ServiceUnavailableException("the feedback buffer is full; try again later", headers={"Retry-After": "5"})
         return FeedbackAccepted(prediction_id=body.prediction_id, status="accepted")
 

@@ -6,8 +6,8 @@ from litestar import Controller, Response, get
 from litestar.openapi import ResponseSpec
 
 from serving import metrics
+from serving.dependencies import Draining, Store
 from serving.schemas import Status
-from serving.services import SharedServices
 
 
 class HealthController(Controller):
@@ -22,11 +22,11 @@ class HealthController(Controller):
         summary="200 when a model is loaded and warm; 503 before that and while shutting down",
         responses={503: ResponseSpec(Status, description="Not ready")},
     )
-    async def ready(self, services: SharedServices) -> Response[Status]:
-        model = services.store.current
-        if services.draining:
+    async def ready(self, store: Store, draining: Draining) -> Response[Status]:
+        model = store.current
+        if draining:
             return Response(Status(status="draining", model_version=model and model.version), status_code=503)
-        detail = services.store.registry_error
+        detail = store.registry_error
         if model is None:
             return Response(Status(status="loading", detail=detail), status_code=503)
         return Response(Status(status="ready", model_version=model.version, detail=detail), status_code=200)

@@ -47,15 +47,17 @@ from litestar.openapi.spec import (
 )
 from litestar.openapi.spec.enums import OpenAPIType
 
+from price_platform.datasets import DatasetSpec
+from price_platform.settings import Settings
 from serving import metrics
 from serving.compression import OWN_COMPRESSION, json_answer
-from serving.controllers.predictions import answer_records, expecting_a_row
+from serving.dependencies import DataSet, Draining, Prices, Schemas, ServingSettings, Store
 from serving.guards import requires
-from serving.model_store import LoadedModel
+from serving.model_store import ModelStore
 from serving.openapi import DOCUMENT, ERRORS, json_body, to_schema
-from serving.rollout import CHAMPION_ROLE
-from serving.schemas import InvalidInput, decode
-from serving.services import Services, SharedServices, UnpriceableRecords
+from serving.pricing import count_refusal, expecting_a_row, serving_model
+from serving.schemas import InvalidInput, RequestSchemas, decode
+from serving.services import UnpriceableRecords
 
 #: ``platform`` of the model metadata (``<project>_<format>``): a scikit-learn pipeline in MLflow's format.
 PLATFORM = "sklearn_mlflow"
@@ -71,7 +73,7 @@ INFER_LATENCY = metrics.PREDICTION_LATENCY.labels(endpoint="infer")
 
 
 class BadTensors(ValueError):
-    """An inference request whose tensors do not make records; the message names the input at fault."""
+    """An inference request whose tensors do not make records; the message names the input at fault (answered 400)."""
 
 
 # --- the request ---------------------------------------------------------------------------
@@ -195,15 +197,14 @@ def _checked(tensor: RequestInput, values: list[Any], *, numeric: bool, codes: b
     return out
 
 
-def columns_of(request: InferenceRequest, services: Services) -> dict[str, list[Any]]:
+def columns_of(request: InferenceRequest, spec: DatasetSpec, settings: Settings) -> dict[str, list[Any]]:
     """Each feature's values (one per record), from one tensor per feature; :class:`BadTensors` if not."""
-    spec = services.spec
     columns: dict[str, list[Any]] = {}
     sizes: dict[str, int] = {}
     for tensor in request.inputs:
         if tensor.name not in spec.numeric and tensor.name not in spec.categorical:
             raise BadTensors(f"input `{tensor.name}` is no feature of this model; it takes one tensor per feature "
-                             f"(GET /v2/models/{services.settings.model_name} lists them)")
+                             f"(GET /v2/models/{settings.model_name} lists them)")
         if tensor.name in columns:
             raise BadTensors(f"input `{tensor.name}` is sent twice; send one tensor per feature")
         if tensor.parameters is not msgspec.UNSET and "binary_data_size" in tensor.parameters:
@@ -218,7 +219,7 @@ def columns_of(request: InferenceRequest, services: Services) -> dict[str, list[
     if missing:
         listed = ", ".join(f"`{name}`" for name in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise BadTensors(f"missing input tensors: {listed}; the model takes one tensor per feature "
-                         f"(GET /v2/models/{services.settings.model_name} lists them)")
+                         f"(GET /v2/models/{settings.model_name} lists them)")
     first = spec.features[0]
     for name, size in sizes.items():
         if size != sizes[first]:
@@ -227,22 +228,24 @@ def columns_of(request: InferenceRequest, services: Services) -> dict[str, list[
     count = sizes[first]
     if count == 0:
         raise BadTensors("the input tensors hold no records (shape [0])")
-    if count > services.settings.max_batch_size:
-        raise BadTensors(f"the input tensors hold {count} records; at most {services.settings.max_batch_size} per request")
+    if count > settings.max_batch_size:
+        raise BadTensors(f"the input tensors hold {count} records; at most {settings.max_batch_size} per request")
     return columns
 
 
-def records_of(request: InferenceRequest, services: Services) -> list[msgspec.Struct]:
+def records_of(
+    request: InferenceRequest, spec: DatasetSpec, schemas: RequestSchemas, settings: Settings
+) -> list[msgspec.Struct]:
     """The data set's records from the request's tensors, decoded and validated as ``/predict`` decodes its body.
 
     Raises :class:`BadTensors` for tensors that make no records and
     :class:`~serving.schemas.InvalidInput` (the same message ``/predict`` gives) for a bad value.
     """
-    columns = columns_of(request, services)
-    names = services.spec.features
+    columns = columns_of(request, spec, settings)
+    names = spec.features
     ordered = [columns[name] for name in names]
     rows = [dict(zip(names, values, strict=True)) for values in zip(*ordered, strict=True)]
-    return decode(services.schemas.predict_decoder, msgspec.json.encode(rows))
+    return decode(schemas.predict_decoder, msgspec.json.encode(rows))
 
 
 def requested_outputs(request: InferenceRequest) -> list[str]:
@@ -273,39 +276,33 @@ def unpriceable(request: Request, error: UnpriceableRecords) -> Response[bytes]:
     return _json({"error": str(error)}, 422)
 
 
+def bad_request(request: Request, error: BadTensors | InvalidInput) -> Response[bytes]:
+    """400: not an inference request, tensors that make no records, or a value the record schema refuses (counted
+    as an error of the model that was to answer)."""
+    count_refusal(request)
+    return _json({"error": str(error)}, 400)
+
+
 def _fail(status_code: int, message: str, headers: dict[str, str] | None = None) -> HTTPException:
     return HTTPException(detail=message, status_code=status_code, headers=headers)
 
 
-def _served(services: Services, name: str) -> None:
-    if name != services.settings.model_name:
-        raise _fail(404, f"unknown model {name!r}; this server serves {services.settings.model_name!r}")
+def _served(settings: Settings, name: str) -> None:
+    if name != settings.model_name:
+        raise _fail(404, f"unknown model {name!r}; this server serves {settings.model_name!r}")
 
 
-def _model(services: Services) -> LoadedModel:
-    model = services.store.current
-    if model is None:
-        raise _fail(503, "no model is loaded yet (Retry-After says when to ask again)", {"Retry-After": "1"})
-    return model
-
-
-def _bad(model: LoadedModel, message: str) -> HTTPException:
-    metrics.answered(model.version, CHAMPION_ROLE, "error").inc()
-    return _fail(400, message)
-
-
-def _ready(services: Services) -> bool:
-    return services.store.current is not None and not services.draining
+def _ready(store: ModelStore, draining: bool) -> bool:
+    return store.current is not None and not draining
 
 
 def _tensor_metadata(name: str, datatype: str) -> dict[str, Any]:
     return {"name": name, "datatype": datatype, "shape": [-1]}
 
 
-def input_metadata(services: Services) -> list[dict[str, Any]]:
+def input_metadata(spec: DatasetSpec) -> list[dict[str, Any]]:
     """One tensor per feature, as :func:`columns_of` takes them: numeric FP64 (INT64 if integer), categorical
     BYTES (INT64 for integer codes)."""
-    spec = services.spec
 
     def datatype(name: str) -> str:
         if name in spec.numeric:
@@ -329,7 +326,7 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _components(services: Services) -> dict[str, dict[str, Any]]:
+def _components(spec: DatasetSpec) -> dict[str, dict[str, Any]]:
     """The JSON schemas of the v2 bodies, named for ``#/components/schemas``."""
     tensor = {"type": "object", "required": ["name", "datatype", "shape"],
               "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
@@ -341,7 +338,7 @@ def _components(services: Services) -> dict[str, dict[str, Any]]:
         "V2RequestInput": {
             "type": "object", "required": ["name", "shape", "datatype", "data"], "additionalProperties": False,
             "properties": {
-                "name": {"enum": list(services.spec.features), "description": "A feature's name."},
+                "name": {"enum": list(spec.features), "description": "A feature's name."},
                 "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 2,
                           "description": "[n] or [n, 1]: one value per record."},
                 "datatype": {"enum": list(DATATYPES), "description": "GET /v2/models/{name} lists each feature's."},
@@ -392,9 +389,9 @@ def _answers(component: str, *, not_ready: bool = False) -> Any:
     error with the protocol's body, and the path's ``name`` as the one model this server serves."""
 
     def document(openapi: OpenAPI, operation: Operation, app: Litestar) -> None:
-        services: Services = app.state.services
+        services = app.state.services  # the document is made once, from the app
         schemas = openapi.components.schemas if openapi.components.schemas is not None else {}
-        for name, schema in _components(services).items():
+        for name, schema in _components(services.spec).items():
             schemas.setdefault(name, to_schema(schema))
         openapi.components.schemas = schemas
         body = {"application/json": OpenAPIMediaType(schema=Reference(ref=f"#/components/schemas/{component}"))}
@@ -421,7 +418,8 @@ class _ProtocolController(Controller):
     """What the v2 routes share: the protocol's error body."""
 
     tags = ["open inference protocol (v2)"]
-    exception_handlers = {HTTPException: protocol_error, UnpriceableRecords: unpriceable}
+    exception_handlers = {HTTPException: protocol_error, UnpriceableRecords: unpriceable,
+                          BadTensors: bad_request, InvalidInput: bad_request}
 
 
 class InferenceHealthController(_ProtocolController):
@@ -435,8 +433,8 @@ class InferenceHealthController(_ProtocolController):
 
     @get("/ready", summary="v2 server ready: 200 when a model is loaded and warm; 503 before that and while shutting down",
          opt={DOCUMENT: _answers("V2Ready", not_ready=True)})
-    async def ready(self, services: SharedServices) -> Response[bytes]:
-        ready = _ready(services)
+    async def ready(self, store: Store, draining: Draining) -> Response[bytes]:
+        ready = _ready(store, draining)
         return _json({"ready": ready}, 200 if ready else 503)
 
 
@@ -452,22 +450,22 @@ class InferenceController(_ProtocolController):
 
     @get("/models/{name:str}", summary="v2 model metadata: one input tensor per feature, the output tensors",
          opt={DOCUMENT: _answers("V2ModelMetadata"), ERRORS: {404: _NOT_SERVED}})
-    async def model_metadata(self, name: str, services: SharedServices) -> Response[bytes]:
-        _served(services, name)
-        model = services.store.current
+    async def model_metadata(self, name: str, store: Store, settings: ServingSettings, spec: DataSet) -> Response[bytes]:
+        _served(settings, name)
+        model = store.current
         return _json({
             "name": name,
             "versions": [model.version] if model is not None else [],
             "platform": PLATFORM,
-            "inputs": input_metadata(services),
+            "inputs": input_metadata(spec),
             "outputs": [_tensor_metadata(output, datatype) for output, datatype in OUTPUTS.items()],
         })
 
     @get("/models/{name:str}/ready", summary="v2 model ready: 200 when the model is loaded and warm, else 503",
          opt={DOCUMENT: _answers("V2Ready", not_ready=True), ERRORS: {404: _NOT_SERVED}})
-    async def model_ready(self, name: str, services: SharedServices) -> Response[bytes]:
-        _served(services, name)
-        ready = _ready(services)
+    async def model_ready(self, name: str, store: Store, settings: ServingSettings, draining: Draining) -> Response[bytes]:
+        _served(settings, name)
+        ready = _ready(store, draining)
         return _json({"name": name, "ready": ready}, 200 if ready else 503)
 
     @post(
@@ -485,23 +483,21 @@ class InferenceController(_ProtocolController):
             503: _NO_MODEL,
         }},
     )
-    async def infer(self, name: str, request: Request, services: SharedServices) -> Response[bytes]:
+    async def infer(
+        self, name: str, request: Request, store: Store, settings: ServingSettings, spec: DataSet, schemas: Schemas,
+        pricing: Prices,
+    ) -> Response[bytes]:
         started = time.perf_counter()
-        _served(services, name)
-        model = _model(services)
+        _served(settings, name)
+        model = serving_model(request, store, "no model is loaded yet (Retry-After says when to ask again)")
         if BINARY_HEADER in request.headers:
-            raise _bad(model, f"binary tensor data ({BINARY_HEADER}) is not supported; send the tensors as JSON `data`")
+            raise BadTensors(f"binary tensor data ({BINARY_HEADER}) is not supported; send the tensors as JSON `data`")
         body = await request.body()
-        try:
-            inference = parse(body)
-            records = records_of(inference, services)
-            wanted = requested_outputs(inference)
-        except (BadTensors, InvalidInput) as error:
-            raise _bad(model, str(error)) from None
+        inference = parse(body)
+        records = records_of(inference, spec, schemas, settings)
+        wanted = requested_outputs(inference)
         # from here on as /predict: the canary's share, the log, the shadow's scores and the metrics
-        done = await answer_records(
-            services, model, records, body, request.state.principal.key_id, started, INFER_LATENCY
-        )
+        done = await pricing.answer(model, records, body, request.state.principal.key_id, started, INFER_LATENCY)
         data = {"price": done.prices, "lower": done.lower, "upper": done.upper,
                 "prediction_id": [str(i) for i in done.ids], "capped": done.capped}
         answer: dict[str, Any] = {"model_name": name, "model_version": done.version}

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, Request, get
 
-from serving.controllers.predictions import NO_MODEL, serving_model
+from serving.dependencies import Schemas, Store
 from serving.guards import requires
 from serving.openapi import ERRORS
+from serving.pricing import NO_MODEL, serving_model
 from serving.schemas import ArtifactRefusal, ModelInfo
-from serving.services import SharedServices
 
 
 class RolloutInfo(msgspec.Struct, kw_only=True):
@@ -33,8 +33,8 @@ class ModelController(Controller):
 
     @get("/model-info", summary="Version, alias, training metrics, data version and feature schema of the served model,"
          " and the shadow and canary beside it", opt={ERRORS: {503: NO_MODEL}})
-    async def model_info(self, services: SharedServices) -> ServedModelInfo:
-        model = serving_model(services)
+    async def model_info(self, request: Request, store: Store, schemas: Schemas) -> ServedModelInfo:
+        model = serving_model(request, store)
         return ServedModelInfo(
             name=model.name,
             version=model.version,
@@ -45,9 +45,9 @@ class ModelController(Controller):
             metrics={key: value for key, value in model.metrics.items() if key.startswith("holdout_")},
             fast_path=model.predictor.fast,
             loaded_at=model.loaded_at,
-            feature_schema=services.schemas.record_json_schema(),
-            artifact_verified=services.store.dsn is not None,
-            artifact_refusals=[ArtifactRefusal(**vars(r)) for r in services.store.artifact_refusals],
-            rollout=RolloutInfo(**services.store.rollout.describe()),
-            registry_error=services.store.registry_error,
+            feature_schema=schemas.record_json_schema(),
+            artifact_verified=store.dsn is not None,
+            artifact_refusals=[ArtifactRefusal(**vars(r)) for r in store.artifact_refusals],
+            rollout=RolloutInfo(**store.rollout.describe()),
+            registry_error=store.registry_error,
         )
