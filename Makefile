@@ -38,7 +38,7 @@ up: install
 	$(BIN)/price-platform up
 
 demo: install
-	$(BIN)/price-platform demo
+	$(BIN)/price-platform demo $(DEMO_ARGS)
 
 # ruff with the configuration in pyproject.toml: pycodestyle, pyflakes, import order, naming, blind except, bugbear.
 lint: install
