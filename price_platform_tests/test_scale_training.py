@@ -106,11 +106,14 @@ def test_the_binary_read_encodes_exactly_as_the_csv_read(features, spec, split):
     categories = feature_categories(dsn, spec)
     categories["neighborhood"] = categories["neighborhood"][1:]  # a category the encoder does not know -> -1
     encoder = FeatureEncoder(spec, categories)
+    rows = dict(feature_partitions(dsn))
     for key in split[0][:3]:
         table = read_partition(dsn, spec, key, dictionary=True)
-        data, label = EncodedReader(dsn, encoder)(key)
-        assert np.array_equal(data, encoder.matrix(table), equal_nan=True)
-        assert np.array_equal(label, encoder.label(table))
+        # rows unknown (growing buffer), known (exact buffer), and undercounted (the exact buffer grows)
+        for counts in ({}, rows, {key: rows[key] - 5}):
+            data, label = EncodedReader(dsn, encoder, counts)(key)
+            assert np.array_equal(data, encoder.matrix(table), equal_nan=True)
+            assert np.array_equal(label, encoder.label(table))
     column = data[:, encoder.columns.index("mas_vnr_type")]
     assert (column == -1).any() and (column >= 0).any()  # missing values read as -1 beside known ones
 

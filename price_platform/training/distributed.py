@@ -23,7 +23,7 @@ import io
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +168,28 @@ BINARY_TRAILER = b"\xff\xff"
 MISSING_HASH = 0
 
 
+class ExactBuffer:
+    """A write-only file of a known size: what ``COPY ... TO STDOUT`` writes, in one preallocated block."""
+
+    def __init__(self, size: int) -> None:
+        self.block = bytearray(size)
+        self.view = memoryview(self.block)
+        self.size = 0
+
+    def write(self, chunk: bytes) -> int:
+        end = self.size + len(chunk)
+        if end > len(self.block):  # more rows than counted (written meanwhile): grow, as BytesIO would
+            self.view.release()
+            self.block.extend(bytes(max(end - len(self.block), len(self.block) // 8)))
+            self.view = memoryview(self.block)
+        self.view[self.size : end] = chunk
+        self.size = end
+        return len(chunk)
+
+    def getbuffer(self) -> memoryview:
+        return self.view[: self.size]
+
+
 class EncodedReader:
     """One partition's encoded matrix and label in one binary ``COPY``, every field of fixed width.
 
@@ -177,11 +199,12 @@ class EncodedReader:
     (missing as :data:`MISSING_HASH`), so every row has the same length and the whole
     partition is one numpy structured array (no parsing); hashes map to the encoder's
     category codes with a sorted lookup (unknown and missing -> -1). The result equals the
-    CSV path's encoding value for value.
+    CSV path's encoding value for value. With each partition's ``rows`` known, the bytes are
+    received into one buffer of the exact size (no growing copies, which would raise the peak).
     """
 
-    def __init__(self, dsn: str, encoder: FeatureEncoder) -> None:
-        self.dsn, self.encoder = dsn, encoder
+    def __init__(self, dsn: str, encoder: FeatureEncoder, rows: Mapping[str, int] | None = None) -> None:
+        self.dsn, self.encoder, self.rows = dsn, encoder, dict(rows or {})
         spec = encoder.spec
         self.lookups = {name: self._lookup(values) for name, values in encoder.categories.items()}
         numbers = [*spec.numeric, spec.target]
@@ -215,7 +238,8 @@ class EncodedReader:
         query = sql.SQL("copy (select {} from price_data.features where partition_key = {}) to stdout with (format binary)").format(
             self.select, sql.Literal(partition_key)
         )
-        buffer = io.BytesIO()
+        expected = self.rows.get(partition_key)
+        buffer = io.BytesIO() if expected is None else ExactBuffer(len(BINARY_HEADER) + expected * self.record.itemsize + 2)
         with psycopg2.connect(self.dsn) as connection, connection.cursor() as cursor:
             cursor.copy_expert(query.as_string(cursor), buffer)
         connection.close()
@@ -307,14 +331,15 @@ class PartitionIter(xgb.DataIter):
 
 
 def train_in_chunks(
-    dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder, *, params: dict, rounds: int
+    dsn: str, spec: DatasetSpec, keys: Sequence[str], encoder: FeatureEncoder, *, params: dict, rounds: int,
+    rows: Mapping[str, int] | None = None,
 ) -> xgb.Booster:
-    """One process: a ``QuantileDMatrix`` built partition by partition, then ``xgboost.train``."""
+    """One process: a ``QuantileDMatrix`` built partition by partition, then ``xgboost.train`` (``rows``: per partition, if known)."""
     with (
         tempfile.TemporaryDirectory(prefix="price-platform-train-") as spill,
         ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="read-features") as pool,
     ):
-        iterator = PartitionIter(EncodedReader(dsn, encoder), keys, Path(spill), pool)
+        iterator = PartitionIter(EncodedReader(dsn, encoder, rows), keys, Path(spill), pool)
         matrix = xgb.QuantileDMatrix(iterator, max_bin=params.get("max_bin", 256), nthread=params.get("nthread"))
     return xgb.train(params, matrix, num_boost_round=rounds)
 
@@ -400,7 +425,7 @@ def train_large(
             booster = train_on_dask(dask_client, dsn, spec, keys, encoder, params=params, rounds=rounds)
     else:
         engine = "chunked"
-        booster = train_in_chunks(dsn, spec, keys, encoder, params=params, rounds=rounds)
+        booster = train_in_chunks(dsn, spec, keys, encoder, params=params, rounds=rounds, rows=available)
     sample = read_partition(dsn, spec, keys[0], limit=50).to_pandas()  # the pipeline's input example
     pipeline = as_pipeline(booster, spec, categories, sample)
     seconds = time.perf_counter() - started
