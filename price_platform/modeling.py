@@ -26,6 +26,15 @@ from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler, TargetEncoder
+from sklearn.utils import Tags, assert_all_finite, check_consistent_length
+from sklearn.utils.validation import (
+    _check_feature_names_in,
+    _check_sample_weight,
+    _check_y,
+    _num_samples,
+    check_is_fitted,
+    validate_data,
+)
 from xgboost import XGBRegressor
 
 from price_platform.datasets import DatasetSpec
@@ -67,34 +76,63 @@ def compile_expression(expression: str) -> Callable[[Mapping[str, Any]], Any]:
 
 
 class DerivedFeatures(TransformerMixin, BaseEstimator):
-    """Adds the data set's derived features (``name -> expression``) as new columns."""
+    """Adds the data set's derived features (``name -> expression``) as new columns.
+
+    Its input is a DataFrame, kept as one (categorical columns stay as they are): expressions
+    name its columns, and a frame may carry columns it was not fitted on (they pass through).
+    Without expressions it is the identity, on a frame or an array.
+    """
 
     def __init__(self, expressions: dict[str, str] | None = None) -> None:
         self.expressions = expressions
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> DerivedFeatures:  # noqa: N803 (sklearn naming)
-        self.functions_ = {name: compile_expression(text) for name, text in (self.expressions or {}).items()}
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
+    def fit(self, X: Any, y: Any = None) -> DerivedFeatures:  # noqa: N803 (sklearn naming)
+        validate_data(self, X, skip_check_array=isinstance(X, pd.DataFrame), dtype=None, ensure_all_finite=False)
+        if self.expressions and not hasattr(self, "feature_names_in_"):
+            raise ValueError(f"derived features {sorted(self.expressions)} name columns: X must be a DataFrame with named columns")
+        self.functions_ = self._compiled()
         return self
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
-        frame = X.copy()
+    def transform(self, X: Any) -> Any:  # noqa: N803
+        check_is_fitted(self)
+        frame = isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_")
+        if frame:
+            # columns by name, as ColumnTransformer reads a frame: extra columns pass (an unused column does not change the answer)
+            missing = [column for column in self.feature_names_in_ if column not in X.columns]
+            if missing:
+                raise ValueError(f"columns are missing: {missing}")
+        else:
+            X = validate_data(self, X, reset=False, dtype=None, ensure_all_finite=False)  # noqa: N806
+        if self.functions_ and not frame:
+            raise ValueError(f"derived features {sorted(self.functions_)} name columns: X must be a DataFrame with named columns")
+        derived = X.copy()
         for name, function in self.functions_.items():
-            frame[name] = function(X).astype("float64")
-        return frame
+            derived[name] = function(X).astype("float64")
+        return derived
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.asarray([*self.feature_names_in_, *self.functions_], dtype=object)
+        check_is_fitted(self)
+        return np.asarray([*_check_feature_names_in(self, input_features), *self.functions_], dtype=object)
+
+    def _compiled(self) -> dict[str, Callable[[Mapping[str, Any]], Any]]:
+        return {name: compile_expression(text) for name, text in (self.expressions or {}).items()}
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing values pass through, as in the tables
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        return tags
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = dict(super().__getstate__())  # a copy: BaseEstimator hands out the instance's own __dict__
         state.pop("functions_", None)  # closures do not pickle: rebuilt from the expressions
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        if "feature_names_in_" in state:
-            self.functions_ = {name: compile_expression(text) for name, text in (self.expressions or {}).items()}
+        super().__setstate__(state)
+        if "n_features_in_" in state or "feature_names_in_" in state:
+            self.functions_ = self._compiled()
 
 
 def numeric_inputs(spec: DatasetSpec) -> list[str]:
@@ -219,14 +257,21 @@ class BoundedKernelRidge(KernelRidge):
     """
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BoundedKernelRidge:  # noqa: N803 (sklearn naming)
-        rows = np.asarray(X, dtype=np.float64)
-        self.input_min_, self.input_max_ = rows.min(axis=0), rows.max(axis=0)
-        return super().fit(X, y, sample_weight=sample_weight)
+        rows = validate_data(self, X, dtype=np.float64)  # dense only: clipping would fill a sparse matrix
+        super().fit(X, y, sample_weight=sample_weight)
+        seen = rows[_check_sample_weight(sample_weight, rows) != 0]  # rows of weight 0 take no part in the fit, nor in the range
+        self.input_min_, self.input_max_ = seen.min(axis=0), seen.max(axis=0)
+        return self
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803
-        if isinstance(X, pd.DataFrame):  # keeps the column names the fit saw
-            return super().predict(X.clip(self.input_min_, self.input_max_, axis=1))
-        return super().predict(np.clip(np.asarray(X, dtype=np.float64), self.input_min_, self.input_max_))
+        check_is_fitted(self)
+        rows = validate_data(self, X, reset=False, dtype=np.float64)
+        return self._get_kernel(np.clip(rows, self.input_min_, self.input_max_), self.X_fit_) @ self.dual_coef_
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
 
 
 class NystroemKernelRidge(RegressorMixin, BaseEstimator):
@@ -271,14 +316,25 @@ class NystroemKernelRidge(RegressorMixin, BaseEstimator):
         return kernel
 
     def _chunks(self, X: Any) -> Iterator[tuple[int, np.ndarray]]:  # noqa: N803
-        """(first row, float64 rows) of ``X`` ``chunk_rows`` at a time: a frame is never converted whole."""
+        """(first row, finite float64 rows) of ``X`` ``chunk_rows`` at a time: a frame is never converted whole."""
         for start in range(0, len(X), self.chunk_rows):
-            yield start, _float_rows(X, slice(start, start + self.chunk_rows))
+            chunk = _float_rows(X, slice(start, start + self.chunk_rows))
+            assert_all_finite(chunk, input_name="X", estimator_name=type(self).__name__)
+            yield start, chunk
+
+    def _validated(self, X: Any, *, reset: bool) -> Any:  # noqa: N803
+        """``X`` checked: a frame for its column names and width (its values a chunk at a time), anything else as a float64 array."""
+        frame = isinstance(X, pd.DataFrame)
+        X = validate_data(self, X, reset=reset, skip_check_array=frame, dtype=np.float64)  # noqa: N806
+        if frame and len(X) == 0:
+            raise ValueError(f"Found array with 0 sample(s) (shape={X.shape}) while a minimum of 1 is required.")
+        return X
 
     def fit(self, X: Any, y: Any) -> NystroemKernelRidge:  # noqa: N803
-        target = np.asarray(y, dtype=np.float64)
+        X = self._validated(X, reset=True)  # noqa: N806
+        target = np.asarray(_check_y(y, y_numeric=True, estimator=self), dtype=np.float64)
+        check_consistent_length(X, target)
         rows, width = X.shape
-        self.n_features_in_ = width
         self.gamma_ = 1.0 / width if self.gamma is None else float(self.gamma)
         chosen = np.sort(np.random.default_rng(self.random_state).choice(rows, size=min(self.n_components, rows), replace=False))
         landmarks = np.ascontiguousarray(_float_rows(X, chosen))
@@ -299,6 +355,8 @@ class NystroemKernelRidge(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        check_is_fitted(self)
+        X = self._validated(X, reset=False)  # noqa: N806
         parts = [
             self._kernel(np.clip(chunk, self.input_min_, self.input_max_), self.X_fit_) @ self.dual_coef_
             for _, chunk in self._chunks(X)
@@ -312,23 +370,80 @@ def _float_rows(X: Any, rows: slice | np.ndarray) -> np.ndarray:  # noqa: N803
     return np.asarray(part, dtype=np.float64)
 
 
-def kernel_member(spec: DatasetSpec, rows: int, params: Mapping[str, Any] | None = None, *, seed: int = 0) -> BaseEstimator:
-    """The blend's kernel ridge for ``rows`` training rows: exact up to ``model.exact_kernel_rows``, Nystroem above.
+class ExactOrNystroemKernelRidge(RegressorMixin, BaseEstimator):
+    """Polynomial kernel ridge chosen by the number of training rows when it is fitted.
 
-    Either clips its inputs to their training range (:class:`BoundedKernelRidge`).
+    Up to ``exact_rows`` rows it fits the exact :class:`BoundedKernelRidge`, above them
+    :class:`NystroemKernelRidge` on ``n_components`` landmark rows; the fitted one is
+    ``estimator_``, and it predicts. Either clips its inputs to their training range.
     """
+
+    def __init__(
+        self,
+        alpha: float = 1.0,
+        degree: int = 2,
+        coef0: float = 1.0,
+        gamma: float | None = None,
+        exact_rows: int = 10_000,
+        n_components: int = 1000,
+        random_state: int = 0,
+    ) -> None:
+        self.alpha = alpha
+        self.degree = degree
+        self.coef0 = coef0
+        self.gamma = gamma
+        self.exact_rows = exact_rows
+        self.n_components = n_components
+        self.random_state = random_state
+
+    def fit(self, X: Any, y: Any) -> ExactOrNystroemKernelRidge:  # noqa: N803 (sklearn naming)
+        y = _check_y(y, y_numeric=True, estimator=self)  # one target, as the Nystroem kind fits
+        kernel = {"alpha": self.alpha, "degree": self.degree, "coef0": self.coef0, "gamma": self.gamma}
+        if _num_samples(X) <= self.exact_rows:
+            estimator: BoundedKernelRidge | NystroemKernelRidge = BoundedKernelRidge(kernel="polynomial", **kernel)
+        else:
+            estimator = NystroemKernelRidge(**kernel, n_components=self.n_components, random_state=self.random_state)
+        self.estimator_ = estimator.fit(X, y)
+        self.n_features_in_ = estimator.n_features_in_
+        if hasattr(estimator, "feature_names_in_"):
+            self.feature_names_in_ = estimator.feature_names_in_
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:  # noqa: N803
+        check_is_fitted(self)
+        return self.estimator_.predict(X)
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # neither kind clips a sparse matrix
+        return tags
+
+
+def kernel_member(spec: DatasetSpec, params: Mapping[str, Any] | None = None, *, seed: int = 0) -> ExactOrNystroemKernelRidge:
+    """The blend's kernel ridge: exact up to ``model.exact_kernel_rows`` training rows, Nystroem above (decided in its fit)."""
     settings = {**KERNEL_DEFAULTS, **dict(params or {})}
-    if rows <= spec.model.exact_kernel_rows:
-        return BoundedKernelRidge(kernel="polynomial", **settings)
-    return NystroemKernelRidge(**settings, n_components=spec.model.kernel_components, random_state=seed)
+    return ExactOrNystroemKernelRidge(
+        **settings, exact_rows=spec.model.exact_kernel_rows, n_components=spec.model.kernel_components, random_state=seed
+    )
 
 
-def skewed_columns(spec: DatasetSpec, frame: pd.DataFrame, threshold: float = 0.5) -> list[str]:
-    """Non-negative numeric inputs skewed beyond ``threshold``: the linear model sees their log."""
-    derived = DerivedFeatures(dict(spec.derived)).fit(frame[spec.features]).transform(frame[spec.features])
-    columns = numeric_inputs(spec)
-    skew = derived[columns].skew()
-    return [c for c in columns if skew[c] > threshold and derived[c].min() >= 0]
+class SkewedColumns:
+    """A ``ColumnTransformer`` column selector: which of ``columns`` are non-negative and skewed beyond ``threshold``.
+
+    The encoder calls it on the rows it is fitted on and keeps the answer in its fitted
+    ``transformers_`` (the way :func:`~sklearn.compose.make_column_selector` works).
+    """
+
+    def __init__(self, columns: list[str], threshold: float = 0.5) -> None:
+        self.columns = columns
+        self.threshold = threshold
+
+    def __call__(self, X: pd.DataFrame) -> list[str]:  # noqa: N803 (sklearn naming)
+        skew = X[self.columns].skew()
+        return [c for c in self.columns if skew[c] > self.threshold and X[c].min() >= 0]
+
+    def __repr__(self) -> str:
+        return f"SkewedColumns(columns={self.columns!r}, threshold={self.threshold!r})"
 
 
 def log1p_nonnegative(frame: pd.DataFrame) -> pd.DataFrame:
@@ -346,16 +461,32 @@ class EncodedColumns(TransformerMixin, BaseEstimator):
     def __init__(self, pattern: str = "") -> None:
         self.pattern = pattern
 
-    def fit(self, X: pd.DataFrame, y: Any = None) -> EncodedColumns:  # noqa: N803
-        self.feature_names_in_ = np.asarray(X.columns, dtype=object)
-        self.columns_ = [column for column in X.columns if re.match(self.pattern, column)]
+    def fit(self, X: Any, y: Any = None) -> EncodedColumns:  # noqa: N803
+        validate_data(self, X, skip_check_array=isinstance(X, pd.DataFrame), dtype=None, ensure_all_finite=False)
+        # an array's columns are named as scikit-learn names them: x0, x1, ...
+        self.columns_ = [column for column in _check_feature_names_in(self, None) if re.match(self.pattern, column)]
         return self
 
-    def transform(self, X: pd.DataFrame) -> pd.DataFrame:  # noqa: N803
-        return X[self.columns_]
+    def transform(self, X: Any) -> Any:  # noqa: N803
+        check_is_fitted(self)
+        by_name = isinstance(X, pd.DataFrame) and hasattr(self, "feature_names_in_")
+        X = validate_data(self, X, reset=False, skip_check_array=by_name, dtype=None, ensure_all_finite=False)  # noqa: N806
+        return X[self.columns_] if by_name else X[:, self._positions()]
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        return np.asarray(self.columns_, dtype=object)
+        check_is_fitted(self)
+        return _check_feature_names_in(self, input_features)[self._positions()]
+
+    def _positions(self) -> list[int]:
+        """Positions of the selected columns among those it was fitted on."""
+        chosen = set(self.columns_)
+        return [i for i, name in enumerate(_check_feature_names_in(self, None)) if name in chosen]
+
+    def __sklearn_tags__(self) -> Tags:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # a selection: missing values pass
+        tags.input_tags.string = True
+        return tags
 
 
 def _group_columns(groups: tuple[str, ...], leave_out: tuple[str, ...] = ()) -> EncodedColumns:
@@ -398,7 +529,6 @@ class BandedTargetRegressor(TransformedTargetRegressor):
 
 def build_blend_pipeline(
     spec: DatasetSpec,
-    frame: pd.DataFrame,
     xgboost_params: Mapping[str, Any] | None = None,
     kernel_params: Mapping[str, Any] | None = None,
     *,
@@ -407,9 +537,11 @@ def build_blend_pipeline(
 ) -> Pipeline:
     """Derived features -> one encoder -> weighted mean of kernel ridge and XGBoost on log(price), capped.
 
-    ``frame`` (the training rows) decides which columns are skewed and, by its length, which
-    kernel ridge the blend gets (:func:`kernel_member`); the data set's ``model.family``
-    whether it has one (``xgboost``: the trees alone). The encoder's outputs are named
+    The pipeline is unfitted and needs no data to be built: what depends on the training rows
+    is decided when it is fitted (which numeric columns are skewed enough to be logged,
+    :class:`SkewedColumns`; by the number of rows, which kernel ridge the blend gets,
+    :class:`ExactOrNystroemKernelRidge`). The data set's ``model.family`` decides whether it
+    has a kernel ridge (``xgboost``: the trees alone). The encoder's outputs are named
     ``<group>__<column>``; the kernel ridge reads the scaled numerics (except the sale's year
     and month: a polynomial would extrapolate them into the unseen months it is asked about),
     logs, ordered categories' scores and one-hot columns; XGBoost the numerics, scores, one-hot
@@ -427,7 +559,7 @@ def build_blend_pipeline(
             (
                 "log",
                 Pipeline([("log1p", FunctionTransformer(log1p_nonnegative, feature_names_out="one-to-one")), ("scale", StandardScaler())]),
-                skewed_columns(spec, frame),
+                SkewedColumns(numeric_inputs(spec)),
             ),
             ("quality", Pipeline([("score", OrderedScores(scales)), ("scale", StandardScaler())]), list(scales)),
             # 0/1 are exact in float32: half the memory of the widest block, the same numbers
@@ -458,7 +590,7 @@ def build_blend_pipeline(
         unread = [f"numeric__{c}" for c in (spec.time.columns if spec.time else []) if c in spec.numeric]
         if spec.model.area_monotone == "blend":
             unread += [f"{group}__{name}" for name in growing for group in ("numeric", "log")]
-        kernel = kernel_member(spec, len(frame), kernel_params, seed=seed)
+        kernel = kernel_member(spec, kernel_params, seed=seed)
         members = [("kernel_ridge", Pipeline([("columns", _group_columns(LINEAR_GROUPS, tuple(unread))), ("regressor", kernel)])), trees]
         weights = list(BLEND_WEIGHTS)
     model = BandedTargetRegressor(

@@ -92,7 +92,7 @@ def test_the_pipeline_round_trips_without_pickle_and_keeps_the_fast_path(setting
     spec = load_dataset(settings.dataset)
     frame = read_sample(spec).head(600)
     rows = frame[spec.features].tail(50)
-    blend = build_blend_pipeline(spec, frame, {"n_estimators": 20}).fit(frame[spec.features], frame[spec.target])
+    blend = build_blend_pipeline(spec, {"n_estimators": 20}).fit(frame[spec.features], frame[spec.target])
     folder = save_pipeline(blend, tmp_path / "serving")
     assert sorted(p.name for p in folder.iterdir()) == ["booster-0.ubj", "layout.json", "pipeline.skops"]
     assert (folder / "booster-0.ubj").read_bytes()[:1] == b"{"  # UBJSON object, XGBoost's own format

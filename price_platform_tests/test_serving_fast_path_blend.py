@@ -39,7 +39,7 @@ def blend(settings: Settings) -> SimpleNamespace:
     """The default model's shape fitted on the sample's train window (few trees), and the holdout."""
     spec = load_dataset(settings.dataset)
     train, holdout = split(spec, read_sample(spec))
-    pipeline = build_blend_pipeline(spec, train, {"n_estimators": TREES})
+    pipeline = build_blend_pipeline(spec, {"n_estimators": TREES})
     pipeline.fit(train[spec.features], train[spec.target])
     return SimpleNamespace(spec=spec, pipeline=pipeline, train=train, holdout=holdout)
 
@@ -111,7 +111,7 @@ def test_the_helper_thread_is_kept_off_the_cpu_of_the_thread_handing_it_work() -
 def test_a_blend_whose_trees_read_ordinal_codes_still_compiles(blend: SimpleNamespace) -> None:
     """Champions registered before the trees read one-hot columns encode categories as ordinal codes."""
     spec = blend.spec
-    pipeline = build_blend_pipeline(spec, blend.train, {"n_estimators": TREES})
+    pipeline = build_blend_pipeline(spec, {"n_estimators": TREES})
     codes = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1)
     pipeline.named_steps["encode"].transformers.append(("ordinal", codes, list(spec.categorical)))
     trees = dict(pipeline.named_steps["model"].regressor.estimators)["xgboost"]
@@ -183,7 +183,7 @@ def test_explanation_adds_up_to_the_log_price_with_a_kernel_ridge_term(blend: Si
 
 def test_a_blend_it_cannot_reproduce_is_served_by_the_pipeline(blend: SimpleNamespace) -> None:
     other = copy.deepcopy(blend.pipeline)
-    other.named_steps["model"].regressor_.estimators_[0].named_steps["regressor"].kernel = "rbf"
+    other.named_steps["model"].regressor_.estimators_[0].named_steps["regressor"].estimator_.kernel = "rbf"
     with pytest.raises(NotCompilable, match="rbf"):
         compile_pipeline(other, blend.spec.features)
     predictor = build_predictor(other, blend.spec.features)
@@ -228,7 +228,7 @@ def test_the_quadratic_form_keeps_every_direction_of_a_full_rank_matrix() -> Non
 
 def test_a_kernel_of_another_degree_is_evaluated_against_the_training_rows(blend: SimpleNamespace) -> None:
     cubic = copy.deepcopy(blend.pipeline)
-    cubic.named_steps["model"].regressor_.estimators_[0].named_steps["regressor"].degree = 3
+    cubic.named_steps["model"].regressor_.estimators_[0].named_steps["regressor"].estimator_.degree = 3
     compiled = compile_pipeline(cubic, blend.spec.features)
     assert compiled.kernel.quadratic() is None
     frame = blend.holdout.head(40)

@@ -52,7 +52,7 @@ def boxes(rows: int, seed: int = 0) -> pd.DataFrame:
 def fitted() -> Any:
     spec = boxes_spec()
     frame = boxes(400)
-    pipeline = build_blend_pipeline(spec, frame, {"n_estimators": 60}).fit(frame[spec.features], frame[spec.target])
+    pipeline = build_blend_pipeline(spec, {"n_estimators": 60}).fit(frame[spec.features], frame[spec.target])
     ordinary = boxes(20, seed=1)
     impossible = pd.DataFrame({"length": [90.0], "width": [9.0], "height": [9.0], "wood": ["oak"], "price": [np.nan]})
     return spec, frame, pipeline, pd.concat([ordinary, impossible], ignore_index=True)

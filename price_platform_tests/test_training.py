@@ -106,7 +106,7 @@ def test_conformal_interval_covers_its_share_of_fresh_residuals() -> None:
 
 @pytest.fixture(scope="module")
 def blend(spec, windows):
-    return build_blend_pipeline(spec, windows.train, FAST).fit(windows.train[spec.features], windows.train[spec.target])
+    return build_blend_pipeline(spec, FAST).fit(windows.train[spec.features], windows.train[spec.target])
 
 
 def test_blend_beats_the_ridge_baseline_and_behaves(spec, windows, blend) -> None:
@@ -189,7 +189,7 @@ def test_study_scores_the_blend_the_candidate_fits_with_its_best_settings(postgr
     result = run_study(spec, windows, storage_url=postgres.url("optuna"), study_name=f"blend-{uuid.uuid4().hex[:6]}",
                        n_trials=2, timeout=600, seed=5, rounds=120, pruning=False)  # fmt: skip
     rows = without_area_outliers(windows.train, spec)
-    blend = build_blend_pipeline(spec, rows, result.best_params, seed=5).fit(rows[spec.features], rows[spec.target])
+    blend = build_blend_pipeline(spec, result.best_params, seed=5).fit(rows[spec.features], rows[spec.target])
     actual = windows.validation[spec.target].to_numpy(float)
     rmsle = regression_metrics(actual, blend.predict(windows.validation[spec.features]))["rmsle"]
     assert result.best_value == pytest.approx(rmsle, rel=1e-5)

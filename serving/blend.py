@@ -56,6 +56,7 @@ from xgboost import XGBRegressor
 from price_platform.modeling import (
     DerivedFeatures,
     EncodedColumns,
+    ExactOrNystroemKernelRidge,
     NystroemKernelRidge,
     OrderedScores,
     log1p_nonnegative,
@@ -362,7 +363,9 @@ def compile_blend(
     kernel: PolynomialKernel | None = None
     kernel_columns = np.zeros(0, dtype=np.intp)
     if "kernel_ridge" in members:
-        kernel_columns, fitted = _member(members["kernel_ridge"], names, (KernelRidge, NystroemKernelRidge))
+        kernel_columns, fitted = _member(members["kernel_ridge"], names, (ExactOrNystroemKernelRidge, KernelRidge, NystroemKernelRidge))
+        if isinstance(fitted, ExactOrNystroemKernelRidge):  # the kind its fit chose (models registered before it: that kind)
+            fitted = fitted.estimator_
         kernel = _polynomial(fitted, len(kernel_columns))
     else:
         weights = [0.0, 1.0]

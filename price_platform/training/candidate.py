@@ -85,14 +85,14 @@ def fit_candidate(
     features, target = spec.features, spec.target
     xgboost_params = {"num_parallel_tree": parallel_trees, **xgboost_params}
     train = without_area_outliers(data.train, spec)
-    calibration = build_blend_pipeline(spec, train, xgboost_params, threads=threads, seed=seed)
+    calibration = build_blend_pipeline(spec, xgboost_params, threads=threads, seed=seed)
     calibration.fit(train[features], train[target])
     validation_predicted = calibration.predict(data.validation[features])
     halfwidth = conformal_halfwidth(data.validation[target].to_numpy(float), validation_predicted, coverage)
 
     fit_rows = without_area_outliers(data.fit_rows, spec)
     final_params = scaled_rounds(xgboost_params, len(train), len(fit_rows))
-    pipeline = build_blend_pipeline(spec, fit_rows, final_params, threads=threads, seed=seed)
+    pipeline = build_blend_pipeline(spec, final_params, threads=threads, seed=seed)
     pipeline.fit(fit_rows[features], fit_rows[target])
     actual = data.holdout[target].to_numpy(float)
     predicted = pipeline.predict(data.holdout[features])

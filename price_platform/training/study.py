@@ -108,7 +108,7 @@ def study_inputs(spec: DatasetSpec, data: TrainingSplit, seed: int) -> StudyInpu
     rows without the area outliers); only the booster changes from trial to trial.
     """
     rows = without_area_outliers(data.train, spec)
-    pipeline = build_blend_pipeline(spec, rows, seed=seed)
+    pipeline = build_blend_pipeline(spec, seed=seed)
     label = np.log(rows[spec.target].to_numpy(float))
     train_x = pipeline[:-1].fit_transform(rows[spec.features], rows[spec.target])
     validation_x = pipeline[:-1].transform(data.validation[spec.features])
