@@ -53,24 +53,35 @@ earlier_by_{{ loop.index }} as (
 )
 {%- endfor %}
 
-select features.record_id, recount.segment_column
-from {{ ref('features') }} as features
-join periods on periods.partition_key = features.partition_key
-{%- for segment in spec.segments %}
-left join earlier_by_{{ loop.index }}
-    on earlier_by_{{ loop.index }}.segment_value = coalesce(cast(features.{{ adapter.quote(segment) }} as text), '')
-    and earlier_by_{{ loop.index }}.period_start = periods.period_start
-{%- endfor %}
+{#- compared per sale in one pass; only the sales with a difference are spread over their segments -#}
+, compared as (
+
+    select
+        features.record_id
+        {%- for segment in spec.segments %},
+        coalesce(earlier_by_{{ loop.index }}.sales, -1) <> features.{{ adapter.quote('prior_sales_by_' ~ segment) }} as differs_{{ loop.index }}
+        {%- endfor %}
+    from {{ ref('features') }} as features
+    join periods on periods.partition_key = features.partition_key
+    {%- for segment in spec.segments %}
+    left join earlier_by_{{ loop.index }}
+        on earlier_by_{{ loop.index }}.segment_value = coalesce(cast(features.{{ adapter.quote(segment) }} as text), '')
+        and earlier_by_{{ loop.index }}.period_start = periods.period_start
+    {%- endfor %}
+    where {{ in_partition_window('features.partition_key') }}
+
+)
+
+select compared.record_id, recount.segment_column
+from compared
 cross join lateral (
     values
     {%- for segment in spec.segments %}
-    (
-        '{{ segment }}',
-        coalesce(earlier_by_{{ loop.index }}.sales, -1) <> features.{{ adapter.quote('prior_sales_by_' ~ segment) }}
-    ){% if not loop.last %},{% endif %}
+    ('{{ segment }}', compared.differs_{{ loop.index }}){% if not loop.last %},{% endif %}
     {%- endfor %}
 ) as recount (segment_column, differs)
-where {{ in_partition_window('features.partition_key') }} and recount.differs
+where ({% for segment in spec.segments %}compared.differs_{{ loop.index }}{% if not loop.last %} or {% endif %}{% endfor %})
+    and recount.differs
 {%- else -%}
 select record_id, null as segment_column from {{ ref('features') }} where false
 {%- endif %}

@@ -6,6 +6,10 @@ window and keeps the others, and dbt refuses a build whose columns differ from t
 built from (written by the model's post-hook in the build's transaction); when it differs
 from the current description's hash the next build rebuilds every partition with
 ``--full-refresh`` instead.
+
+The table is UNLOGGED (``dbt/models/marts/features.sql``): it is derived from ``raw_sales``,
+so it skips the write-ahead log, and a server crash leaves it empty. An empty table while
+``raw_sales`` has rows is therefore rebuilt in full too.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from price_platform.defs.resources import Warehouse
 #: The features table and the prefix of its comment (``dbt/macros/dataset.macro.sql``).
 FEATURES_TABLE = "price_data.features"
 COMMENT_PREFIX = "price_platform dataset description "
+#: What the features are built from.
+RAW_SALES_TABLE = "price_data.raw_sales"
 
 
 def stale_description(warehouse: Warehouse, spec: DatasetSpec) -> str | None:
@@ -38,4 +44,9 @@ def stale_description(warehouse: Warehouse, spec: DatasetSpec) -> str | None:
     built = comment.removeprefix(COMMENT_PREFIX)
     if built != current:
         return f"the data set description changed ({built} -> {current}); rebuilding every partition of {FEATURES_TABLE}"
+    with warehouse.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(f"select not exists (select from {FEATURES_TABLE}) and exists (select from {RAW_SALES_TABLE})")
+        (emptied,) = cursor.fetchone()
+    if emptied:
+        return f"{FEATURES_TABLE} is empty but raw_sales is not (an unlogged table after a server crash); rebuilding it"
     return None

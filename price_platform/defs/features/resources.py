@@ -12,6 +12,11 @@ from dagster_dbt.core.dbt_cli_invocation import DbtCliInvocation
 
 from price_platform.defs.resources import Warehouse
 
+#: Session settings of dbt's connections (libpq's ``PGOPTIONS``): the hash aggregates of the
+#: ``unique`` tests and the index builds of a ten-million-row features table stay in memory
+#: instead of spilling to disk (PostgreSQL's defaults are 4 MB and 64 MB).
+SESSION_OPTIONS = "-c work_mem=256MB -c maintenance_work_mem=1GB"
+
 
 class PlatformDbt(DbtCliResource):
     """``DbtCliResource`` whose dbt processes connect to the ``warehouse`` database.
@@ -24,7 +29,7 @@ class PlatformDbt(DbtCliResource):
     warehouse: Warehouse
 
     def connection_environment(self) -> dict[str, str]:
-        """The ``DBT_PG_*`` variables ``profiles.yml`` reads, for the warehouse database."""
+        """The ``DBT_PG_*`` variables ``profiles.yml`` reads, for the warehouse database, and the session settings."""
         server = self.warehouse.server
         url = server.server_url
         return {
@@ -33,6 +38,7 @@ class PlatformDbt(DbtCliResource):
             "DBT_PG_USER": url.username or "postgres",
             "DBT_ENV_SECRET_PG_PASSWORD": url.password or "",
             "DBT_PG_DBNAME": server.database_name,
+            "PGOPTIONS": " ".join(filter(None, [os.environ.get("PGOPTIONS"), SESSION_OPTIONS])),
         }
 
     def cli(self, args: Sequence[str], **kwargs: Any) -> DbtCliInvocation:
