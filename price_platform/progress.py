@@ -27,7 +27,9 @@ class RowProgress(tqdm):
         super().__init__(
             total=total, desc=desc, unit="rows", unit_scale=True, disable=disable, file=out,
             mininterval=0.1 if self.to_terminal else LOG_INTERVAL,
-            maxinterval=LOG_INTERVAL, dynamic_ncols=self.to_terminal,
+            # tqdm's monitor thread forces a redraw after maxinterval without one; in a log that
+            # doubled lines next to update()'s own, so there it only steps in for a stalled count
+            maxinterval=LOG_INTERVAL if self.to_terminal else 12 * LOG_INTERVAL, dynamic_ncols=self.to_terminal,
             leave=None if self.to_terminal else False,  # in a log the last line stays; close() must not erase it
         )
 

@@ -188,3 +188,24 @@ def test_read_partition_keeps_nulls_and_empty_strings_apart(features, spec, spli
     table = read_partition(dsn, spec, split[0][0])
     assert table["misc_feature"].null_count == nulls > 0
     assert pd.Series(table["neighborhood"].to_pylist()).notna().all()
+
+
+def test_training_runs_on_dask_worker_processes_named_by_the_scheduler_setting(features, spec, split, tmp_path):
+    """A real ``dask scheduler`` and two ``dask worker`` processes (not a cluster in this process), found by address."""
+    import os
+
+    from distributed import Client
+
+    from price_platform.training.dask_processes import dask_processes, on_workers
+
+    dsn = features.dsn()
+    with dask_processes(tmp_path / "dask", workers=2, threads=1) as address:
+        with Client(address) as client:
+            worker_pids = set(client.run(os.getpid).values())
+        assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+        trained = train_large(Settings(dask_scheduler=address, threads=1), dsn, spec, split[0], params=PARAMS, rounds=ROUNDS)
+        assert on_workers(address, os.getpid) in worker_pids  # a submitted task (the bench's drift) runs in a worker
+    assert trained.engine == "dask"
+    assert trained.rows == sum(rows for key, rows in feature_partitions(dsn) if key in split[0])
+    encoder = FeatureEncoder(spec, feature_categories(dsn, spec))
+    assert rmsle(trained.booster, dsn, spec, split[1], encoder) < 0.6 * rmsle_of_mean(dsn, spec, split, encoder)
