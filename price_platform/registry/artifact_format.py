@@ -56,16 +56,16 @@ THIRD_PARTY_TYPES: tuple[str, ...] = (
 def trusted_types() -> list[str]:
     """Every type ``pipeline.skops`` may name: :data:`THIRD_PARTY_TYPES` and the platform's own pieces.
 
-    The platform's pieces are the estimator classes and the public functions that
-    :mod:`price_platform.modeling` defines (the code that builds pipelines). Anything else in
-    the file refuses the artifact before any object is built.
+    The platform's pieces are the public classes (estimators, and the encoder's column selector
+    ``SkewedColumns``) and functions that :mod:`price_platform.modeling` defines (the code that
+    builds pipelines). Anything else in the file refuses the artifact before any object is built.
     """
     own = [
         f"{modeling.__name__}.{name}"
         for name, value in vars(modeling).items()
         if not name.startswith("_")
         and getattr(value, "__module__", None) == modeling.__name__
-        and (isinstance(value, type) and issubclass(value, BaseEstimator) or inspect.isfunction(value))
+        and (isinstance(value, type) or inspect.isfunction(value))
     ]
     return sorted({*THIRD_PARTY_TYPES, *own})
 
