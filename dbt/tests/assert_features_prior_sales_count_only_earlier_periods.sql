@@ -3,10 +3,10 @@
     strictly earlier periods with a plain join (no window functions) and returns the sales whose
     stored count differs.
 
-    The recount is done per segment value and period (small: values x periods, from one pass
-    over the sales) and joined to the features by the sale's own segment value and period, so
-    the test costs one pass over the sales and one over the features, not a join of every sale
-    with every earlier one.
+    The recount is done per segment value and partition (small: values x partitions, from one
+    pass over the sales; a partition is one period) and hash-joined to the features by the
+    sale's own segment value and partition, so the test costs one pass over the sales and one
+    over the features, not a join of every sale with every earlier one.
 -#}
 {{ config(meta={'dagster': {'ref': {'name': 'features'}}}) }}
 {%- set spec = dataset() -%}
@@ -24,26 +24,21 @@ with counted as (
     from {{ ref('int_sales_enriched') }}
     group by partition_key, period_start{% for segment in spec.segments %}, value_{{ loop.index }}{% endfor %}
 
-),
-
-periods as (
-
-    select distinct partition_key, period_start from counted
-
 )
 {%- for segment in spec.segments %}
 
 , sales_by_{{ loop.index }} as (
 
-    select value_{{ loop.index }} as segment_value, period_start, sum(sales) as sales
+    select value_{{ loop.index }} as segment_value, partition_key, period_start, sum(sales) as sales
     from counted
-    group by 1, 2
+    group by 1, 2, 3
 
 ),
 
+{#- keyed by partition (one period each), so the features join it directly -#}
 earlier_by_{{ loop.index }} as (
 
-    select current_period.segment_value, current_period.period_start, coalesce(sum(earlier.sales), 0) as sales
+    select current_period.segment_value, current_period.partition_key, coalesce(sum(earlier.sales), 0) as sales
     from sales_by_{{ loop.index }} as current_period
     left join sales_by_{{ loop.index }} as earlier
         on earlier.segment_value = current_period.segment_value
@@ -62,13 +57,13 @@ earlier_by_{{ loop.index }} as (
         coalesce(earlier_by_{{ loop.index }}.sales, -1) <> features.{{ adapter.quote('prior_sales_by_' ~ segment) }} as differs_{{ loop.index }}
         {%- endfor %}
     from {{ ref('features') }} as features
-    join periods on periods.partition_key = features.partition_key
     {%- for segment in spec.segments %}
     left join earlier_by_{{ loop.index }}
         on earlier_by_{{ loop.index }}.segment_value = coalesce(cast(features.{{ adapter.quote(segment) }} as text), '')
-        and earlier_by_{{ loop.index }}.period_start = periods.period_start
+        and earlier_by_{{ loop.index }}.partition_key = features.partition_key
     {%- endfor %}
     where {{ in_partition_window('features.partition_key') }}
+        and features.partition_key in (select partition_key from counted)
 
 )
 
