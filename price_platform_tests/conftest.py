@@ -24,8 +24,10 @@ from sqlalchemy.engine import make_url
 from price_platform.postgres import PostgresServer
 from price_platform.settings import Settings
 from price_platform.testing import SYSTEM_POSTGRES, drop_databases, free_port
+from serving import mlflow_client
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+mlflow_client.configure()  # the apps the tests build talk to MLflow as a serving process's do
 
 SYSTEM_REDIS = os.environ.get("PRICE_PLATFORM_TEST_REDIS", "redis://127.0.0.1:6379/0")
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -25,7 +24,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from price_platform.datasets import DatasetSpec, load_dataset
 from price_platform.settings import Settings, get_settings
 from price_platform.warehouse import platform_server
-from serving import auth, compression, metrics
+from serving import auth, compression, metrics, mlflow_client
 from serving.batching import MicroBatcher
 from serving.cache import SharedStore, redis_client
 from serving.controllers.admin import AdminController
@@ -61,9 +60,6 @@ def platform_dsn(settings: Settings) -> str:
 def create_app(settings: Settings, *, spec: DatasetSpec | None = None, dsn: str | None = None) -> Litestar:
     """The API for ``settings``' data set and registered model (``dsn``: the platform database)."""
     spec = spec or load_dataset(settings.dataset)
-    # MLflow's client retries a dead server for minutes by default; the alias poll tries again anyway.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     schemas = build_schemas(spec, settings.max_batch_size)
     redis = redis_client(settings.redis_url) if settings.redis_url else None
     shared = SharedStore(redis=redis, limit_per_minute=settings.rate_limit_per_minute)
@@ -170,7 +166,9 @@ async def _refresh_keys(services: Services) -> None:
 
 
 def app_from_environment() -> Litestar:
-    """The app for ``uvicorn --factory``: settings from the environment, database started if embedded."""
+    """The app for ``uvicorn --factory`` (each worker of ``price-platform serve``): the process-wide setup (the
+    interpreter's switch interval, MLflow's client retries), settings from the environment, database started if embedded."""
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+    mlflow_client.configure()
     settings = get_settings()
     return create_app(settings, dsn=platform_dsn(settings))

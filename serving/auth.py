@@ -126,7 +126,7 @@ class KeyRing:
     attempted_at: float = float("-inf")
 
     def __post_init__(self) -> None:
-        # Not fields: Litestar converts the services' dataclasses field by field, and cannot convert a lock.
+        # Not fields: the read's lock and pending future are no part of the key ring's state.
         self._reading = threading.Lock()
         self._miss_read: asyncio.Future | None = None
 
