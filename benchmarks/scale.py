@@ -124,6 +124,7 @@ def pipeline(rows: int, server, folder: Path) -> dict[str, float]:  # noqa: ANN0
     from price_platform.modeling import read_sample
     from price_platform.settings import DEFAULT_DATASET
     from price_platform.synth import SynthOptions, write
+    from price_platform.training.dask_processes import on_workers
 
     spec = load_dataset(DEFAULT_DATASET)
     figures: dict[str, float] = {}
@@ -193,53 +194,18 @@ def feature_keys(dsn: str) -> list[str]:
 def dask_scheduler(folder: Path) -> Iterator[str]:
     """The address of a Dask scheduler with workers: ``PRICE_PLATFORM_DASK_SCHEDULER`` if set, else one started here.
 
-    Started here: ``dask scheduler`` and :data:`DASK_WORKERS` ``dask worker`` processes (the
-    command-line tools of ``distributed``, each its own process as on separate machines; one
-    worker process of ``THREADS`` threads each), stopped when the block ends.
+    Started here: ``dask scheduler`` and :data:`DASK_WORKERS` ``dask worker`` processes of
+    ``THREADS`` threads (:func:`~price_platform.training.dask_processes.dask_processes`; the
+    workers import this module for the drift task), stopped when the block ends.
     """
     given = os.environ.get("PRICE_PLATFORM_DASK_SCHEDULER")
     if given:
         yield given
         return
-    from distributed import Client
+    from price_platform.training.dask_processes import dask_processes
 
-    from price_platform.testing import free_port
-
-    address = f"tcp://127.0.0.1:{free_port()}"
-    tool = str(Path(sys.executable).with_name("dask"))
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "PYTHONPATH": str(ROOT)}  # workers import benchmarks.scale
-    commands = [[tool, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"]]
-    commands += [
-        [tool, "worker", address, "--nworkers", "1", "--nthreads", str(THREADS), "--no-dashboard", "--name", f"bench-{n}",
-         "--local-directory", str(folder / f"dask-{n}")]
-        for n in range(DASK_WORKERS)
-    ]
-    processes = []
-    try:
-        for n, command in enumerate(commands):
-            log = (folder / f"dask-{n}.log").open("wb")
-            processes.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT))
-            if n == 0:
-                time.sleep(2)  # the scheduler listening before the workers dial it (they retry, but quietly)
-        with Client(address, timeout="60s") as client:
-            client.wait_for_workers(DASK_WORKERS, timeout=120)
+    with dask_processes(folder / "dask", workers=DASK_WORKERS, threads=THREADS, pythonpath=ROOT) as address:
         yield address
-    finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-def on_workers(address: str, function, *args):  # noqa: ANN001, ANN002, ANN201
-    """``function(*args)`` run as one task on a worker of the Dask scheduler at ``address``; its result."""
-    from distributed import Client
-
-    with Client(address, timeout="60s") as client:
-        return client.submit(function, *args, pure=False).result()
 
 
 def child(role: str, job: dict) -> dict:
