@@ -307,6 +307,10 @@ def drift(dsn: str, spec, reference_keys: list[str], current_key: str) -> str:  
     return f"{int(report.features['drifted'].sum())} of {len(report.features)} features drifted"
 
 
+#: Issue 20's goals at 10M rows: the pipeline (ingest, features, training, evaluation, drift) and each stage.
+PIPELINE_SECONDS, STAGE_SECONDS = 300.0, 90.0
+
+
 def report(rows: int, figures: dict[str, float]) -> list[Result]:
     name = label(rows)
     big = rows >= 10_000_000
@@ -325,10 +329,12 @@ def report(rows: int, figures: dict[str, float]) -> list[Result]:
         Result(named("ingest_rows_per_second"), ingest_rate, "rows/s", ">= 100000 at 10M", ingest_rate >= 100_000, command),
         Result(named("training_10m_vs_bare_xgboost"), ratio, "x", "<= 1.1", ratio <= 1.1, command),
         Result(named("training_10m_peak_gb"), figures["training_peak_gb"], "GB", "<= 8", figures["training_peak_gb"] <= 8, command),
-        Result(named("pipeline_10m_seconds"), total, "s", "<= 3600", total <= 3600, command),
+        Result(named("pipeline_10m_seconds"), total, "s", "<= 300", total <= PIPELINE_SECONDS, command),
+        Result(f"scale_{name}_synth_seconds", figures["synth"], "s", "making the data, not a pipeline stage", True, command),
     ]
-    for stage in ["synth", *stages]:
-        results.append(Result(f"scale_{name}_{stage}_seconds", figures[stage], "s", "stage time", True, command))
+    for stage in stages:
+        results.append(Result(f"scale_{name}_{stage}_seconds", figures[stage], "s", f"<= {STAGE_SECONDS:.0f} (a stage)",
+                              figures[stage] <= STAGE_SECONDS, command))
     results.append(Result(f"scale_{name}_bare_xgboost_seconds", figures["bare_xgboost"], "s", "peer", True, command))
     dask_goal = f"beside the in-process {figures['training']:.1f} s ({DASK_WORKERS} workers)"
     results.append(Result(f"scale_{name}_dask_training_seconds", figures["dask_training"], "s", dask_goal, True, command))
