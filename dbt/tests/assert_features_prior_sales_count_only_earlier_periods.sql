@@ -54,7 +54,7 @@ earlier_by_{{ loop.index }} as (
     select
         features.record_id
         {%- for segment in spec.segments %},
-        coalesce(earlier_by_{{ loop.index }}.sales, -1) <> features.{{ adapter.quote('prior_sales_by_' ~ segment) }} as differs_{{ loop.index }}
+        coalesce(earlier_by_{{ loop.index }}.sales, -1) is distinct from features.{{ adapter.quote('prior_sales_by_' ~ segment) }} as differs_{{ loop.index }}
         {%- endfor %}
     from {{ ref('features') }} as features
     {%- for segment in spec.segments %}
