@@ -240,6 +240,29 @@ def test_rebuilding_a_month_ignores_that_month_and_later_prices(ames: tuple[Sett
     assert moved.mean() > 0.5  # the next month sees this month's prices
 
 
+def test_the_prior_sales_recount_reports_a_wrong_and_a_missing_count(ames: tuple[Settings, Warehouse]) -> None:
+    """Two stored counts broken by hand, one wrong and one null: the recount test returns exactly those two."""
+    _, warehouse = ames
+    count = f"prior_sales_by_{AMES.segments[0]}"
+    recount = ("test", "--select", "assert_features_prior_sales_count_only_earlier_periods")
+    rows = read_sql(warehouse, f"select record_id, {count} from price_data.features order by arrival_seq desc limit 2")
+    (wrong, wrong_count), (missing, missing_count) = rows.itertuples(index=False)
+    update = f"update price_data.features set {count} = %s where record_id = %s"
+    with warehouse.connect() as connection, connection.cursor() as cursor:
+        cursor.execute(update, (int(wrong_count) + 1, wrong))
+        cursor.execute(update, (None, missing))
+    try:
+        broken = dbt_build(warehouse, AMES, None, None, *recount)
+    finally:
+        with warehouse.connect() as connection, connection.cursor() as cursor:
+            cursor.execute(update, (int(wrong_count), wrong))
+            cursor.execute(update, (int(missing_count), missing))
+    assert not broken.is_successful()
+    assert "Got 2 results, configured to fail if != 0" in str(broken.get_error())
+    restored = dbt_build(warehouse, AMES, None, None, *recount)
+    assert restored.is_successful(), restored.get_error()
+
+
 def test_dbt_without_the_dataset_var_names_it_and_changes_nothing(ames: tuple[Settings, Warehouse]) -> None:
     _, warehouse = ames
     before = read_sql(warehouse, "select count(*) as n from price_data.features").n[0]
