@@ -134,10 +134,12 @@ def seeded_results(settings, server: PostgresServer) -> list[Result]:
             rounds=rounds,
         )  # fmt: skip
         trained = fit_candidate(spec, data, study.best_params, coverage=settings.interval_coverage, seed=seed,
-                                threads=settings.threads, parallel_trees=settings.parallel_trees)  # fmt: skip
+                                threads=settings.threads, parallel_trees=settings.parallel_trees,
+                                kernel_weight=study.kernel_weight)  # fmt: skip
         scores[seed] = trained.metrics["holdout_rmsle"]
         print(f"seed {seed}: {study.trials} trials ({study.pruned} pruned, cut short: {study.cut_short}) in {study.seconds:.0f} s,"
-              f" best validation RMSLE {study.best_value:.4f}, holdout RMSLE {scores[seed]:.4f}", flush=True)  # fmt: skip
+              f" best validation RMSLE {study.best_value:.4f} (kernel ridge share {study.kernel_weight:.2f}),"
+              f" holdout RMSLE {scores[seed]:.4f}", flush=True)  # fmt: skip
     median, spread = float(np.median(list(scores.values()))), max(scores.values()) - min(scores.values())
     print(f"holdout RMSLE over seeds {list(SEEDS)}: median {median:.4f}, spread {spread:.4f} (FLAML 180 s: 0.143)")
     command = f"{COMMAND} (or python -m benchmarks.training --seeds)"

@@ -211,8 +211,9 @@ XGBOOST_DEFAULTS: dict[str, Any] = {
     "reg_lambda": 1.0,
 }
 KERNEL_DEFAULTS: dict[str, Any] = {"alpha": 0.5, "degree": 2, "coef0": 2.5}
-#: Weights of the kernel ridge and XGBoost log predictions (chosen on the same validation windows).
-BLEND_WEIGHTS = (0.6, 0.4)
+#: The kernel ridge's share of the blend's vote before a study learns it (the trees have the rest;
+#: chosen on the same validation windows; the study learns it per data set, :mod:`price_platform.training.study`).
+KERNEL_WEIGHT = 0.6
 
 #: Encoded column groups each member of the blend reads (prefixes of the encoder's outputs).
 #: The trees read the one-hot columns rather than ordinal codes of the categories (mean
@@ -534,6 +535,7 @@ def build_blend_pipeline(
     *,
     threads: int = 1,
     seed: int = 0,
+    kernel_weight: float = KERNEL_WEIGHT,
 ) -> Pipeline:
     """Derived features -> one encoder -> weighted mean of kernel ridge and XGBoost on log(price), capped.
 
@@ -548,9 +550,9 @@ def build_blend_pipeline(
     columns and target-encoded segments. XGBoost is monotone increasing in the area column and
     the derived features that grow with it (:func:`grows_with_area`); with
     ``model.area_monotone: blend`` the kernel ridge does not read those columns either, so the
-    whole blend is monotone in the area. The log predictions are averaged with
-    :data:`BLEND_WEIGHTS`, and prices capped to the training target's band
-    (:class:`BandedTargetRegressor`).
+    whole blend is monotone in the area. The log predictions are averaged, the kernel ridge's
+    with the share ``kernel_weight`` (which a study learns; 0 leaves the trees alone), and prices
+    capped to the training target's band (:class:`BandedTargetRegressor`).
     """
     scales = ordered_scales(spec)
     encode = ColumnTransformer(
@@ -584,7 +586,9 @@ def build_blend_pipeline(
     if growing:
         xgboost_settings["monotone_constraints"] = {f"numeric__{name}": 1 for name in growing}
     trees = ("xgboost", Pipeline([("columns", _group_columns(TREE_GROUPS)), ("regressor", XGBRegressor(**xgboost_settings))]))
-    if spec.model.family == "xgboost":
+    if not 0.0 <= kernel_weight < 1.0:
+        raise ValueError(f"kernel_weight must be in [0, 1): the trees keep a share of the vote, got {kernel_weight}")
+    if spec.model.family == "xgboost" or kernel_weight == 0.0:
         members, weights = [trees], [1.0]
     else:
         unread = [f"numeric__{c}" for c in (spec.time.columns if spec.time else []) if c in spec.numeric]
@@ -592,7 +596,7 @@ def build_blend_pipeline(
             unread += [f"{group}__{name}" for name in growing for group in ("numeric", "log")]
         kernel = kernel_member(spec, kernel_params, seed=seed)
         members = [("kernel_ridge", Pipeline([("columns", _group_columns(LINEAR_GROUPS, tuple(unread))), ("regressor", kernel)])), trees]
-        weights = list(BLEND_WEIGHTS)
+        weights = [kernel_weight, 1.0 - kernel_weight]
     model = BandedTargetRegressor(
         regressor=VotingRegressor(members, weights=weights), func=np.log, inverse_func=np.exp, band_factor=spec.model.price_band_factor
     )

@@ -23,7 +23,7 @@ from price_platform.training.metrics import (
     interval_coverage,
     regression_metrics,
 )
-from price_platform.training.study import run_study
+from price_platform.training.study import MAX_KERNEL_WEIGHT, StudyInputs, run_study
 
 FAST = {"n_estimators": 60, "learning_rate": 0.1}
 
@@ -189,7 +189,39 @@ def test_study_scores_the_blend_the_candidate_fits_with_its_best_settings(postgr
     result = run_study(spec, windows, storage_url=postgres.url("optuna"), study_name=f"blend-{uuid.uuid4().hex[:6]}",
                        n_trials=2, timeout=600, seed=5, rounds=120, pruning=False)  # fmt: skip
     rows = without_area_outliers(windows.train, spec)
-    blend = build_blend_pipeline(spec, result.best_params, seed=5).fit(rows[spec.features], rows[spec.target])
+    blend = build_blend_pipeline(spec, result.best_params, seed=5, kernel_weight=result.kernel_weight)
+    blend.fit(rows[spec.features], rows[spec.target])
     actual = windows.validation[spec.target].to_numpy(float)
     rmsle = regression_metrics(actual, blend.predict(windows.validation[spec.features]))["rmsle"]
+    assert 0.0 < result.kernel_weight <= MAX_KERNEL_WEIGHT
     assert result.best_value == pytest.approx(rmsle, rel=1e-5)
+
+
+def _validation_blend(kernel: np.ndarray | None, label: np.ndarray) -> StudyInputs:
+    return StudyInputs(booster_params={}, train=None, validation=None, kernel_validation=kernel, validation_label=label)
+
+
+def test_the_study_gives_the_kernel_ridge_the_share_that_fits_the_validation_rows_best() -> None:
+    rng = np.random.default_rng(3)
+    label = rng.normal(12.0, 0.4, 500)
+    trees = label + rng.normal(0.0, 0.10, 500)
+    kernel = label + rng.normal(0.0, 0.15, 500)
+    weight, score = _validation_blend(kernel, label).blend(trees)
+    grid = np.linspace(0.0, 1.0, 10_001)
+    errors = [np.sqrt(np.mean((label - (w * kernel + (1 - w) * trees)) ** 2)) for w in grid]
+    assert weight == pytest.approx(grid[int(np.argmin(errors))], abs=1e-3)
+    assert score == pytest.approx(min(errors), rel=1e-6)
+    assert 0.2 < weight < 0.5  # independent errors: the share goes to the member with the smaller variance
+    # a kernel ridge that is exact still leaves the trees their tenth; one that is wrong gets no share
+    assert _validation_blend(label.copy(), label).blend(trees)[0] == MAX_KERNEL_WEIGHT
+    assert _validation_blend(2 * trees - label, label).blend(trees)[0] == 0.0
+    assert _validation_blend(None, label).blend(trees) == (0.0, pytest.approx(np.sqrt(np.mean((label - trees) ** 2))))
+
+
+def test_a_blend_without_the_kernel_ridges_share_is_the_trees_alone_and_a_whole_share_is_refused(spec) -> None:
+    trees_alone = build_blend_pipeline(spec, FAST, kernel_weight=0.0).named_steps["model"].regressor
+    assert [name for name, _ in trees_alone.estimators] == ["xgboost"]
+    weighted = build_blend_pipeline(spec, FAST, kernel_weight=0.25).named_steps["model"].regressor
+    assert weighted.weights == [0.25, 0.75]
+    with pytest.raises(ValueError, match=r"kernel_weight must be in \[0, 1\): the trees keep a share of the vote, got 1.0"):
+        build_blend_pipeline(spec, FAST, kernel_weight=1.0)

@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from price_platform.datasets import DatasetSpec
-from price_platform.modeling import build_blend_pipeline, build_ridge_baseline
+from price_platform.modeling import KERNEL_WEIGHT, build_blend_pipeline, build_ridge_baseline
 from price_platform.registry.versions import (
     CandidateVersion,
     check_metrics,
@@ -76,23 +76,24 @@ def fit_candidate(
     seed: int = 0,
     threads: int = 1,
     parallel_trees: int = 1,
+    kernel_weight: float = KERNEL_WEIGHT,
 ) -> TrainedCandidate:
     """Fit, calibrate and measure the blend and its baselines; raise :class:`BehaviourError` if it misbehaves.
 
     ``parallel_trees`` trees are averaged per boosting round (XGBoost's ``num_parallel_tree``;
-    the study boosts one).
+    the study boosts one); ``kernel_weight`` is the kernel ridge's share of the vote (the study's).
     """
     features, target = spec.features, spec.target
     xgboost_params = {"num_parallel_tree": parallel_trees, **xgboost_params}
     train = without_area_outliers(data.train, spec)
-    calibration = build_blend_pipeline(spec, xgboost_params, threads=threads, seed=seed)
+    calibration = build_blend_pipeline(spec, xgboost_params, threads=threads, seed=seed, kernel_weight=kernel_weight)
     calibration.fit(train[features], train[target])
     validation_predicted = calibration.predict(data.validation[features])
     halfwidth = conformal_halfwidth(data.validation[target].to_numpy(float), validation_predicted, coverage)
 
     fit_rows = without_area_outliers(data.fit_rows, spec)
     final_params = scaled_rounds(xgboost_params, len(train), len(fit_rows))
-    pipeline = build_blend_pipeline(spec, final_params, threads=threads, seed=seed)
+    pipeline = build_blend_pipeline(spec, final_params, threads=threads, seed=seed, kernel_weight=kernel_weight)
     pipeline.fit(fit_rows[features], fit_rows[target])
     actual = data.holdout[target].to_numpy(float)
     predicted = pipeline.predict(data.holdout[features])
@@ -118,7 +119,11 @@ def fit_candidate(
         metrics=metrics,
         segments=segment_metrics(data.holdout, actual, predicted, list(spec.segments)),
         importance=shap_importance(pipeline, data.holdout[features].sample(n=min(SHAP_ROWS, len(data.holdout)), random_state=seed)),
-        params={**{f"xgboost_{k}": v for k, v in final_params.items()}, "interval_coverage_nominal": coverage},
+        params={
+            **{f"xgboost_{k}": v for k, v in final_params.items()},
+            "blend_kernel_weight": kernel_weight,
+            "interval_coverage_nominal": coverage,
+        },
     )
 
 

@@ -1,8 +1,8 @@
 """Which Optuna study a training run belongs to, and how many trials it still needs.
 
 A study is named by the model, the data version and a *search version*: the hash of the data
-set description (everything but its free text and source), the study's search space, the
-booster's defaults and the number of boosting rounds. A run on the same data with the same
+set description (everything but its free text and source), the study's search space, how a
+trial's blend is scored, the booster's defaults and the number of boosting rounds. A run on the same data with the same
 description and search space joins the same study and only tops it up to the trial budget;
 a changed YAML or search space starts a study of its own instead of adding trials to the old
 one (whose scores were measured on other inputs).
@@ -18,16 +18,17 @@ import optuna
 
 from price_platform.datasets import DatasetSpec
 from price_platform.modeling import XGBOOST_DEFAULTS
-from price_platform.training.study import search_space
+from price_platform.training.study import StudyInputs, search_space
 
 
 def search_version(spec: DatasetSpec, rounds: int) -> str:
-    """Hash of what a trial's score depends on besides the data: description, search space, defaults, rounds."""
+    """Hash of what a trial's score depends on besides the data: description, search space, scoring, defaults, rounds."""
     description = spec.model_dump(mode="json", exclude={"description", "source"})
     text = json.dumps(
         {
             "description": description,
             "search_space": inspect.getsource(search_space),
+            "scoring": inspect.getsource(StudyInputs.blend),
             "defaults": XGBOOST_DEFAULTS,
             "rounds": rounds,
         },

@@ -90,6 +90,7 @@ def hyperparameter_study(
             "pruned": result.pruned,
             "seconds": result.seconds,
             "best_params": result.best_params,
+            "kernel_weight": result.kernel_weight,
             "trials_table": markdown_table(result.history.tail(50)),
         },
     )
@@ -115,6 +116,7 @@ def candidate_model(
         seed=training.seed,
         threads=training.threads,
         parallel_trees=training.parallel_trees,
+        kernel_weight=hyperparameter_study.kernel_weight,
     )
     registered = candidate.register(
         trained,
