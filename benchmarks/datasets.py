@@ -61,6 +61,7 @@ from price_platform.testing import SYSTEM_POSTGRES, drop_databases, free_port
 from price_platform.training.dataset import TrainingSplit, without_area_outliers
 from price_platform.training.evaluation import Evaluation
 from price_platform.training.metrics import regression_metrics
+from price_platform.training.study import StudyResult
 
 COMMAND = "make bench BENCH=datasets"
 TABLES_DIR = Path(__file__).resolve().parent / "datasets"
@@ -185,9 +186,10 @@ def measure(yaml_path: Path) -> TableOutcome:
         stack = Stack(settings)
         start_service(stack, "mlflow")
         started = time.perf_counter()
-        data, evaluation = platform_path(settings, spec, outcome.timings)
+        data, study, evaluation = platform_path(settings, spec, outcome.timings)
         outcome.platform = Scores(evaluation.challenger["r2"], evaluation.challenger["rmsle"])
         outcome.notes.append(f"split {data.split_method}, {len(data.fit_rows)} fit rows, {len(data.holdout)} holdout rows")
+        outcome.notes.append(f"kernel ridge's share of the blend learned by the study: {study.kernel_weight:.3f}")
         try:
             outcome.notes.append(f"/predict answered {predict_over_http(stack, spec, data)}")
         except StageError as error:  # the model exists: its peers are still measured
@@ -221,10 +223,10 @@ def start_service(stack: Stack, name: str) -> None:
         raise StageError(name, f"{error}\n{tail}") from error
 
 
-def platform_path(settings: Settings, spec: DatasetSpec, timings: dict[str, float]) -> tuple[TrainingSplit, Evaluation]:
+def platform_path(settings: Settings, spec: DatasetSpec, timings: dict[str, float]) -> tuple[TrainingSplit, StudyResult, Evaluation]:
     """``make up``'s backfill in this process: data and features in one run, training through promotion in another.
 
-    ``timings`` gets each run's seconds.
+    Returns the training split, the study and the evaluation; ``timings`` gets each run's seconds.
     """
     begun = time.perf_counter()
     definitions = build_domain_definitions(settings)
@@ -257,7 +259,8 @@ def platform_path(settings: Settings, spec: DatasetSpec, timings: dict[str, floa
                                raise_on_error=False)  # fmt: skip
     raise_failure("training and promotion", model_run)
     timings["training and promotion"] = time.perf_counter() - begun - timings["ingestion and features"]
-    return model_run.output_for_node("training_dataset"), model_run.output_for_node("model_evaluation")
+    output = model_run.output_for_node
+    return output("training_dataset"), output("hyperparameter_study"), output("model_evaluation")
 
 
 def raise_failure(stage: str, result: dg.ExecuteInProcessResult) -> None:
