@@ -277,7 +277,9 @@ class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     family: Literal["blend", "xgboost"] = Field(
-        default="blend", description="`blend`: kernel ridge and XGBoost averaged; `xgboost`: the trees alone."
+        default="blend",
+        description="`blend`: kernel ridge and XGBoost averaged, the kernel ridge's share learned by the study"
+        " (0 when the trees alone validate better); `xgboost`: the trees alone, no kernel ridge fitted.",
     )
     exact_kernel_rows: int = Field(
         default=10_000,
