@@ -4,9 +4,8 @@ A study is named by the model, the data version and a *search version*: the hash
 set description (everything but its free text and source), the study's search space, how a
 trial's blend is scored, the booster's defaults and the number of boosting rounds. A run on the
 same data with the same description and search space joins the same study and only tops it up
-to the trial budget;
-a changed YAML or search space starts a study of its own instead of adding trials to the old
-one (whose scores were measured on other inputs).
+to the trial budget; a changed YAML or search space starts a study of its own instead of adding
+trials to the old one (whose scores were measured on other inputs).
 """
 
 from __future__ import annotations
