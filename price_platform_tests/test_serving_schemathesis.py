@@ -8,6 +8,14 @@ chains of calls along inferred links, is left out: it doubled the run's time). A
 the test. The cases per operation are counted by the server itself (``http_requests_total`` by
 route); operations without inputs (``GET /health``) have few distinct cases.
 
+``st`` runs in the test's own folder, so its cache (``.schemathesis/``: replayed crashes, operations
+it skipped after 405 answers, learned authentication) and its example database start empty in every
+run and never come from or go to the checkout. Once in a CI run (clean clone, 940 other tests
+before it) one operation, ``POST /admin/reload``, got only 27 requests while every check passed:
+Hypothesis stopped generating for it early and why is not known (the same test alone gave it 1,023
+twice). An operation that falls short of ``CASES`` is therefore run again on its own, with every
+check and another seed, and its count is the sum of both runs; either run failing fails the test.
+
 The Open Inference Protocol's ``POST /v2/models/{name}/infer`` may answer a schema-valid body
 with 400: its schema describes each tensor, but not what JSON Schema cannot say (one tensor per
 feature, every tensor holding the same number of values as its shape says), so the run's
@@ -72,23 +80,35 @@ def requests_per_route(server: Server) -> Counter[str]:
     return counts
 
 
-def test_schemathesis_finds_no_failure_with_every_check(secured_server) -> None:
-    server, key, home = secured_server
-    report = home / "schemathesis.ndjson"
+def run_schemathesis(server: Server, key: str, home: Path, seed: int, *only: str) -> None:
+    """``st run`` with every check against the server (only the operations on the paths ``only``, if given); assert it passes."""
     config = home / "schemathesis.toml"
     config.write_text(CONFIG)
+    name = f"schemathesis-{seed}"
     command = [
         str(Path(sys.executable).parent / "st"), "--config-file", str(config), "run", f"{server.url}/schema/openapi.json",
-        "--checks", "all", "--header", f"{HEADER}: {key}", "--max-examples", str(CASES), "--seed", "19",
+        "--checks", "all", "--header", f"{HEADER}: {key}", "--max-examples", str(CASES), "--seed", str(seed),
         "--phases", "coverage,fuzzing", "--workers", "2", "--suppress-health-check", "all",
-        "--report", "ndjson", "--report-ndjson-path", str(report), "--request-timeout", "30",
+        "--report", "ndjson", "--report-ndjson-path", str(home / f"{name}.ndjson"), "--request-timeout", "30",
+        *(option for path in only for option in ("--include-path", path)),
     ]
-    before = requests_per_route(server)
-    run = subprocess.run(command, capture_output=True, text=True, env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin"})
-    (home / "schemathesis.txt").write_text(run.stdout + run.stderr)
+    run = subprocess.run(command, capture_output=True, text=True, cwd=home, env={"NO_COLOR": "1", "PATH": "/usr/bin:/bin"})
+    (home / f"{name}.txt").write_text(run.stdout + run.stderr)
     print(run.stdout[-3000:])
     assert run.returncode == 0, f"schemathesis found failures:\n{run.stdout[-20000:]}\n{run.stderr[-3000:]}"
+
+
+def test_schemathesis_finds_no_failure_with_every_check(secured_server) -> None:
+    server, key, home = secured_server
+    before = requests_per_route(server)
+    run_schemathesis(server, key, home, 19)
     counts = requests_per_route(server) - before
     print("requests per route during the run:", dict(counts))
+    short = [path for path in WITH_INPUTS if counts[path] < CASES]
+    if short:  # see the module's docstring
+        print("run again on their own, with fewer than", CASES, "cases:", {path: counts[path] for path in short})
+        run_schemathesis(server, key, home, 20, *short)
+        counts = requests_per_route(server) - before
+        print("requests per route after the second run:", dict(counts))
     for path in WITH_INPUTS:
         assert counts[path] >= CASES, (path, counts)
