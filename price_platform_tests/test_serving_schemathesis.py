@@ -12,8 +12,8 @@ route); operations without inputs (``GET /health``) have few distinct cases.
 it skipped after 405 answers, learned authentication) and its example database start empty in every
 run and never come from or go to the checkout. Once in a CI run (clean clone, 940 other tests
 before it) one operation, ``POST /admin/reload``, got only 27 requests while every check passed:
-Hypothesis stopped generating for it early and why is not known (the same test alone gave it 1,023
-twice). An operation that falls short of ``CASES`` is therefore run again on its own, with every
+Hypothesis stopped generating for it early and why is not known (run alone, the same test gave it
+1,023). An operation that falls short of ``CASES`` is therefore run again on its own, with every
 check and another seed, and its count is the sum of both runs; either run failing fails the test.
 
 The Open Inference Protocol's ``POST /v2/models/{name}/infer`` may answer a schema-valid body
